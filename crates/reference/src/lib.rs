@@ -1,0 +1,18 @@
+//! Identifiers of the OCI world, parsed once at the edge so that nothing
+//! downstream (storage paths above all) ever sees an unchecked string.
+//!
+//! - [`Digest`]: `algorithm:encoded`, with streaming [`DigestHasher`]s.
+//! - [`RepositoryName`] and [`Tag`]: the distribution spec's grammars, plus the
+//!   registry-host first component berth uses for mirrored repositories.
+//! - [`ManifestRef`]: the `<reference>` of `/v2/<name>/manifests/<reference>`.
+//! - [`ImageReference`]: a user-facing image reference with Docker's normalisation
+//!   (`alpine` = `docker.io/library/alpine:latest`).
+#![forbid(unsafe_code)]
+
+mod digest;
+mod image;
+mod name;
+
+pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
+pub use image::{normalise_registry, ImageReference, ImageReferenceError, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
+pub use name::{is_registry_host, ManifestRef, NameError, RepositoryName, Tag};
