@@ -1,0 +1,155 @@
+//! Storage for berth: the durable layer under the registry.
+//!
+//! The [`Storage`] trait is deliberately small and registry-agnostic, in the
+//! spirit of Distribution's storage driver, so that an object store (S3) can
+//! implement it without the HTTP or registry layers changing:
+//!
+//! - **Blobs**: immutable, content-addressed by [`Digest`]. A blob is either
+//!   absent or complete; there is no way to observe a partial one.
+//! - **Uploads**: append-only staging areas identified by an [`UploadId`]. The
+//!   caller (the registry layer) hashes the bytes as they stream through and
+//!   asks the backend to [`Storage::upload_publish`] once the digest verified.
+//!   How publication is made atomic (rename, multipart completion, copy) is
+//!   the backend's business, not part of the contract.
+//! - **Documents**: small values (tags, manifest revisions, links, referrer
+//!   entries) under `/`-separated keys, each replaced atomically, listable by
+//!   prefix. The registry layer owns the key layout.
+//!
+//! Backends: [`fs::FsStorage`] (local disk, the embedded default).
+#![forbid(unsafe_code)]
+
+pub mod fs;
+mod key;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use berth_reference::Digest;
+use bytes::Bytes;
+use futures::Stream;
+
+pub use key::{DocKey, KeyError};
+
+/// A stream of blob bytes. I/O errors mid-stream abort the consumer; they are
+/// never turned into silently short content.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Identifier of an upload session; a UUID, so it is safe as a path component.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UploadId(uuid::Uuid);
+
+impl UploadId {
+    pub fn new_random() -> Self {
+        UploadId(uuid::Uuid::new_v4())
+    }
+}
+
+impl std::fmt::Display for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl std::str::FromStr for UploadId {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s)
+            .map(UploadId)
+            .map_err(|_| StorageError::UploadNotFound)
+    }
+}
+
+/// An inclusive-exclusive byte range `start..end` within a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob not found")]
+    BlobNotFound,
+    #[error("upload session not found")]
+    UploadNotFound,
+    #[error("upload is at offset {actual}, not {expected}")]
+    UploadOffsetMismatch { expected: u64, actual: u64 },
+    #[error("requested range is outside the blob")]
+    RangeNotSatisfiable,
+    #[error("no space left on the storage device")]
+    StorageFull,
+    #[error("invalid storage key: {0}")]
+    Key(#[from] KeyError),
+    #[error("storage I/O error: {0}")]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        // ENOSPC and EDQUOT: tell the client the registry is full rather than
+        // reporting an opaque I/O failure.
+        match e.raw_os_error() {
+            Some(28) | Some(122) => StorageError::StorageFull,
+            _ => StorageError::Io(e),
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Appends bytes to an upload session. Dropping it without [`finish`] leaves
+/// whatever was written durable-or-not, but never visible as a blob.
+///
+/// [`finish`]: UploadWriter::finish
+#[async_trait]
+pub trait UploadWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Flushes everything written and returns the session's new total size.
+    async fn finish(self: Box<Self>) -> Result<u64>;
+}
+
+/// The durable store under one registry. See the crate docs for the contract.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Size of a blob, or `None` when absent.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Stream a blob, or a range of it.
+    async fn blob_read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream>;
+    /// Store a small blob whose digest the caller has verified (manifests).
+    async fn blob_put(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
+    /// Remove a blob; `false` if it was not there.
+    async fn blob_delete(&self, digest: &Digest) -> Result<bool>;
+    /// Every stored blob (for garbage collection and scrubbing).
+    async fn blob_list(&self) -> Result<Vec<Digest>>;
+
+    /// Open a new, empty upload session.
+    async fn upload_create(&self) -> Result<UploadId>;
+    /// Bytes received so far, or `None` if there is no such session.
+    async fn upload_size(&self, id: &UploadId) -> Result<Option<u64>>;
+    /// Start appending at `offset`, which must equal the current size.
+    async fn upload_writer(&self, id: &UploadId, offset: u64) -> Result<Box<dyn UploadWriter>>;
+    /// Read back what an upload holds (to re-hash a session after a restart).
+    async fn upload_read(&self, id: &UploadId) -> Result<ByteStream>;
+    /// Atomically make the upload's bytes the blob `digest` and end the
+    /// session. The caller has verified the digest.
+    async fn upload_publish(&self, id: &UploadId, digest: &Digest) -> Result<u64>;
+    /// End a session, discarding its bytes.
+    async fn upload_delete(&self, id: &UploadId) -> Result<bool>;
+
+    async fn doc_get(&self, key: &DocKey) -> Result<Option<Bytes>>;
+    /// Replace a document atomically: readers see the old or the new value.
+    async fn doc_put(&self, key: &DocKey, value: Bytes) -> Result<()>;
+    /// Remove a document (and, for a prefix, everything beneath it).
+    async fn doc_delete(&self, key: &DocKey) -> Result<bool>;
+    /// Names of the immediate children of `prefix`, sorted.
+    async fn doc_list(&self, prefix: &DocKey) -> Result<Vec<String>>;
+}

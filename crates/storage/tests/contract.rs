@@ -1,0 +1,124 @@
+//! The storage contract, written once against `dyn Storage` so that every
+//! backend (today the local disk; later object storage) runs the same checks.
+
+use std::sync::Arc;
+
+use berth_reference::Digest;
+use berth_storage::fs::{collect, FsStorage};
+use berth_storage::{ByteRange, DocKey, Storage, StorageError};
+use bytes::Bytes;
+
+async fn backends() -> Vec<(tempfile::TempDir, Arc<dyn Storage>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStorage::open(dir.path()).await.unwrap();
+    vec![(dir, Arc::new(fs))]
+}
+
+#[tokio::test]
+async fn upload_publish_read_delete() {
+    for (_dir, s) in backends().await {
+        let id = s.upload_create().await.unwrap();
+        assert_eq!(s.upload_size(&id).await.unwrap(), Some(0));
+        let mut w = s.upload_writer(&id, 0).await.unwrap();
+        w.write(Bytes::from_static(b"hello ")).await.unwrap();
+        assert_eq!(w.finish().await.unwrap(), 6);
+        let mut w = s.upload_writer(&id, 6).await.unwrap();
+        w.write(Bytes::from_static(b"world")).await.unwrap();
+        assert_eq!(w.finish().await.unwrap(), 11);
+        let d = Digest::sha256_of(b"hello world");
+        assert_eq!(s.blob_size(&d).await.unwrap(), None, "nothing visible before publish");
+        assert_eq!(s.upload_publish(&id, &d).await.unwrap(), 11);
+        assert_eq!(s.upload_size(&id).await.unwrap(), None, "session ends on publish");
+        assert_eq!(s.blob_size(&d).await.unwrap(), Some(11));
+        let all = collect(s.blob_read(&d, None).await.unwrap()).await.unwrap();
+        assert_eq!(all, b"hello world");
+        let part = collect(s.blob_read(&d, Some(ByteRange { start: 6, end: 11 })).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(part, b"world");
+        assert!(matches!(
+            s.blob_read(&d, Some(ByteRange { start: 6, end: 12 })).await,
+            Err(StorageError::RangeNotSatisfiable)
+        ));
+        assert_eq!(s.blob_list().await.unwrap(), vec![d.clone()]);
+        assert!(s.blob_delete(&d).await.unwrap());
+        assert!(!s.blob_delete(&d).await.unwrap());
+        assert!(matches!(s.blob_read(&d, None).await, Err(StorageError::BlobNotFound)));
+    }
+}
+
+#[tokio::test]
+async fn writer_refuses_wrong_offset_and_unknown_session() {
+    for (_dir, s) in backends().await {
+        let id = s.upload_create().await.unwrap();
+        assert!(matches!(
+            s.upload_writer(&id, 5).await,
+            Err(StorageError::UploadOffsetMismatch { expected: 5, actual: 0 })
+        ));
+        assert!(s.upload_delete(&id).await.unwrap());
+        assert!(matches!(s.upload_writer(&id, 0).await, Err(StorageError::UploadNotFound)));
+    }
+}
+
+#[tokio::test]
+async fn documents() {
+    for (_dir, s) in backends().await {
+        let k = DocKey::new(["repositories", "a/b", "_tags", "v1"]).unwrap();
+        assert_eq!(s.doc_get(&k).await.unwrap(), None);
+        s.doc_put(&k, Bytes::from_static(b"one")).await.unwrap();
+        s.doc_put(&k, Bytes::from_static(b"two")).await.unwrap();
+        assert_eq!(s.doc_get(&k).await.unwrap().as_deref(), Some(&b"two"[..]));
+        let k2 = DocKey::new(["repositories", "a/b", "_tags", "v0"]).unwrap();
+        s.doc_put(&k2, Bytes::new()).await.unwrap();
+        let tags = DocKey::new(["repositories", "a/b", "_tags"]).unwrap();
+        assert_eq!(s.doc_list(&tags).await.unwrap(), vec!["v0", "v1"]);
+        assert_eq!(s.doc_get(&tags).await.unwrap(), None, "a prefix holds no value");
+        assert!(s.doc_delete(&k).await.unwrap());
+        assert_eq!(s.doc_list(&tags).await.unwrap(), vec!["v0"]);
+        let repo = DocKey::new(["repositories", "a/b"]).unwrap();
+        assert!(s.doc_delete(&repo).await.unwrap());
+        assert!(s.doc_list(&tags).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_publish_of_same_blob_is_safe() {
+    for (_dir, s) in backends().await {
+        let body = vec![7u8; 1 << 20];
+        let d = Digest::sha256_of(&body);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let s = s.clone();
+            let body = Bytes::from(body.clone());
+            let d = d.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = s.upload_create().await.unwrap();
+                let mut w = s.upload_writer(&id, 0).await.unwrap();
+                w.write(body).await.unwrap();
+                w.finish().await.unwrap();
+                s.upload_publish(&id, &d).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let got = collect(s.blob_read(&d, None).await.unwrap()).await.unwrap();
+        assert_eq!(Digest::sha256_of(&got), d);
+    }
+}
+
+#[tokio::test]
+async fn restart_discards_temporaries_and_keeps_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStorage::open(dir.path()).await.unwrap();
+    let id = s.upload_create().await.unwrap();
+    let mut w = s.upload_writer(&id, 0).await.unwrap();
+    w.write(Bytes::from_static(b"partial")).await.unwrap();
+    w.finish().await.unwrap();
+    std::fs::write(dir.path().join("tmp").join("half-written"), b"x").unwrap();
+    drop(s);
+    let s = FsStorage::open(dir.path()).await.unwrap();
+    assert_eq!(s.upload_size(&id).await.unwrap(), Some(7));
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(s.blob_list().await.unwrap().is_empty());
+}
