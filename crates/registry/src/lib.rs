@@ -1,0 +1,120 @@
+//! The registry: what pushing, pulling, tagging and deleting mean, expressed
+//! over the [`Storage`] trait and independent of HTTP.
+//!
+//! - `layout`: where each kind of metadata lives in the document store;
+//! - `blobs`: blob reads, deletes and cross-repository mounts;
+//! - `uploads`: upload sessions, hashed as the bytes stream through;
+//! - `manifests`: manifest validation, storage and deletion;
+//! - `tags`: tag resolution and listing;
+//! - `catalog`: the repository list;
+//! - `referrers`: the referrers API's index.
+//!
+//! The pull-through cache wraps a [`Registry`]: it serves what the registry
+//! holds and fills it from upstreams through the same methods.
+#![forbid(unsafe_code)]
+
+mod blobs;
+mod catalog;
+mod error;
+mod layout;
+mod manifests;
+mod referrers;
+mod tags;
+mod uploads;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use berth_storage::{Storage, UploadId};
+
+pub use berth_storage::{ByteRange, ByteStream};
+pub use error::{RegistryError, Result};
+pub use manifests::{PutManifest, StoredManifest};
+pub use uploads::UploadStatus;
+
+/// One page of a sorted listing (tags or repositories).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// Set when more items follow: the `last` to ask for the next page with.
+    pub next_last: Option<String>,
+}
+
+/// Take the page after `last` (exclusive) of at most `n` items from a sorted list.
+fn paginate<I: IntoIterator<Item = String>>(sorted: I, n: Option<usize>, last: Option<&str>) -> Page {
+    let mut iter = sorted
+        .into_iter()
+        .filter(|s| last.is_none_or(|l| s.as_str() > l))
+        .peekable();
+    let mut items = Vec::new();
+    match n {
+        None => items.extend(iter),
+        Some(n) => {
+            while items.len() < n {
+                match iter.next() {
+                    Some(s) => items.push(s),
+                    None => break,
+                }
+            }
+            if iter.peek().is_some() {
+                return Page {
+                    next_last: items.last().cloned(),
+                    items,
+                };
+            }
+        }
+    }
+    Page { items, next_last: None }
+}
+
+/// Per-session state kept in memory between requests: the running hash of
+/// the bytes received so far. Lost on restart, in which case the upload is
+/// re-hashed from storage when it completes.
+#[derive(Default)]
+struct Session {
+    hasher: Option<berth_reference::DigestHasher>,
+    hashed: u64,
+}
+
+pub struct Registry {
+    storage: Arc<dyn Storage>,
+    sessions: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>,
+    /// Repository names, loaded on first use and kept current by writes.
+    catalog: tokio::sync::RwLock<Option<BTreeSet<String>>>,
+}
+
+impl Registry {
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Registry {
+            storage,
+            sessions: Mutex::new(HashMap::new()),
+            catalog: tokio::sync::RwLock::new(None),
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pagination() {
+        let all = strings(&["a", "b", "c", "d"]);
+        assert_eq!(paginate(all.clone(), None, None).items, all);
+        let p = paginate(all.clone(), Some(2), None);
+        assert_eq!((p.items, p.next_last), (strings(&["a", "b"]), Some("b".into())));
+        let p = paginate(all.clone(), Some(2), Some("b"));
+        assert_eq!((p.items, p.next_last), (strings(&["c", "d"]), None));
+        assert!(paginate(all.clone(), Some(0), None).items.is_empty());
+        assert_eq!(paginate(all.clone(), None, Some("bb")).items, strings(&["c", "d"]));
+        assert_eq!(paginate(all, Some(10), Some("d")).items, Vec::<String>::new());
+    }
+}

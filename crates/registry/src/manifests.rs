@@ -1,0 +1,161 @@
+//! Manifests: accepted only when they parse and everything they reference is
+//! already in the repository; stored byte for byte as pushed, with the media
+//! type they were pushed as.
+
+use berth_manifest::{Manifest, ManifestError};
+use berth_reference::{Digest, ManifestRef, RepositoryName};
+use bytes::Bytes;
+
+use crate::{layout, Registry, RegistryError, Result};
+
+/// A manifest as stored: the exact bytes, their digest and media type.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a successful manifest push tells the client.
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    pub digest: Digest,
+    /// The `subject` digest, for the `OCI-Subject` response header.
+    pub subject: Option<Digest>,
+}
+
+impl From<ManifestError> for RegistryError {
+    fn from(e: ManifestError) -> Self {
+        match e {
+            ManifestError::TooLarge => RegistryError::SizeInvalid(e.to_string()),
+            ManifestError::Schema1 | ManifestError::UnsupportedMediaType(_) => RegistryError::ManifestInvalid(e.to_string()),
+            ManifestError::Invalid(m) => RegistryError::ManifestInvalid(m),
+        }
+    }
+}
+
+impl Registry {
+    /// Push a manifest under a tag or a digest.
+    pub async fn manifest_put(
+        &self,
+        repo: &RepositoryName,
+        reference: &ManifestRef,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutManifest> {
+        let manifest = Manifest::parse(&bytes, content_type)?;
+        let digest = match reference {
+            ManifestRef::Digest(expected) => {
+                let actual = Digest::of_bytes(expected.algorithm(), &bytes);
+                if &actual != expected {
+                    return Err(RegistryError::DigestInvalid {
+                        expected: expected.to_string(),
+                        actual: Some(actual.to_string()),
+                    });
+                }
+                actual
+            }
+            ManifestRef::Tag(_) => Digest::sha256_of(&bytes),
+        };
+        for blob in &manifest.blobs {
+            if !self.blob_linked(repo, &blob.digest).await? {
+                return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
+            }
+            match self.storage.blob_size(&blob.digest).await? {
+                None => return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone())),
+                Some(size) if size != blob.size => {
+                    return Err(RegistryError::ManifestInvalid(format!(
+                        "descriptor of {} says {} bytes, the blob has {size}",
+                        blob.digest, blob.size
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        for child in &manifest.manifests {
+            if self.storage.doc_get(&layout::manifest_revision(repo, &child.digest)?).await?.is_none() {
+                return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
+            }
+        }
+
+        let size = bytes.len() as u64;
+        self.storage.blob_put(&digest, bytes).await?;
+        self.storage
+            .doc_put(
+                &layout::manifest_revision(repo, &digest)?,
+                Bytes::copy_from_slice(manifest.media_type.as_bytes()),
+            )
+            .await?;
+        if let Some(subject) = &manifest.subject {
+            self.referrer_add(repo, &subject.digest, &digest, size, &manifest).await?;
+        }
+        if let ManifestRef::Tag(tag) = reference {
+            self.storage
+                .doc_put(&layout::tag(repo, tag)?, Bytes::from(digest.to_string()))
+                .await?;
+        }
+        self.note_repository(repo).await;
+        Ok(PutManifest {
+            digest,
+            subject: manifest.subject.map(|s| s.digest),
+        })
+    }
+
+    /// Fetch a manifest by tag or digest.
+    pub async fn manifest_get(&self, repo: &RepositoryName, reference: &ManifestRef) -> Result<StoredManifest> {
+        let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        let digest = match reference {
+            ManifestRef::Digest(d) => d.clone(),
+            ManifestRef::Tag(t) => self.tag_resolve(repo, t).await?.ok_or_else(unknown)?,
+        };
+        let media_type = self
+            .storage
+            .doc_get(&layout::manifest_revision(repo, &digest)?)
+            .await?
+            .ok_or_else(unknown)?;
+        let stream = match self.storage.blob_read(&digest, None).await {
+            Ok(s) => s,
+            Err(berth_storage::StorageError::BlobNotFound) => return Err(unknown()),
+            Err(e) => return Err(e.into()),
+        };
+        let bytes = berth_storage::fs::collect(stream)
+            .await
+            .map_err(berth_storage::StorageError::from)?;
+        Ok(StoredManifest {
+            digest,
+            media_type: String::from_utf8_lossy(&media_type).into_owned(),
+            bytes: Bytes::from(bytes),
+        })
+    }
+
+    /// Delete by digest (the manifest, every tag pointing at it, and its
+    /// referrer entry) or by tag (just the tag).
+    pub async fn manifest_delete(&self, repo: &RepositoryName, reference: &ManifestRef) -> Result<()> {
+        let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        match reference {
+            ManifestRef::Tag(t) => {
+                if self.storage.doc_delete(&layout::tag(repo, t)?).await? {
+                    Ok(())
+                } else {
+                    Err(unknown())
+                }
+            }
+            ManifestRef::Digest(d) => {
+                let stored = self.manifest_get(repo, reference).await?;
+                if let Ok(m) = Manifest::parse(&stored.bytes, Some(&stored.media_type)) {
+                    if let Some(subject) = m.subject {
+                        self.storage.doc_delete(&layout::referrer(repo, &subject.digest, d)?).await?;
+                    }
+                }
+                for tag in self.tags_pointing_at(repo, d).await? {
+                    self.storage.doc_delete(&layout::tag(repo, &tag)?).await?;
+                }
+                if self.storage.doc_delete(&layout::manifest_revision(repo, d)?).await? {
+                    Ok(())
+                } else {
+                    Err(unknown())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Upload sessions. Bytes are hashed while they stream into storage, so
+//! completing an upload costs no second pass (unless the process restarted
+//! mid-session, when the stored bytes are re-hashed once). A blob becomes
+//! visible only after its digest verified.
+
+use std::sync::Arc;
+
+use berth_reference::{Digest, RepositoryName};
+use berth_storage::UploadId;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::{layout, ByteStream, Registry, RegistryError, Result, Session};
+
+/// Where an upload session stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: String,
+    /// Bytes received so far.
+    pub offset: u64,
+}
+
+impl Registry {
+    fn session(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<Session>> {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.clone()).or_default().clone()
+    }
+
+    fn forget_session(&self, id: &UploadId) {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(id);
+    }
+
+    /// Resolve an upload id from a URL, checking it belongs to `repo`.
+    async fn owned_upload(&self, repo: &RepositoryName, id: &str) -> Result<UploadId> {
+        let id: UploadId = id.parse().map_err(|_| RegistryError::BlobUploadUnknown)?;
+        match self.storage.doc_get(&layout::upload(&id)?).await? {
+            Some(owner) if owner.as_ref() == repo.as_str().as_bytes() => Ok(id),
+            _ => Err(RegistryError::BlobUploadUnknown),
+        }
+    }
+
+    pub async fn upload_start(&self, repo: &RepositoryName) -> Result<UploadStatus> {
+        let id = self.storage.upload_create().await?;
+        self.storage
+            .doc_put(&layout::upload(&id)?, Bytes::copy_from_slice(repo.as_str().as_bytes()))
+            .await?;
+        Ok(UploadStatus {
+            id: id.to_string(),
+            offset: 0,
+        })
+    }
+
+    pub async fn upload_status(&self, repo: &RepositoryName, id: &str) -> Result<UploadStatus> {
+        let uid = self.owned_upload(repo, id).await?;
+        let offset = self
+            .storage
+            .upload_size(&uid)
+            .await?
+            .ok_or(RegistryError::BlobUploadUnknown)?;
+        Ok(UploadStatus {
+            id: uid.to_string(),
+            offset,
+        })
+    }
+
+    /// Append `body` to an upload. `start`, from `Content-Range`, must equal
+    /// the bytes received so far, or the chunk is refused (HTTP 416).
+    pub async fn upload_append(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
+        let uid = self.owned_upload(repo, id).await?;
+        let session = self.session(&uid);
+        let mut session = session.lock().await;
+        let offset = self.append_locked(&uid, &mut session, start, body).await?;
+        Ok(UploadStatus {
+            id: uid.to_string(),
+            offset,
+        })
+    }
+
+    async fn append_locked(
+        &self,
+        uid: &UploadId,
+        session: &mut Session,
+        start: Option<u64>,
+        mut body: ByteStream,
+    ) -> Result<u64> {
+        let current = self
+            .storage
+            .upload_size(uid)
+            .await?
+            .ok_or(RegistryError::BlobUploadUnknown)?;
+        if let Some(start) = start {
+            if start != current {
+                return Err(RegistryError::RangeInvalid { offset: current });
+            }
+        }
+        // Keep hashing only if the running hash covers exactly what is stored.
+        let mut hasher = match session.hasher.take() {
+            Some(h) if session.hashed == current => Some(h),
+            None if current == 0 => Some(berth_reference::Algorithm::Sha256.hasher()),
+            _ => None,
+        };
+        let mut writer = self.storage.upload_writer(uid, current).await?;
+        let mut failure = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&chunk);
+                    }
+                    if let Err(e) = writer.write(chunk).await {
+                        // What reached the disk is unknown: stop trusting the hash.
+                        hasher = None;
+                        failure = Some(RegistryError::from(e));
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(RegistryError::BlobUploadInvalid(format!("request body: {e}")));
+                    break;
+                }
+            }
+        }
+        // Flush what arrived even when the client went away, so that the
+        // session's offset and its hash agree and the client can resume.
+        let total = match writer.finish().await {
+            Ok(total) => total,
+            Err(e) => {
+                session.hasher = None;
+                return Err(failure.unwrap_or(e.into()));
+            }
+        };
+        session.hashed = total;
+        session.hasher = hasher;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    /// Finish an upload: append the final chunk (if any), verify the digest
+    /// and publish the blob into `repo`. On a digest mismatch the session is
+    /// discarded and nothing becomes visible.
+    pub async fn upload_complete(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        digest: &Digest,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
+        let uid = self.owned_upload(repo, id).await?;
+        let session = self.session(&uid);
+        let mut session = session.lock().await;
+        let size = match body {
+            Some(body) => self.append_locked(&uid, &mut session, None, body).await?,
+            None => self
+                .storage
+                .upload_size(&uid)
+                .await?
+                .ok_or(RegistryError::BlobUploadUnknown)?,
+        };
+        let actual = match session.hasher.take() {
+            Some(h) if session.hashed == size && h.algorithm() == digest.algorithm() => h.finish(),
+            _ => self.rehash_upload(&uid, digest).await?,
+        };
+        if &actual != digest {
+            self.discard_upload(&uid).await?;
+            return Err(RegistryError::DigestInvalid {
+                expected: digest.to_string(),
+                actual: Some(actual.to_string()),
+            });
+        }
+        let published = self.storage.upload_publish(&uid, digest).await?;
+        self.storage.doc_delete(&layout::upload(&uid)?).await?;
+        self.forget_session(&uid);
+        self.link_blob(repo, digest).await?;
+        Ok(published)
+    }
+
+    async fn rehash_upload(&self, uid: &UploadId, digest: &Digest) -> Result<Digest> {
+        let mut hasher = digest.algorithm().hasher();
+        let mut stream = self.storage.upload_read(uid).await?;
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(berth_storage::StorageError::from)?);
+        }
+        Ok(hasher.finish())
+    }
+
+    async fn discard_upload(&self, uid: &UploadId) -> Result<()> {
+        self.storage.upload_delete(uid).await?;
+        self.storage.doc_delete(&layout::upload(uid)?).await?;
+        self.forget_session(uid);
+        Ok(())
+    }
+
+    pub async fn upload_cancel(&self, repo: &RepositoryName, id: &str) -> Result<()> {
+        let uid = self.owned_upload(repo, id).await?;
+        let session = self.session(&uid);
+        let _guard = session.lock().await;
+        self.discard_upload(&uid).await
+    }
+
+    /// A whole blob in one request (`POST ?digest=`).
+    pub async fn blob_put(&self, repo: &RepositoryName, digest: &Digest, body: ByteStream) -> Result<u64> {
+        let status = self.upload_start(repo).await?;
+        let result = self.upload_complete(repo, &status.id, digest, Some(body)).await;
+        if result.is_err() {
+            // A failed monolithic upload has no session the client knows of.
+            if let Ok(uid) = status.id.parse::<UploadId>() {
+                let _ = self.discard_upload(&uid).await;
+            }
+        }
+        result
+    }
+}
