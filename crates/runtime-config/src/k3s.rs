@@ -1,0 +1,218 @@
+//! `registries.yaml` for k3s, RKE2 and k3d: `mirrors.<host>.endpoint` lists
+//! the berth mirror first (k3s still falls back to the registry itself), and
+//! `configs.<mirror>.tls` carries a CA or skip-verify when asked. An existing
+//! file is merged, not replaced: other mirrors, credentials and keys the user
+//! wrote stay as they were.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_norway::Mapping;
+
+use crate::{generated_header, ConfigError, Plan, PlannedFile, Settings};
+
+pub const K3S_DEST: &str = "/etc/rancher/k3s/registries.yaml";
+pub const RKE2_DEST: &str = "/etc/rancher/rke2/registries.yaml";
+/// k3d takes the file on its command line (`--registry-config`).
+pub const K3D_DEST: &str = "registries.yaml";
+
+/// A `registries.yaml` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RegistriesYaml {
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub mirrors: IndexMap<String, MirrorEntry>,
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub configs: IndexMap<String, ConfigEntry>,
+    #[serde(flatten)]
+    pub other: Mapping,
+}
+
+/// `mirrors.<host>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MirrorEntry {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoint: Vec<String>,
+    /// `rewrite` and anything else.
+    #[serde(flatten)]
+    pub other: Mapping,
+}
+
+/// `configs.<host>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ConfigEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// `auth` and anything else.
+    #[serde(flatten)]
+    pub other: Mapping,
+}
+
+/// `configs.<host>.tls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TlsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+    /// `cert_file`, `key_file` and anything else.
+    #[serde(flatten)]
+    pub other: Mapping,
+}
+
+impl RegistriesYaml {
+    pub fn parse(text: &str) -> Result<RegistriesYaml, serde_norway::Error> {
+        if text.trim().is_empty() {
+            return Ok(RegistriesYaml::default());
+        }
+        serde_norway::from_str(text)
+    }
+
+    /// Route the settings' registries through the mirror, keeping everything
+    /// else.
+    pub fn apply(&mut self, settings: &Settings) {
+        let mirror = settings.mirror.url();
+        let mut hosts: Vec<&str> = settings.registries.hosts.iter().map(String::as_str).collect();
+        if settings.registries.all {
+            hosts.push("*");
+        }
+        for host in hosts {
+            let entry = self.mirrors.entry(host.to_string()).or_default();
+            entry.endpoint.retain(|e| e.trim_end_matches('/') != mirror);
+            entry.endpoint.insert(0, mirror.clone());
+        }
+        if settings.ca.is_some() || settings.skip_verify {
+            let config = self.configs.entry(settings.mirror.authority().to_string()).or_default();
+            let tls = config.tls.get_or_insert_with(TlsConfig::default);
+            if let Some(ca) = &settings.ca {
+                tls.ca_file = Some(ca.to_string_lossy().into_owned());
+            }
+            if settings.skip_verify {
+                tls.insecure_skip_verify = Some(true);
+            }
+        }
+    }
+}
+
+/// Merge into `existing` (the file's current text, if any) and render.
+pub fn render(settings: &Settings, existing: Option<&str>, path_for_errors: &str) -> Result<String, ConfigError> {
+    let mut doc = match existing {
+        Some(text) => RegistriesYaml::parse(text).map_err(|e| ConfigError::Existing {
+            path: path_for_errors.to_string(),
+            reason: e.to_string(),
+        })?,
+        None => RegistriesYaml::default(),
+    };
+    doc.apply(settings);
+    let body = serde_norway::to_string(&doc).map_err(|e| ConfigError::Generate {
+        what: "registries.yaml".to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(format!("{}{body}", generated_header("#", "k3s")))
+}
+
+/// The merged `registries.yaml` at `dest`.
+pub fn plan(settings: &Settings, dest: &std::path::Path, existing: Option<&str>) -> Result<Plan, ConfigError> {
+    let contents = render(settings, existing, &dest.display().to_string())?;
+    let mut plan = Plan {
+        files: vec![PlannedFile {
+            path: dest.to_path_buf(),
+            contents,
+        }],
+        ..Plan::default()
+    };
+    plan.instructions.push(
+        "Restart k3s (`systemctl restart k3s`, or `k3s-agent` on agents; `rke2-server`/`rke2-agent` for RKE2) \
+         on every node to apply it; for k3d pass the file as `k3d cluster create --registry-config FILE`."
+            .to_string(),
+    );
+    if settings.registries.all {
+        plan.warnings
+            .push("older k3s/RKE2 releases ignore the `*` mirror entry: list the registries explicitly if unsure.".to_string());
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Mirror, Registries};
+    use std::path::{Path, PathBuf};
+
+    fn settings(mirror: &str, registries: &str) -> Settings {
+        Settings {
+            mirror: Mirror::parse(mirror).unwrap(),
+            registries: Registries::parse(registries).unwrap(),
+            ca: None,
+            skip_verify: false,
+        }
+    }
+
+    #[test]
+    fn plain_http_mirror_needs_no_configs() {
+        let s = settings("http://10.0.0.5:5000", "docker.io,registry.k8s.io");
+        let plan = plan(&s, Path::new(K3S_DEST), None).unwrap();
+        let text = &plan.files[0].contents;
+        let v: serde_norway::Value = serde_norway::from_str(text).unwrap();
+        assert_eq!(
+            v["mirrors"]["docker.io"]["endpoint"][0].as_str(),
+            Some("http://10.0.0.5:5000")
+        );
+        assert_eq!(
+            v["mirrors"]["registry.k8s.io"]["endpoint"][0].as_str(),
+            Some("http://10.0.0.5:5000")
+        );
+        assert!(v.get("configs").is_none(), "{text}");
+    }
+
+    #[test]
+    fn tls_configs_keyed_by_mirror_host() {
+        let mut s = settings("https://mirror.example:5443", "*");
+        s.ca = Some(PathBuf::from("/etc/ssl/berth-ca.pem"));
+        s.skip_verify = true;
+        let text = render(&s, None, "x").unwrap();
+        let doc = RegistriesYaml::parse(&text).unwrap();
+        assert_eq!(doc.mirrors["*"].endpoint, ["https://mirror.example:5443"]);
+        let tls = doc.configs["mirror.example:5443"].tls.as_ref().unwrap();
+        assert_eq!(tls.ca_file.as_deref(), Some("/etc/ssl/berth-ca.pem"));
+        assert_eq!(tls.insecure_skip_verify, Some(true));
+    }
+
+    #[test]
+    fn merges_keeping_user_entries() {
+        let existing = r#"
+mirrors:
+  docker.io:
+    endpoint:
+      - https://old-mirror.example
+    rewrite:
+      "^library/(.*)": "mirrored/$1"
+  my.company.registry:
+    endpoint:
+      - http://my.company.registry
+configs:
+  my.company.registry:
+    auth:
+      username: aladin
+      password: abracadabra
+"#;
+        let s = settings("http://127.0.0.1:5000", "docker.io");
+        let text = render(&s, Some(existing), "x").unwrap();
+        let doc = RegistriesYaml::parse(&text).unwrap();
+        assert_eq!(
+            doc.mirrors["docker.io"].endpoint,
+            ["http://127.0.0.1:5000", "https://old-mirror.example"]
+        );
+        assert!(doc.mirrors["docker.io"].other.contains_key("rewrite"));
+        assert_eq!(doc.mirrors["my.company.registry"].endpoint, ["http://my.company.registry"]);
+        let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+        assert_eq!(v["configs"]["my.company.registry"]["auth"]["password"].as_str(), Some("abracadabra"));
+        // Applying twice changes nothing.
+        assert_eq!(render(&s, Some(&text), "x").unwrap(), text);
+    }
+
+    #[test]
+    fn bad_existing_file_is_an_error() {
+        let s = settings("http://127.0.0.1:5000", "docker.io");
+        assert!(render(&s, Some("mirrors: [unclosed"), "x").is_err());
+        assert!(render(&s, Some(""), "x").is_ok());
+    }
+}
