@@ -88,9 +88,11 @@ pub fn host_dir_name(registry: Option<&str>) -> &str {
 
 /// Render one `hosts.toml`.
 pub fn render(settings: &Settings, registry: Option<&str>) -> Result<String, ConfigError> {
-    let body = toml::to_string(&HostsToml::for_mirror(settings, registry)).map_err(|e| ConfigError::Generate {
-        what: "hosts.toml".to_string(),
-        reason: e.to_string(),
+    let body = toml::to_string(&HostsToml::for_mirror(settings, registry)).map_err(|e| {
+        ConfigError::Generate {
+            what: "hosts.toml".to_string(),
+            reason: e.to_string(),
+        }
     })?;
     let what = registry.unwrap_or("every registry");
     Ok(format!(
@@ -102,7 +104,12 @@ pub fn render(settings: &Settings, registry: Option<&str>) -> Result<String, Con
 /// Every `hosts.toml` under `dest`, plus the `config.toml` instructions.
 pub fn plan(settings: &Settings, dest: &Path) -> Result<Plan, ConfigError> {
     let mut plan = Plan::default();
-    let mut targets: Vec<Option<&str>> = settings.registries.hosts.iter().map(|h| Some(h.as_str())).collect();
+    let mut targets: Vec<Option<&str>> = settings
+        .registries
+        .hosts
+        .iter()
+        .map(|h| Some(h.as_str()))
+        .collect();
     if settings.registries.all {
         targets.push(None);
     }
@@ -143,7 +150,11 @@ pub fn config_instructions(dest: &Path) -> Result<String, ConfigError> {
 /// The smallest `config.toml` fragment setting `config_path` for a
 /// configuration of the given version (2 for containerd 1.x, 3 for 2.x).
 pub fn config_stanza(version: u8, dest: &Path) -> Result<String, ConfigError> {
-    let plugin = if version >= 3 { CRI_V3_PLUGIN } else { CRI_V2_PLUGIN };
+    let plugin = if version >= 3 {
+        CRI_V3_PLUGIN
+    } else {
+        CRI_V2_PLUGIN
+    };
     let mut registry = toml::Table::new();
     registry.insert(
         "config_path".to_string(),
@@ -154,7 +165,10 @@ pub fn config_stanza(version: u8, dest: &Path) -> Result<String, ConfigError> {
     let mut plugins = toml::Table::new();
     plugins.insert(plugin.to_string(), toml::Value::Table(plugin_table));
     let mut root = toml::Table::new();
-    root.insert("version".to_string(), toml::Value::Integer(i64::from(version)));
+    root.insert(
+        "version".to_string(),
+        toml::Value::Integer(i64::from(version)),
+    );
     root.insert("plugins".to_string(), toml::Value::Table(plugins));
     toml::to_string(&root).map_err(|e| ConfigError::Generate {
         what: "config.toml stanza".to_string(),
@@ -176,7 +190,10 @@ pub struct RegistrySection {
 /// Read the registry section of a `config.toml`, whichever version it is.
 pub fn read_registry_section(config_toml: &str) -> Result<RegistrySection, toml::de::Error> {
     let root: toml::Table = toml::from_str(config_toml)?;
-    let version = root.get("version").and_then(toml::Value::as_integer).unwrap_or(1);
+    let version = root
+        .get("version")
+        .and_then(toml::Value::as_integer)
+        .unwrap_or(1);
     let mut out = RegistrySection {
         version,
         ..RegistrySection::default()
@@ -194,7 +211,11 @@ pub fn read_registry_section(config_toml: &str) -> Result<RegistrySection, toml:
             out.config_paths
                 .extend(path.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
         }
-        if registry.get("mirrors").and_then(toml::Value::as_table).is_some_and(|m| !m.is_empty()) {
+        if registry
+            .get("mirrors")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|m| !m.is_empty())
+        {
             out.has_mirrors = true;
         }
     }
@@ -219,7 +240,11 @@ mod tests {
     fn one_hosts_toml_per_registry_with_upstream_server() {
         let s = settings("http://127.0.0.1:5000", "docker.io,quay.io");
         let plan = plan(&s, Path::new("/etc/containerd/certs.d")).unwrap();
-        let paths: Vec<_> = plan.files.iter().map(|f| f.path.to_string_lossy().into_owned()).collect();
+        let paths: Vec<_> = plan
+            .files
+            .iter()
+            .map(|f| f.path.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             paths,
             [
@@ -238,7 +263,9 @@ mod tests {
         assert!(!host.contains_key("ca"));
         let quay = HostsToml::parse(&plan.files[1].contents).unwrap();
         assert_eq!(quay.server.as_deref(), Some("https://quay.io"));
-        assert!(plan.files[0].contents.contains("[host.\"http://127.0.0.1:5000\"]"));
+        assert!(plan.files[0]
+            .contents
+            .contains("[host.\"http://127.0.0.1:5000\"]"));
     }
 
     #[test]
@@ -262,7 +289,10 @@ mod tests {
         let text = render(&s, Some("ghcr.io")).unwrap();
         let parsed = HostsToml::parse(&text).unwrap();
         let entry = &parsed.host["https://mirror.example:5443"];
-        assert_eq!(entry.ca, Some(CaFiles::One("/etc/berth/ca.pem".to_string())));
+        assert_eq!(
+            entry.ca,
+            Some(CaFiles::One("/etc/berth/ca.pem".to_string()))
+        );
         assert_eq!(entry.skip_verify, Some(true));
     }
 
@@ -271,8 +301,14 @@ mod tests {
         let v2 = config_stanza(2, Path::new("/etc/containerd/certs.d")).unwrap();
         let section = read_registry_section(&v2).unwrap();
         assert_eq!(section.version, 2);
-        assert_eq!(section.config_paths, [PathBuf::from("/etc/containerd/certs.d")]);
-        assert!(v2.contains("[plugins.\"io.containerd.grpc.v1.cri\".registry]"), "{v2}");
+        assert_eq!(
+            section.config_paths,
+            [PathBuf::from("/etc/containerd/certs.d")]
+        );
+        assert!(
+            v2.contains("[plugins.\"io.containerd.grpc.v1.cri\".registry]"),
+            "{v2}"
+        );
         let v3 = config_stanza(3, Path::new("/x")).unwrap();
         let root: toml::Table = toml::from_str(&v3).unwrap();
         assert_eq!(root["version"].as_integer(), Some(3));

@@ -91,9 +91,11 @@ pub fn mirror_location(settings: &Settings, host: &str) -> String {
 }
 
 pub fn render(settings: &Settings) -> Result<String, ConfigError> {
-    let body = toml::to_string(&RegistriesConf::for_mirror(settings)?).map_err(|e| ConfigError::Generate {
-        what: "registries.conf".to_string(),
-        reason: e.to_string(),
+    let body = toml::to_string(&RegistriesConf::for_mirror(settings)?).map_err(|e| {
+        ConfigError::Generate {
+            what: "registries.conf".to_string(),
+            reason: e.to_string(),
+        }
     })?;
     Ok(format!(
         "{}# Image pulls try the berth mirror first, then the registry itself.\n\n{body}",
@@ -114,8 +116,9 @@ pub fn plan(settings: &Settings, dest: &Path, runtime: &str) -> Result<Plan, Con
         plan.instructions
             .push("Reload CRI-O to apply it: `systemctl reload crio` (or restart it).".to_string());
     } else {
-        plan.instructions
-            .push("Podman, Buildah and skopeo read it on their next run; nothing to restart.".to_string());
+        plan.instructions.push(
+            "Podman, Buildah and skopeo read it on their next run; nothing to restart.".to_string(),
+        );
     }
     if settings.ca.is_some() {
         plan.instructions.push(format!(
@@ -150,7 +153,10 @@ mod tests {
     fn path_prefix_mirrors_marked_insecure_for_http() {
         let s = settings("http://127.0.0.1:5000", "docker.io,quay.io");
         let text = render(&s).unwrap();
-        assert!(text.contains("[[registry]]") && text.contains("[[registry.mirror]]"), "{text}");
+        assert!(
+            text.contains("[[registry]]") && text.contains("[[registry.mirror]]"),
+            "{text}"
+        );
         let conf = RegistriesConf::parse(&text).unwrap();
         assert_eq!(conf.registry.len(), 2);
         let hub = &conf.registry[0];
@@ -159,14 +165,20 @@ mod tests {
         assert_eq!(hub.insecure, None);
         assert_eq!(hub.mirror[0].location, "127.0.0.1:5000/docker.io");
         assert_eq!(hub.mirror[0].insecure, Some(true));
-        assert_eq!(conf.registry[1].mirror[0].location, "127.0.0.1:5000/quay.io");
+        assert_eq!(
+            conf.registry[1].mirror[0].location,
+            "127.0.0.1:5000/quay.io"
+        );
     }
 
     #[test]
     fn https_mirror_is_secure_unless_skip_verify() {
         let mut s = settings("https://mirror.example", "ghcr.io");
         let conf = RegistriesConf::parse(&render(&s).unwrap()).unwrap();
-        assert_eq!(conf.registry[0].mirror[0].location, "mirror.example/ghcr.io");
+        assert_eq!(
+            conf.registry[0].mirror[0].location,
+            "mirror.example/ghcr.io"
+        );
         assert_eq!(conf.registry[0].mirror[0].insecure, None);
         s.skip_verify = true;
         let conf = RegistriesConf::parse(&render(&s).unwrap()).unwrap();
@@ -180,6 +192,9 @@ mod tests {
         let mut s = settings("https://mirror.example:5443", "quay.io");
         s.ca = Some("/ca.pem".into());
         let plan = plan(&s, Path::new(DEFAULT_DEST), "podman").unwrap();
-        assert!(plan.instructions.iter().any(|i| i.contains("/etc/containers/certs.d/mirror.example:5443/ca.crt")));
+        assert!(plan
+            .instructions
+            .iter()
+            .any(|i| i.contains("/etc/containers/certs.d/mirror.example:5443/ca.crt")));
     }
 }

@@ -24,8 +24,16 @@ pub fn parse(text: &str) -> Result<DaemonJson, serde_json::Error> {
 
 /// Add `item` to the string list under `key` unless present (comparing
 /// without trailing slashes); `first` puts it at the front.
-fn add_to_list(doc: &mut DaemonJson, key: &str, item: &str, first: bool, path: &str) -> Result<(), ConfigError> {
-    let slot = doc.entry(key.to_string()).or_insert_with(|| Value::Array(Vec::new()));
+fn add_to_list(
+    doc: &mut DaemonJson,
+    key: &str,
+    item: &str,
+    first: bool,
+    path: &str,
+) -> Result<(), ConfigError> {
+    let slot = doc
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Array(Vec::new()));
     let Value::Array(list) = slot else {
         return Err(ConfigError::Existing {
             path: path.to_string(),
@@ -45,7 +53,11 @@ fn add_to_list(doc: &mut DaemonJson, key: &str, item: &str, first: bool, path: &
 }
 
 /// Merge the mirror into `existing` and render the whole file.
-pub fn render(settings: &Settings, existing: Option<&str>, path_for_errors: &str) -> Result<String, ConfigError> {
+pub fn render(
+    settings: &Settings,
+    existing: Option<&str>,
+    path_for_errors: &str,
+) -> Result<String, ConfigError> {
     let mut doc = match existing {
         Some(text) => parse(text).map_err(|e| ConfigError::Existing {
             path: path_for_errors.to_string(),
@@ -54,7 +66,13 @@ pub fn render(settings: &Settings, existing: Option<&str>, path_for_errors: &str
         None => DaemonJson::new(),
     };
     if settings.registries.includes_docker_hub() {
-        add_to_list(&mut doc, "registry-mirrors", &settings.mirror.url(), true, path_for_errors)?;
+        add_to_list(
+            &mut doc,
+            "registry-mirrors",
+            &settings.mirror.url(),
+            true,
+            path_for_errors,
+        )?;
     }
     if settings.insecure() {
         add_to_list(
@@ -111,8 +129,9 @@ pub fn plan(settings: &Settings, dest: &Path, existing: Option<&str>) -> Result<
         ));
     }
     if !settings.registries.includes_docker_hub() && !settings.insecure() {
-        plan.warnings
-            .push("nothing for Docker to change: Docker Hub is not among the registries.".to_string());
+        plan.warnings.push(
+            "nothing for Docker to change: Docker Hub is not among the registries.".to_string(),
+        );
     }
     if settings.ca.is_some() {
         plan.instructions.push(format!(
@@ -141,8 +160,14 @@ mod tests {
     fn new_file_for_http_mirror() {
         let s = settings("http://10.1.2.3:5000", "docker.io");
         let v: Value = serde_json::from_str(&render(&s, None, "x").unwrap()).unwrap();
-        assert_eq!(v["registry-mirrors"], serde_json::json!(["http://10.1.2.3:5000"]));
-        assert_eq!(v["insecure-registries"], serde_json::json!(["10.1.2.3:5000"]));
+        assert_eq!(
+            v["registry-mirrors"],
+            serde_json::json!(["http://10.1.2.3:5000"])
+        );
+        assert_eq!(
+            v["insecure-registries"],
+            serde_json::json!(["10.1.2.3:5000"])
+        );
     }
 
     #[test]
@@ -160,7 +185,13 @@ mod tests {
         let keys: Vec<_> = doc.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["log-driver", "log-opts", "ipv6", "registry-mirrors", "insecure-registries"]
+            [
+                "log-driver",
+                "log-opts",
+                "ipv6",
+                "registry-mirrors",
+                "insecure-registries"
+            ]
         );
         assert_eq!(doc["log-opts"]["max-size"], "10m");
         assert_eq!(
@@ -173,7 +204,10 @@ mod tests {
         );
         assert_eq!(render(&s, Some(&text), "x").unwrap(), text, "idempotent");
         let plan = plan(&s, Path::new(DEFAULT_DEST), Some(existing)).unwrap();
-        assert!(plan.warnings.iter().any(|w| w.contains("only mirror Docker Hub") && w.contains("quay.io")));
+        assert!(plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("only mirror Docker Hub") && w.contains("quay.io")));
     }
 
     #[test]
@@ -181,7 +215,10 @@ mod tests {
         let s = settings("https://mirror.example", "*");
         let doc = parse(&render(&s, None, "x").unwrap()).unwrap();
         assert!(!doc.contains_key("insecure-registries"));
-        assert_eq!(doc["registry-mirrors"], serde_json::json!(["https://mirror.example"]));
+        assert_eq!(
+            doc["registry-mirrors"],
+            serde_json::json!(["https://mirror.example"])
+        );
         assert!(render(&s, Some("{not json"), "x").is_err());
         assert!(render(&s, Some(r#"{"registry-mirrors": "x"}"#), "x").is_err());
         assert!(render(&s, Some("[]"), "x").is_err());

@@ -198,8 +198,10 @@ pub fn detect(root: &Path) -> Vec<Runtime> {
         .into_iter()
         .filter(|r| {
             under(root, Path::new(r.main_config())).exists()
-                || (*r == Runtime::Containerd && under(root, Path::new(crate::containerd::DEFAULT_DEST)).is_dir())
-                || (*r == Runtime::Crio && under(root, Path::new("/etc/containers/registries.conf.d")).is_dir())
+                || (*r == Runtime::Containerd
+                    && under(root, Path::new(crate::containerd::DEFAULT_DEST)).is_dir())
+                || (*r == Runtime::Crio
+                    && under(root, Path::new("/etc/containers/registries.conf.d")).is_dir())
         })
         .collect()
 }
@@ -228,19 +230,29 @@ fn judge_routes(opts: &DoctorOptions, report: &mut RuntimeReport) {
         return; // judged in inspect_docker: only Docker Hub can be routed
     }
     for key in registry_keys(&opts.registries) {
-        let routes = report
-            .routes
-            .get(&key)
-            .or_else(|| if key != "*" { report.routes.get("*") } else { None });
+        let routes = report.routes.get(&key).or_else(|| {
+            if key != "*" {
+                report.routes.get("*")
+            } else {
+                None
+            }
+        });
         let fix = fix_command(runtime.name(), opts.mirror.as_ref(), &key);
         let finding = match (routes, &opts.mirror) {
-            (None, _) => Finding::new(Level::Fail, format!("{key}: not routed to a mirror; pulls go to the registry itself"))
-                .fix(fix),
+            (None, _) => Finding::new(
+                Level::Fail,
+                format!("{key}: not routed to a mirror; pulls go to the registry itself"),
+            )
+            .fix(fix),
             (Some(routes), Some(m)) if !routes.iter().any(|r| r.base == m.url()) => Finding::new(
                 Level::Fail,
                 format!(
                     "{key}: routed to {}, not to {m}",
-                    routes.iter().map(|r| r.base.as_str()).collect::<Vec<_>>().join(", ")
+                    routes
+                        .iter()
+                        .map(|r| r.base.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
             .fix(fix),
@@ -248,8 +260,15 @@ fn judge_routes(opts: &DoctorOptions, report: &mut RuntimeReport) {
                 Level::Ok,
                 format!(
                     "{key}: routed to {} ({})",
-                    routes.iter().map(|r| r.base.as_str()).collect::<Vec<_>>().join(", "),
-                    routes.first().map(|r| r.source.display().to_string()).unwrap_or_default()
+                    routes
+                        .iter()
+                        .map(|r| r.base.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    routes
+                        .first()
+                        .map(|r| r.source.display().to_string())
+                        .unwrap_or_default()
                 ),
             ),
         };
@@ -293,9 +312,10 @@ fn inspect_containerd(opts: &DoctorOptions, report: &mut RuntimeReport) {
         Ok(Some(text)) => match read_registry_section(&text) {
             Ok(s) => s,
             Err(e) => {
-                report
-                    .findings
-                    .push(Finding::new(Level::Fail, format!("{} is not valid TOML: {e}", config.display())));
+                report.findings.push(Finding::new(
+                    Level::Fail,
+                    format!("{} is not valid TOML: {e}", config.display()),
+                ));
                 return;
             }
         },
@@ -319,8 +339,11 @@ fn inspect_containerd(opts: &DoctorOptions, report: &mut RuntimeReport) {
     }
     if section.config_paths.is_empty() {
         report.findings.push(
-            Finding::new(Level::Fail, "config.toml sets no registry `config_path`: hosts.toml files are not read")
-                .fix(stanza_fix),
+            Finding::new(
+                Level::Fail,
+                "config.toml sets no registry `config_path`: hosts.toml files are not read",
+            )
+            .fix(stanza_fix),
         );
         return;
     }
@@ -350,13 +373,19 @@ fn inspect_containerd(opts: &DoctorOptions, report: &mut RuntimeReport) {
             };
             match HostsToml::parse(&text) {
                 Err(e) => report.findings.push(
-                    Finding::new(Level::Fail, format!("{} is not valid: {e}", node_path.display()))
-                        .fix(fix_command("containerd", opts.mirror.as_ref(), &key)),
+                    Finding::new(
+                        Level::Fail,
+                        format!("{} is not valid: {e}", node_path.display()),
+                    )
+                    .fix(fix_command("containerd", opts.mirror.as_ref(), &key)),
                 ),
                 Ok(hosts) if hosts.host.is_empty() => report.findings.push(
                     Finding::new(
                         Level::Warn,
-                        format!("{} has no [host] table: containerd 1.6/1.7 ignores it", node_path.display()),
+                        format!(
+                            "{} has no [host] table: containerd 1.6/1.7 ignores it",
+                            node_path.display()
+                        ),
                     )
                     .fix(fix_command("containerd", opts.mirror.as_ref(), &key)),
                 ),
@@ -364,9 +393,14 @@ fn inspect_containerd(opts: &DoctorOptions, report: &mut RuntimeReport) {
                     let routes: Vec<MirrorRoute> = hosts
                         .host
                         .iter()
-                        .filter(|(_, h)| h.capabilities.is_empty() || h.capabilities.iter().any(|c| c == "pull"))
+                        .filter(|(_, h)| {
+                            h.capabilities.is_empty() || h.capabilities.iter().any(|c| c == "pull")
+                        })
                         .map(|(url, _)| MirrorRoute {
-                            base: url.trim_end_matches('/').trim_end_matches("/v2").to_string(),
+                            base: url
+                                .trim_end_matches('/')
+                                .trim_end_matches("/v2")
+                                .to_string(),
                             style: RequestStyle::NsQuery,
                             source: node_path.clone(),
                         })
@@ -400,8 +434,9 @@ fn inspect_k3s(opts: &DoctorOptions, report: &mut RuntimeReport) {
         Ok(d) => d,
         Err(e) => {
             report.findings.push(
-                Finding::new(Level::Fail, format!("{} is not valid: {e}", path.display()))
-                    .fix(fix_command(report.runtime.name(), opts.mirror.as_ref(), "...")),
+                Finding::new(Level::Fail, format!("{} is not valid: {e}", path.display())).fix(
+                    fix_command(report.runtime.name(), opts.mirror.as_ref(), "..."),
+                ),
             );
             return;
         }
@@ -423,7 +458,10 @@ fn inspect_k3s(opts: &DoctorOptions, report: &mut RuntimeReport) {
     }
     report.findings.push(Finding::new(
         Level::Info,
-        format!("{} is applied when k3s/RKE2 starts: restart it after changes", path.display()),
+        format!(
+            "{} is applied when k3s/RKE2 starts: restart it after changes",
+            path.display()
+        ),
     ));
 }
 
@@ -474,7 +512,11 @@ fn inspect_crio(opts: &DoctorOptions, report: &mut RuntimeReport) {
                 .iter()
                 .filter_map(|m| {
                     let (authority, rest) = m.location.split_once('/').unwrap_or((&m.location, ""));
-                    let scheme = if m.insecure == Some(true) { "http" } else { "https" };
+                    let scheme = if m.insecure == Some(true) {
+                        "http"
+                    } else {
+                        "https"
+                    };
                     let mirror = Mirror::parse(&format!("{scheme}://{authority}")).ok()?;
                     let style = if rest.is_empty() {
                         RequestStyle::Bare
@@ -497,9 +539,10 @@ fn inspect_crio(opts: &DoctorOptions, report: &mut RuntimeReport) {
         }
     }
     if !any {
-        report
-            .findings
-            .push(Finding::new(Level::Info, "no registries.conf or drop-ins found"));
+        report.findings.push(Finding::new(
+            Level::Info,
+            "no registries.conf or drop-ins found",
+        ));
     }
 }
 
@@ -510,9 +553,10 @@ fn inspect_docker(opts: &DoctorOptions, report: &mut RuntimeReport) {
         Ok(Some(t)) => match docker::parse(&t) {
             Ok(d) => d,
             Err(e) => {
-                report
-                    .findings
-                    .push(Finding::new(Level::Fail, format!("{} is not valid JSON: {e}", path.display())));
+                report.findings.push(Finding::new(
+                    Level::Fail,
+                    format!("{} is not valid JSON: {e}", path.display()),
+                ));
                 return;
             }
         },
@@ -538,16 +582,23 @@ fn inspect_docker(opts: &DoctorOptions, report: &mut RuntimeReport) {
     if opts.registries.includes_docker_hub() {
         let finding = match &opts.mirror {
             _ if mirrors.is_empty() => {
-                Finding::new(Level::Fail, "docker.io: no registry-mirrors in daemon.json").fix(fix.clone())
+                Finding::new(Level::Fail, "docker.io: no registry-mirrors in daemon.json")
+                    .fix(fix.clone())
             }
-            Some(m) if !mirrors.iter().any(|r| r.base == m.url()) => {
-                Finding::new(Level::Fail, format!("docker.io: registry-mirrors does not list {m}")).fix(fix.clone())
-            }
+            Some(m) if !mirrors.iter().any(|r| r.base == m.url()) => Finding::new(
+                Level::Fail,
+                format!("docker.io: registry-mirrors does not list {m}"),
+            )
+            .fix(fix.clone()),
             _ => Finding::new(
                 Level::Ok,
                 format!(
                     "docker.io: routed to {}",
-                    mirrors.iter().map(|r| r.base.as_str()).collect::<Vec<_>>().join(", ")
+                    mirrors
+                        .iter()
+                        .map(|r| r.base.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
         };
@@ -582,7 +633,10 @@ fn inspect_docker(opts: &DoctorOptions, report: &mut RuntimeReport) {
             report.findings.push(
                 Finding::new(
                     Level::Warn,
-                    format!("{m} is plain HTTP but {} is not in insecure-registries", m.authority()),
+                    format!(
+                        "{m} is plain HTTP but {} is not in insecure-registries",
+                        m.authority()
+                    ),
                 )
                 .fix(fix),
             );
@@ -601,7 +655,9 @@ pub fn manifest_path(image: &ImageReference, style: &RequestStyle) -> String {
             "/v2/{}/manifests/{reference}?ns={}",
             image.repository, image.registry
         ),
-        RequestStyle::PathPrefix(prefix) => format!("/v2/{prefix}/{}/manifests/{reference}", image.repository),
+        RequestStyle::PathPrefix(prefix) => {
+            format!("/v2/{prefix}/{}/manifests/{reference}", image.repository)
+        }
         RequestStyle::Bare => format!("/v2/{}/manifests/{reference}", image.repository),
     }
 }
@@ -640,9 +696,11 @@ pub fn client(opts: &DoctorOptions) -> Result<reqwest::Client, ProbeSetupError> 
             path: path.clone(),
             source,
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ProbeSetupError::CaPem {
-            path: path.clone(),
-            source,
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+            ProbeSetupError::CaPem {
+                path: path.clone(),
+                source,
+            }
         })?;
         builder = builder.tls_certs_merge(certs);
     }
@@ -671,7 +729,10 @@ fn unreachable_fix(base: &str) -> String {
 pub async fn ping(client: &reqwest::Client, base: &str) -> Finding {
     match client.get(format!("{base}/v2/")).send().await {
         Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED => {
-            Finding::new(Level::Ok, format!("{base}/v2/ answers ({})", r.status().as_u16()))
+            Finding::new(
+                Level::Ok,
+                format!("{base}/v2/ answers ({})", r.status().as_u16()),
+            )
         }
         Ok(r) => Finding::new(
             Level::Fail,
@@ -693,7 +754,11 @@ pub async fn ping(client: &reqwest::Client, base: &str) -> Finding {
 }
 
 /// Resolve `image` through one mirror route, as the runtime would.
-pub async fn resolve(client: &reqwest::Client, image: &ImageReference, route: &MirrorRoute) -> Finding {
+pub async fn resolve(
+    client: &reqwest::Client,
+    image: &ImageReference,
+    route: &MirrorRoute,
+) -> Finding {
     let url = format!("{}{}", route.base, manifest_path(image, &route.style));
     let response = client
         .head(&url)
@@ -830,7 +895,10 @@ pub async fn run(opts: &DoctorOptions) -> Result<Report, ProbeSetupError> {
         for r in &report.runtimes {
             let routes = r.routes.get(&image.registry).or_else(|| r.routes.get("*"));
             for route in routes.into_iter().flatten() {
-                if !probes.iter().any(|(i, p)| i == image && p.base == route.base && p.style == route.style) {
+                if !probes
+                    .iter()
+                    .any(|(i, p)| i == image && p.base == route.base && p.style == route.style)
+                {
                     probes.push((image.clone(), route.clone()));
                 }
             }
@@ -868,7 +936,11 @@ pub async fn run(opts: &DoctorOptions) -> Result<Report, ProbeSetupError> {
                 Level::Warn,
                 format!(
                     "no mirror to resolve {} through",
-                    images.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    images
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
             .fix("route the registry to berth (see above), or name the mirror with --mirror"),
@@ -901,7 +973,10 @@ mod tests {
     }
 
     fn levels(r: &RuntimeReport) -> Vec<(Level, String)> {
-        r.findings.iter().map(|f| (f.level, f.message.clone())).collect()
+        r.findings
+            .iter()
+            .map(|f| (f.level, f.message.clone()))
+            .collect()
     }
 
     #[test]
@@ -930,10 +1005,22 @@ mod tests {
         assert_eq!(detect(root), [Runtime::Containerd]);
         let r = inspect(Runtime::Containerd, &o);
         let l = levels(&r);
-        assert!(l.iter().any(|(lv, m)| *lv == Level::Ok && m.starts_with("docker.io: routed to http://127.0.0.1:5000")), "{l:?}");
-        let quay = r.findings.iter().find(|f| f.message.starts_with("quay.io")).unwrap();
+        assert!(
+            l.iter().any(|(lv, m)| *lv == Level::Ok
+                && m.starts_with("docker.io: routed to http://127.0.0.1:5000")),
+            "{l:?}"
+        );
+        let quay = r
+            .findings
+            .iter()
+            .find(|f| f.message.starts_with("quay.io"))
+            .unwrap();
         assert_eq!(quay.level, Level::Fail);
-        assert!(quay.fix.as_deref().unwrap().contains("--registries quay.io"));
+        assert!(quay
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("--registries quay.io"));
         assert_eq!(r.routes["docker.io"][0].style, RequestStyle::NsQuery);
     }
 
@@ -943,7 +1030,10 @@ mod tests {
         let root = dir.path();
         put(root, "/etc/containerd/config.toml", "version = 2\n");
         let r = inspect(Runtime::Containerd, &opts(root, None, "docker.io"));
-        assert!(r.findings.iter().any(|f| f.level == Level::Fail && f.message.contains("no registry `config_path`")));
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.level == Level::Fail && f.message.contains("no registry `config_path`")));
         put(
             root,
             "/etc/containerd/config.toml",
@@ -951,35 +1041,73 @@ mod tests {
         );
         put(root, "/c/_default/hosts.toml", "server = \"https://x\"\n");
         let r = inspect(Runtime::Containerd, &opts(root, None, "*"));
-        assert!(r.findings.iter().any(|f| f.level == Level::Fail && f.message.contains("both")));
-        assert!(r.findings.iter().any(|f| f.level == Level::Warn && f.message.contains("no [host] table")));
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.level == Level::Fail && f.message.contains("both")));
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.level == Level::Warn && f.message.contains("no [host] table")));
     }
 
     #[test]
     fn k3s_crio_docker_routes() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        put(root, "/etc/rancher/k3s/registries.yaml", "mirrors:\n  \"*\":\n    endpoint: [\"https://m.example:5000\"]\n");
+        put(
+            root,
+            "/etc/rancher/k3s/registries.yaml",
+            "mirrors:\n  \"*\":\n    endpoint: [\"https://m.example:5000\"]\n",
+        );
         put(
             root,
             "/etc/containers/registries.conf.d/90-berth-mirror.conf",
             "[[registry]]\nprefix = \"quay.io\"\nlocation = \"quay.io\"\n[[registry.mirror]]\nlocation = \"127.0.0.1:5000/quay.io\"\ninsecure = true\n",
         );
-        put(root, "/etc/docker/daemon.json", r#"{"registry-mirrors": ["http://127.0.0.1:5000"]}"#);
+        put(
+            root,
+            "/etc/docker/daemon.json",
+            r#"{"registry-mirrors": ["http://127.0.0.1:5000"]}"#,
+        );
         assert_eq!(detect(root), [Runtime::K3s, Runtime::Crio, Runtime::Docker]);
 
-        let k3s = inspect(Runtime::K3s, &opts(root, Some("https://m.example:5000"), "ghcr.io"));
-        assert!(levels(&k3s).iter().any(|(l, m)| *l == Level::Ok && m.starts_with("ghcr.io: routed")));
+        let k3s = inspect(
+            Runtime::K3s,
+            &opts(root, Some("https://m.example:5000"), "ghcr.io"),
+        );
+        assert!(levels(&k3s)
+            .iter()
+            .any(|(l, m)| *l == Level::Ok && m.starts_with("ghcr.io: routed")));
 
-        let crio = inspect(Runtime::Crio, &opts(root, Some("http://127.0.0.1:5000"), "quay.io,ghcr.io"));
-        assert_eq!(crio.routes["quay.io"][0].style, RequestStyle::PathPrefix("quay.io".to_string()));
+        let crio = inspect(
+            Runtime::Crio,
+            &opts(root, Some("http://127.0.0.1:5000"), "quay.io,ghcr.io"),
+        );
+        assert_eq!(
+            crio.routes["quay.io"][0].style,
+            RequestStyle::PathPrefix("quay.io".to_string())
+        );
         assert_eq!(crio.routes["quay.io"][0].base, "http://127.0.0.1:5000");
-        assert!(levels(&crio).iter().any(|(l, m)| *l == Level::Fail && m.starts_with("ghcr.io")));
+        assert!(levels(&crio)
+            .iter()
+            .any(|(l, m)| *l == Level::Fail && m.starts_with("ghcr.io")));
 
-        let docker = inspect(Runtime::Docker, &opts(root, Some("http://127.0.0.1:5000"), "docker.io"));
+        let docker = inspect(
+            Runtime::Docker,
+            &opts(root, Some("http://127.0.0.1:5000"), "docker.io"),
+        );
         let l = levels(&docker);
-        assert!(l.iter().any(|(lv, m)| *lv == Level::Ok && m.starts_with("docker.io: routed")), "{l:?}");
-        assert!(l.iter().any(|(lv, m)| *lv == Level::Warn && m.contains("insecure-registries")), "{l:?}");
+        assert!(
+            l.iter()
+                .any(|(lv, m)| *lv == Level::Ok && m.starts_with("docker.io: routed")),
+            "{l:?}"
+        );
+        assert!(
+            l.iter()
+                .any(|(lv, m)| *lv == Level::Warn && m.contains("insecure-registries")),
+            "{l:?}"
+        );
     }
 
     #[test]
@@ -993,15 +1121,26 @@ mod tests {
             manifest_path(&image, &RequestStyle::PathPrefix("docker.io".into())),
             "/v2/docker.io/library/alpine/manifests/3"
         );
-        assert_eq!(manifest_path(&image, &RequestStyle::Bare), "/v2/library/alpine/manifests/3");
+        assert_eq!(
+            manifest_path(&image, &RequestStyle::Bare),
+            "/v2/library/alpine/manifests/3"
+        );
     }
 
     #[tokio::test]
     async fn unreachable_mirror_is_reported_with_a_fix() {
         // Bind then drop a listener so the port is (almost certainly) closed.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = tempfile::tempdir().unwrap();
-        let mut o = opts(dir.path(), Some(&format!("http://127.0.0.1:{port}")), "docker.io");
+        let mut o = opts(
+            dir.path(),
+            Some(&format!("http://127.0.0.1:{port}")),
+            "docker.io",
+        );
         o.runtimes = vec![Runtime::Docker];
         let report = run(&o).await.unwrap();
         assert_eq!(report.worst(), Level::Fail);

@@ -70,7 +70,12 @@ impl RegistriesYaml {
     /// else.
     pub fn apply(&mut self, settings: &Settings) {
         let mirror = settings.mirror.url();
-        let mut hosts: Vec<&str> = settings.registries.hosts.iter().map(String::as_str).collect();
+        let mut hosts: Vec<&str> = settings
+            .registries
+            .hosts
+            .iter()
+            .map(String::as_str)
+            .collect();
         if settings.registries.all {
             hosts.push("*");
         }
@@ -80,7 +85,10 @@ impl RegistriesYaml {
             entry.endpoint.insert(0, mirror.clone());
         }
         if settings.ca.is_some() || settings.skip_verify {
-            let config = self.configs.entry(settings.mirror.authority().to_string()).or_default();
+            let config = self
+                .configs
+                .entry(settings.mirror.authority().to_string())
+                .or_default();
             let tls = config.tls.get_or_insert_with(TlsConfig::default);
             if let Some(ca) = &settings.ca {
                 tls.ca_file = Some(ca.to_string_lossy().into_owned());
@@ -93,7 +101,11 @@ impl RegistriesYaml {
 }
 
 /// Merge into `existing` (the file's current text, if any) and render.
-pub fn render(settings: &Settings, existing: Option<&str>, path_for_errors: &str) -> Result<String, ConfigError> {
+pub fn render(
+    settings: &Settings,
+    existing: Option<&str>,
+    path_for_errors: &str,
+) -> Result<String, ConfigError> {
     let mut doc = match existing {
         Some(text) => RegistriesYaml::parse(text).map_err(|e| ConfigError::Existing {
             path: path_for_errors.to_string(),
@@ -110,7 +122,11 @@ pub fn render(settings: &Settings, existing: Option<&str>, path_for_errors: &str
 }
 
 /// The merged `registries.yaml` at `dest`.
-pub fn plan(settings: &Settings, dest: &std::path::Path, existing: Option<&str>) -> Result<Plan, ConfigError> {
+pub fn plan(
+    settings: &Settings,
+    dest: &std::path::Path,
+    existing: Option<&str>,
+) -> Result<Plan, ConfigError> {
     let contents = render(settings, existing, &dest.display().to_string())?;
     let mut plan = Plan {
         files: vec![PlannedFile {
@@ -202,9 +218,15 @@ configs:
             ["http://127.0.0.1:5000", "https://old-mirror.example"]
         );
         assert!(doc.mirrors["docker.io"].other.contains_key("rewrite"));
-        assert_eq!(doc.mirrors["my.company.registry"].endpoint, ["http://my.company.registry"]);
+        assert_eq!(
+            doc.mirrors["my.company.registry"].endpoint,
+            ["http://my.company.registry"]
+        );
         let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-        assert_eq!(v["configs"]["my.company.registry"]["auth"]["password"].as_str(), Some("abracadabra"));
+        assert_eq!(
+            v["configs"]["my.company.registry"]["auth"]["password"].as_str(),
+            Some("abracadabra")
+        );
         // Applying twice changes nothing.
         assert_eq!(render(&s, Some(&text), "x").unwrap(), text);
     }

@@ -110,7 +110,8 @@ fn valid_dns_name(s: &str, max: usize, dots: bool) -> bool {
             !l.is_empty()
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 
@@ -161,7 +162,10 @@ pub fn build(
         metadata: Metadata {
             name: name.to_string(),
             namespace: namespace.map(str::to_string),
-            labels: BTreeMap::from([("app.kubernetes.io/managed-by".to_string(), "berth".to_string())]),
+            labels: BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "berth".to_string(),
+            )]),
         },
         secret_type: SECRET_TYPE.to_string(),
         data,
@@ -191,7 +195,13 @@ mod tests {
 
     #[test]
     fn dockerconfigjson_round_trip() {
-        let s = build("mirror.example:5000", &creds(), Some("pull"), Some("kubevirt")).unwrap();
+        let s = build(
+            "mirror.example:5000",
+            &creds(),
+            Some("pull"),
+            Some("kubevirt"),
+        )
+        .unwrap();
         let yaml = render(&s).unwrap();
         let back: Secret = serde_norway::from_str(&yaml).unwrap();
         assert_eq!(back, s);
@@ -208,7 +218,11 @@ mod tests {
 
     #[test]
     fn docker_hub_and_url_spellings() {
-        for r in ["docker.io", "index.docker.io", "https://index.docker.io/v1/"] {
+        for r in [
+            "docker.io",
+            "index.docker.io",
+            "https://index.docker.io/v1/",
+        ] {
             let key = auth_key(r).unwrap_or_else(|e| panic!("{r}: {e}"));
             assert_eq!(key, DOCKER_HUB_AUTH_KEY, "{r}");
         }

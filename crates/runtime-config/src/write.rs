@@ -78,7 +78,8 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<Written, WriteError> 
         }
         let target = backup_path(path)?;
         fs::write(&target, &old).map_err(io("writing backup", &target))?;
-        fs::set_permissions(&target, meta.permissions()).map_err(io("setting permissions of", &target))?;
+        fs::set_permissions(&target, meta.permissions())
+            .map_err(io("setting permissions of", &target))?;
         backup = Some(target);
     }
 
@@ -89,13 +90,16 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<Written, WriteError> 
         .map_err(io("creating a temporary file in", &dir))?;
     tmp.write_all(contents.as_bytes())
         .map_err(io("writing a temporary file in", &dir))?;
-    tmp.as_file().sync_all().map_err(io("syncing a temporary file in", &dir))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io("syncing a temporary file in", &dir))?;
     match &existing {
         Some(meta) => fs::set_permissions(tmp.path(), meta.permissions()),
         None => set_default_permissions(tmp.path()),
     }
     .map_err(io("setting permissions in", &dir))?;
-    tmp.persist(path).map_err(|e| io("replacing", path)(e.error))?;
+    tmp.persist(path)
+        .map_err(|e| io("replacing", path)(e.error))?;
     // Make the rename itself durable; failure to sync a directory is not
     // worth failing a write that has already happened.
     if let Ok(d) = fs::File::open(&dir) {
@@ -192,14 +196,21 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o644
+            );
         }
 
         let w = write_atomic(&path, "two\n").unwrap();
         let backup = w.backup.unwrap();
         assert_eq!(fs::read_to_string(&backup).unwrap(), "one\n");
         assert_eq!(fs::read_to_string(&path).unwrap(), "two\n");
-        assert!(backup.file_name().unwrap().to_string_lossy().starts_with("file.toml.berth-backup-"));
+        assert!(backup
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("file.toml.berth-backup-"));
 
         let w = write_atomic(&path, "two\n").unwrap();
         assert!(w.unchanged && w.backup.is_none());
@@ -221,6 +232,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_existing(&dir.path().join("nope")).unwrap(), None);
         fs::write(dir.path().join("yes"), "x").unwrap();
-        assert_eq!(read_existing(&dir.path().join("yes")).unwrap().as_deref(), Some("x"));
+        assert_eq!(
+            read_existing(&dir.path().join("yes")).unwrap().as_deref(),
+            Some("x")
+        );
     }
 }

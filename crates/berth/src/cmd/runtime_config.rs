@@ -1,8 +1,147 @@
-//! Placeholder until this verb lands.
+//! `berth runtime-config`: write (or print) the mirror configuration for a
+//! container runtime. The formats live in `berth-runtime-config`; this file
+//! turns flags into settings, reads files that are merged, and writes or
+//! prints the plan.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use berth_runtime_config::{
+    containerd, crio, docker, k3s, write, Mirror, Plan, Registries, Settings,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// containerd: DEST/<host>/hosts.toml (default DEST /etc/containerd/certs.d).
+    Containerd,
+    /// k3s: /etc/rancher/k3s/registries.yaml, merged.
+    K3s,
+    /// RKE2: /etc/rancher/rke2/registries.yaml, merged.
+    Rke2,
+    /// k3d: ./registries.yaml for `k3d cluster create --registry-config`, merged.
+    K3d,
+    /// CRI-O: /etc/containers/registries.conf.d/90-berth-mirror.conf.
+    Crio,
+    /// Podman (and Buildah, skopeo): the same registries.conf drop-in.
+    Podman,
+    /// Docker Engine: /etc/docker/daemon.json, merged (Docker Hub only).
+    Docker,
+}
 
 #[derive(clap::Args)]
-pub struct RuntimeConfigArgs {}
+#[command(after_help = "\
+MIRROR URL: http://HOST:PORT is a plain-HTTP mirror (marked insecure where the runtime needs it); \
+https://HOST[:PORT] is TLS; a bare HOST[:PORT] means https, as it does for Docker and containerd.
 
-pub fn run(_args: RuntimeConfigArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+Existing files are replaced atomically and backed up beside themselves first \
+(NAME.berth-backup-<UTC time>); k3s/RKE2/k3d registries.yaml and Docker's daemon.json are merged, \
+keeping everything else they hold.
+
+Examples:
+  berth runtime-config containerd --mirror http://10.0.0.5:5000
+  berth runtime-config k3s --mirror https://mirror.lan:5000 --ca /etc/ssl/mirror-ca.pem --registries '*'
+  berth runtime-config crio --mirror http://10.0.0.5:5000 --dry-run")]
+pub struct RuntimeConfigArgs {
+    /// Which runtime to configure.
+    #[arg(value_enum)]
+    target: Target,
+    /// The berth mirror as nodes reach it (see MIRROR URL below).
+    #[arg(long, value_name = "URL")]
+    mirror: String,
+    /// Comma-separated registry hosts to route through the mirror; `*` for every registry.
+    #[arg(long, value_name = "LIST", default_value = berth_runtime_config::DEFAULT_REGISTRIES)]
+    registries: String,
+    /// Where to write: a directory for containerd, a file otherwise [default: the runtime's standard location].
+    #[arg(long, value_name = "PATH")]
+    dest: Option<PathBuf>,
+    /// Print the files instead of writing them.
+    #[arg(long)]
+    dry_run: bool,
+    /// CA certificate (path on the node) that signs the mirror's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Do not verify the mirror's TLS certificate.
+    #[arg(long)]
+    skip_verify: bool,
+}
+
+fn default_dest(target: Target) -> PathBuf {
+    PathBuf::from(match target {
+        Target::Containerd => containerd::DEFAULT_DEST,
+        Target::K3s => k3s::K3S_DEST,
+        Target::Rke2 => k3s::RKE2_DEST,
+        Target::K3d => k3s::K3D_DEST,
+        Target::Crio | Target::Podman => crio::DEFAULT_DEST,
+        Target::Docker => docker::DEFAULT_DEST,
+    })
+}
+
+pub fn run(args: RuntimeConfigArgs) -> anyhow::Result<()> {
+    let mirror = Mirror::parse(&args.mirror)?;
+    let registries = Registries::parse(&args.registries)?;
+    let ca = match args.ca {
+        Some(p) => {
+            Some(std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?)
+        }
+        None => None,
+    };
+    if ca.is_some() && mirror.is_plain_http() {
+        anyhow::bail!("--ca is for an https:// mirror; {mirror} is plain HTTP");
+    }
+    if args.skip_verify && mirror.is_plain_http() {
+        anyhow::bail!("--skip-verify is for an https:// mirror; {mirror} is plain HTTP");
+    }
+    let settings = Settings {
+        mirror,
+        registries,
+        ca,
+        skip_verify: args.skip_verify,
+    };
+    let dest = args.dest.unwrap_or_else(|| default_dest(args.target));
+    let dest =
+        std::path::absolute(&dest).with_context(|| format!("resolving {}", dest.display()))?;
+
+    let existing = || -> anyhow::Result<Option<String>> { Ok(write::read_existing(&dest)?) };
+    let plan: Plan = match args.target {
+        Target::Containerd => containerd::plan(&settings, &dest)?,
+        Target::K3s | Target::Rke2 | Target::K3d => {
+            k3s::plan(&settings, &dest, existing()?.as_deref())?
+        }
+        Target::Crio => crio::plan(&settings, &dest, "crio")?,
+        Target::Podman => crio::plan(&settings, &dest, "podman")?,
+        Target::Docker => docker::plan(&settings, &dest, existing()?.as_deref())?,
+    };
+
+    for warning in &plan.warnings {
+        eprintln!("berth: warning: {warning}");
+    }
+    if args.dry_run {
+        for file in &plan.files {
+            println!("# ==> {} <==", file.path.display());
+            print!("{}", file.contents);
+            println!();
+        }
+    } else {
+        for file in &plan.files {
+            let written = write::write_atomic(&file.path, &file.contents)?;
+            match (&written.backup, written.unchanged) {
+                (_, true) => println!("unchanged {}", written.path.display()),
+                (Some(b), _) => println!(
+                    "wrote {} (previous version saved as {})",
+                    written.path.display(),
+                    b.display()
+                ),
+                (None, _) => println!("wrote {}", written.path.display()),
+            }
+        }
+    }
+    // With --dry-run stdout holds only the files; the next steps go to stderr.
+    for instruction in &plan.instructions {
+        if args.dry_run {
+            eprintln!("\n{instruction}");
+        } else {
+            println!("\n{instruction}");
+        }
+    }
+    Ok(())
 }
