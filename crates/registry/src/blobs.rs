@@ -11,8 +11,12 @@ impl Registry {
     /// Whether `digest` belongs to `repo` (as a layer/config or a manifest).
     pub(crate) async fn blob_linked(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
         let s = &self.storage;
-        Ok(s.doc_get(&layout::layer_link(repo, digest)?).await?.is_some()
-            || s.doc_get(&layout::manifest_revision(repo, digest)?).await?.is_some())
+        Ok(s.doc_get(&layout::layer_link(repo, digest)?)
+            .await?
+            .is_some()
+            || s.doc_get(&layout::manifest_revision(repo, digest)?)
+                .await?
+                .is_some())
     }
 
     pub(crate) async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
@@ -35,20 +39,34 @@ impl Registry {
     }
 
     /// Stream a blob (or a range of it) from a repository.
-    pub async fn blob_read(&self, repo: &RepositoryName, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
+    pub async fn blob_read(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream> {
         if !self.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        self.storage.blob_read(digest, range).await.map_err(|e| match e {
-            berth_storage::StorageError::BlobNotFound => RegistryError::BlobUnknown(digest.clone()),
-            other => other.into(),
-        })
+        self.storage
+            .blob_read(digest, range)
+            .await
+            .map_err(|e| match e {
+                berth_storage::StorageError::BlobNotFound => {
+                    RegistryError::BlobUnknown(digest.clone())
+                }
+                other => other.into(),
+            })
     }
 
     /// Remove a blob from a repository. Its bytes stay until garbage
     /// collection finds no repository using them.
     pub async fn blob_delete(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
-        if self.storage.doc_delete(&layout::layer_link(repo, digest)?).await? {
+        if self
+            .storage
+            .doc_delete(&layout::layer_link(repo, digest)?)
+            .await?
+        {
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown(digest.clone()))
@@ -57,8 +75,14 @@ impl Registry {
 
     /// Cross-repository mount: link `digest` into `repo` if `from` has it.
     /// Returns `false` when it could not (the client then uploads).
-    pub async fn blob_mount(&self, repo: &RepositoryName, from: &RepositoryName, digest: &Digest) -> Result<bool> {
-        if !self.blob_linked(from, digest).await? || self.storage.blob_size(digest).await?.is_none() {
+    pub async fn blob_mount(
+        &self,
+        repo: &RepositoryName,
+        from: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        if !self.blob_linked(from, digest).await? || self.storage.blob_size(digest).await?.is_none()
+        {
             return Ok(false);
         }
         self.link_blob(repo, digest).await?;

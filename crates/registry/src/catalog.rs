@@ -13,15 +13,23 @@ impl Registry {
     async fn walk_repositories(&self) -> Result<BTreeSet<String>> {
         let mut found = BTreeSet::new();
         let mut stack: Vec<String> = Vec::new();
-        for child in self.storage.doc_list(&DocKey::new([layout::REPOSITORIES])?).await? {
+        for child in self
+            .storage
+            .doc_list(&DocKey::new([layout::REPOSITORIES])?)
+            .await?
+        {
             stack.push(child);
         }
         while let Some(path) = stack.pop() {
-            let children = self.storage.doc_list(&DocKey::new([layout::REPOSITORIES, &path])?).await?;
+            let children = self
+                .storage
+                .doc_list(&DocKey::new([layout::REPOSITORIES, &path])?)
+                .await?;
             let mut is_repo = false;
             for child in children {
                 if child.starts_with('_') {
-                    is_repo |= [layout::LAYERS, layout::MANIFESTS, layout::TAGS].contains(&child.as_str());
+                    is_repo |=
+                        [layout::LAYERS, layout::MANIFESTS, layout::TAGS].contains(&child.as_str());
                 } else {
                     stack.push(format!("{path}/{child}"));
                 }
@@ -54,7 +62,10 @@ impl Registry {
         if cat.is_none() {
             *cat = Some(self.walk_repositories().await?);
         }
-        let set = cat.as_ref().map(|s| s.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let set = cat
+            .as_ref()
+            .map(|s| s.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
         Ok(paginate(set, n, last))
     }
 }

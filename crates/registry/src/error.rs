@@ -17,7 +17,10 @@ pub enum RegistryError {
     #[error("requested range not satisfiable: the upload is at offset {offset}")]
     RangeInvalid { offset: u64 },
     #[error("provided digest did not match uploaded content")]
-    DigestInvalid { expected: String, actual: Option<String> },
+    DigestInvalid {
+        expected: String,
+        actual: Option<String>,
+    },
     #[error("manifest references a manifest or blob unknown to the registry")]
     ManifestBlobUnknown(Digest),
     #[error("manifest invalid: {0}")]
@@ -43,7 +46,9 @@ impl RegistryError {
     pub fn code(&self) -> &'static str {
         match self {
             RegistryError::BlobUnknown(_) => "BLOB_UNKNOWN",
-            RegistryError::BlobUploadInvalid(_) | RegistryError::RangeInvalid { .. } => "BLOB_UPLOAD_INVALID",
+            RegistryError::BlobUploadInvalid(_) | RegistryError::RangeInvalid { .. } => {
+                "BLOB_UPLOAD_INVALID"
+            }
             RegistryError::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
             RegistryError::DigestInvalid { .. } => "DIGEST_INVALID",
             RegistryError::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
@@ -69,7 +74,9 @@ impl RegistryError {
                 Some(serde_json::json!({ "expected": expected, "actual": actual }))
             }
             RegistryError::ManifestUnknown(r) => Some(serde_json::json!({ "reference": r })),
-            RegistryError::NameUnknown(n) | RegistryError::NameInvalid(n) => Some(serde_json::json!({ "name": n })),
+            RegistryError::NameUnknown(n) | RegistryError::NameInvalid(n) => {
+                Some(serde_json::json!({ "name": n }))
+            }
             RegistryError::RangeInvalid { offset } => Some(serde_json::json!({ "offset": offset })),
             _ => None,
         }
@@ -81,7 +88,9 @@ impl From<StorageError> for RegistryError {
         match e {
             StorageError::StorageFull => RegistryError::StorageFull,
             StorageError::UploadNotFound => RegistryError::BlobUploadUnknown,
-            StorageError::UploadOffsetMismatch { actual, .. } => RegistryError::RangeInvalid { offset: actual },
+            StorageError::UploadOffsetMismatch { actual, .. } => {
+                RegistryError::RangeInvalid { offset: actual }
+            }
             other => RegistryError::Storage(other),
         }
     }

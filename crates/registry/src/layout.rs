@@ -25,11 +25,23 @@ pub fn repository(repo: &RepositoryName) -> Result<DocKey, KeyError> {
 }
 
 pub fn layer_link(repo: &RepositoryName, d: &Digest) -> Result<DocKey, KeyError> {
-    DocKey::new([REPOSITORIES, repo.as_str(), LAYERS, d.algorithm().as_str(), d.hex()])
+    DocKey::new([
+        REPOSITORIES,
+        repo.as_str(),
+        LAYERS,
+        d.algorithm().as_str(),
+        d.hex(),
+    ])
 }
 
 pub fn manifest_revision(repo: &RepositoryName, d: &Digest) -> Result<DocKey, KeyError> {
-    DocKey::new([REPOSITORIES, repo.as_str(), MANIFESTS, d.algorithm().as_str(), d.hex()])
+    DocKey::new([
+        REPOSITORIES,
+        repo.as_str(),
+        MANIFESTS,
+        d.algorithm().as_str(),
+        d.hex(),
+    ])
 }
 
 pub fn tags(repo: &RepositoryName) -> Result<DocKey, KeyError> {
@@ -41,10 +53,20 @@ pub fn tag(repo: &RepositoryName, tag: &Tag) -> Result<DocKey, KeyError> {
 }
 
 pub fn referrers(repo: &RepositoryName, subject: &Digest) -> Result<DocKey, KeyError> {
-    DocKey::new([REPOSITORIES, repo.as_str(), REFERRERS, subject.algorithm().as_str(), subject.hex()])
+    DocKey::new([
+        REPOSITORIES,
+        repo.as_str(),
+        REFERRERS,
+        subject.algorithm().as_str(),
+        subject.hex(),
+    ])
 }
 
-pub fn referrer(repo: &RepositoryName, subject: &Digest, referrer: &Digest) -> Result<DocKey, KeyError> {
+pub fn referrer(
+    repo: &RepositoryName,
+    subject: &Digest,
+    referrer: &Digest,
+) -> Result<DocKey, KeyError> {
     let entry = format!("{}-{}", referrer.algorithm(), referrer.hex());
     referrers(repo, subject)?.join(&entry)
 }

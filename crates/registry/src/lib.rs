@@ -41,7 +41,11 @@ pub struct Page {
 }
 
 /// Take the page after `last` (exclusive) of at most `n` items from a sorted list.
-fn paginate<I: IntoIterator<Item = String>>(sorted: I, n: Option<usize>, last: Option<&str>) -> Page {
+fn paginate<I: IntoIterator<Item = String>>(
+    sorted: I,
+    n: Option<usize>,
+    last: Option<&str>,
+) -> Page {
     let mut iter = sorted
         .into_iter()
         .filter(|s| last.is_none_or(|l| s.as_str() > l))
@@ -64,7 +68,10 @@ fn paginate<I: IntoIterator<Item = String>>(sorted: I, n: Option<usize>, last: O
             }
         }
     }
-    Page { items, next_last: None }
+    Page {
+        items,
+        next_last: None,
+    }
 }
 
 /// Per-session state kept in memory between requests: the running hash of
@@ -110,11 +117,20 @@ mod tests {
         let all = strings(&["a", "b", "c", "d"]);
         assert_eq!(paginate(all.clone(), None, None).items, all);
         let p = paginate(all.clone(), Some(2), None);
-        assert_eq!((p.items, p.next_last), (strings(&["a", "b"]), Some("b".into())));
+        assert_eq!(
+            (p.items, p.next_last),
+            (strings(&["a", "b"]), Some("b".into()))
+        );
         let p = paginate(all.clone(), Some(2), Some("b"));
         assert_eq!((p.items, p.next_last), (strings(&["c", "d"]), None));
         assert!(paginate(all.clone(), Some(0), None).items.is_empty());
-        assert_eq!(paginate(all.clone(), None, Some("bb")).items, strings(&["c", "d"]));
-        assert_eq!(paginate(all, Some(10), Some("d")).items, Vec::<String>::new());
+        assert_eq!(
+            paginate(all.clone(), None, Some("bb")).items,
+            strings(&["c", "d"])
+        );
+        assert_eq!(
+            paginate(all, Some(10), Some("d")).items,
+            Vec::<String>::new()
+        );
     }
 }

@@ -28,7 +28,9 @@ impl From<ManifestError> for RegistryError {
     fn from(e: ManifestError) -> Self {
         match e {
             ManifestError::TooLarge => RegistryError::SizeInvalid(e.to_string()),
-            ManifestError::Schema1 | ManifestError::UnsupportedMediaType(_) => RegistryError::ManifestInvalid(e.to_string()),
+            ManifestError::Schema1 | ManifestError::UnsupportedMediaType(_) => {
+                RegistryError::ManifestInvalid(e.to_string())
+            }
             ManifestError::Invalid(m) => RegistryError::ManifestInvalid(m),
         }
     }
@@ -73,7 +75,12 @@ impl Registry {
             }
         }
         for child in &manifest.manifests {
-            if self.storage.doc_get(&layout::manifest_revision(repo, &child.digest)?).await?.is_none() {
+            if self
+                .storage
+                .doc_get(&layout::manifest_revision(repo, &child.digest)?)
+                .await?
+                .is_none()
+            {
                 return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
             }
         }
@@ -87,7 +94,8 @@ impl Registry {
             )
             .await?;
         if let Some(subject) = &manifest.subject {
-            self.referrer_add(repo, &subject.digest, &digest, size, &manifest).await?;
+            self.referrer_add(repo, &subject.digest, &digest, size, &manifest)
+                .await?;
         }
         if let ManifestRef::Tag(tag) = reference {
             self.storage
@@ -102,7 +110,11 @@ impl Registry {
     }
 
     /// Fetch a manifest by tag or digest.
-    pub async fn manifest_get(&self, repo: &RepositoryName, reference: &ManifestRef) -> Result<StoredManifest> {
+    pub async fn manifest_get(
+        &self,
+        repo: &RepositoryName,
+        reference: &ManifestRef,
+    ) -> Result<StoredManifest> {
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
         let digest = match reference {
             ManifestRef::Digest(d) => d.clone(),
@@ -130,7 +142,11 @@ impl Registry {
 
     /// Delete by digest (the manifest, every tag pointing at it, and its
     /// referrer entry) or by tag (just the tag).
-    pub async fn manifest_delete(&self, repo: &RepositoryName, reference: &ManifestRef) -> Result<()> {
+    pub async fn manifest_delete(
+        &self,
+        repo: &RepositoryName,
+        reference: &ManifestRef,
+    ) -> Result<()> {
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
         match reference {
             ManifestRef::Tag(t) => {
@@ -144,13 +160,19 @@ impl Registry {
                 let stored = self.manifest_get(repo, reference).await?;
                 if let Ok(m) = Manifest::parse(&stored.bytes, Some(&stored.media_type)) {
                     if let Some(subject) = m.subject {
-                        self.storage.doc_delete(&layout::referrer(repo, &subject.digest, d)?).await?;
+                        self.storage
+                            .doc_delete(&layout::referrer(repo, &subject.digest, d)?)
+                            .await?;
                     }
                 }
                 for tag in self.tags_pointing_at(repo, d).await? {
                     self.storage.doc_delete(&layout::tag(repo, &tag)?).await?;
                 }
-                if self.storage.doc_delete(&layout::manifest_revision(repo, d)?).await? {
+                if self
+                    .storage
+                    .doc_delete(&layout::manifest_revision(repo, d)?)
+                    .await?
+                {
                     Ok(())
                 } else {
                     Err(unknown())

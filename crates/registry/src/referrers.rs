@@ -45,24 +45,39 @@ impl Registry {
             artifact_type: manifest.artifact_type.clone(),
             annotations: manifest.annotations.clone(),
         };
-        let json = serde_json::to_vec(&entry).map_err(|e| crate::RegistryError::ManifestInvalid(e.to_string()))?;
+        let json = serde_json::to_vec(&entry)
+            .map_err(|e| crate::RegistryError::ManifestInvalid(e.to_string()))?;
         self.storage
-            .doc_put(&layout::referrer(repo, subject, referrer)?, Bytes::from(json))
+            .doc_put(
+                &layout::referrer(repo, subject, referrer)?,
+                Bytes::from(json),
+            )
             .await?;
         Ok(())
     }
 
     /// The referrers index of `subject`, optionally filtered by artifact
     /// type. Always a valid (possibly empty) index, even for an unknown subject.
-    pub async fn referrers(&self, repo: &RepositoryName, subject: &Digest, artifact_type: Option<&str>) -> Result<Bytes> {
+    pub async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes> {
         let dir = layout::referrers(repo, subject)?;
         let mut manifests = Vec::new();
         for name in self.storage.doc_list(&dir).await? {
-            let Some(raw) = self.storage.doc_get(&dir.join(&name)?).await? else { continue };
+            let Some(raw) = self.storage.doc_get(&dir.join(&name)?).await? else {
+                continue;
+            };
             match serde_json::from_slice::<ReferrerEntry>(&raw) {
-                Ok(e) if artifact_type.is_none_or(|a| e.artifact_type.as_deref() == Some(a)) => manifests.push(e),
+                Ok(e) if artifact_type.is_none_or(|a| e.artifact_type.as_deref() == Some(a)) => {
+                    manifests.push(e)
+                }
                 Ok(_) => {}
-                Err(err) => tracing::warn!(repository = %repo, entry = %name, %err, "skipping corrupt referrer entry"),
+                Err(err) => {
+                    tracing::warn!(repository = %repo, entry = %name, %err, "skipping corrupt referrer entry")
+                }
             }
         }
         let index = ReferrersIndex {
@@ -70,7 +85,8 @@ impl Registry {
             media_type: media_type::OCI_INDEX,
             manifests,
         };
-        let json = serde_json::to_vec(&index).map_err(|e| crate::RegistryError::ManifestInvalid(e.to_string()))?;
+        let json = serde_json::to_vec(&index)
+            .map_err(|e| crate::RegistryError::ManifestInvalid(e.to_string()))?;
         Ok(Bytes::from(json))
     }
 }

@@ -21,31 +21,59 @@ impl Registry {
         Ok(Some(digest))
     }
 
+    /// Whether anything (a blob, manifest or tag) was ever put in `repo`.
+    pub async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool> {
+        Ok(!self
+            .storage
+            .doc_list(&layout::repository(repo)?)
+            .await?
+            .is_empty())
+    }
+
     /// Point a tag at a manifest already in the repository.
     pub async fn tag_set(&self, repo: &RepositoryName, tag: &Tag, digest: &Digest) -> Result<()> {
-        if self.storage.doc_get(&layout::manifest_revision(repo, digest)?).await?.is_none() {
+        if self
+            .storage
+            .doc_get(&layout::manifest_revision(repo, digest)?)
+            .await?
+            .is_none()
+        {
             return Err(RegistryError::ManifestUnknown(digest.to_string()));
         }
         self.storage
-            .doc_put(&layout::tag(repo, tag)?, bytes::Bytes::from(digest.to_string()))
+            .doc_put(
+                &layout::tag(repo, tag)?,
+                bytes::Bytes::from(digest.to_string()),
+            )
             .await?;
         Ok(())
     }
 
     /// Tags of a repository in lexical order; `NAME_UNKNOWN` if the
     /// repository does not exist.
-    pub async fn tags_list(&self, repo: &RepositoryName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
-        if self.storage.doc_list(&layout::repository(repo)?).await?.is_empty() {
+    pub async fn tags_list(
+        &self,
+        repo: &RepositoryName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
+        if !self.repository_exists(repo).await? {
             return Err(RegistryError::NameUnknown(repo.to_string()));
         }
         let tags = self.storage.doc_list(&layout::tags(repo)?).await?;
         Ok(paginate(tags, n, last))
     }
 
-    pub(crate) async fn tags_pointing_at(&self, repo: &RepositoryName, digest: &Digest) -> Result<Vec<Tag>> {
+    pub(crate) async fn tags_pointing_at(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Vec<Tag>> {
         let mut out = Vec::new();
         for name in self.storage.doc_list(&layout::tags(repo)?).await? {
-            let Ok(tag) = name.parse::<Tag>() else { continue };
+            let Ok(tag) = name.parse::<Tag>() else {
+                continue;
+            };
             if self.tag_resolve(repo, &tag).await.ok().flatten().as_ref() == Some(digest) {
                 out.push(tag);
             }

@@ -43,7 +43,10 @@ impl Registry {
     pub async fn upload_start(&self, repo: &RepositoryName) -> Result<UploadStatus> {
         let id = self.storage.upload_create().await?;
         self.storage
-            .doc_put(&layout::upload(&id)?, Bytes::copy_from_slice(repo.as_str().as_bytes()))
+            .doc_put(
+                &layout::upload(&id)?,
+                Bytes::copy_from_slice(repo.as_str().as_bytes()),
+            )
             .await?;
         Ok(UploadStatus {
             id: id.to_string(),
@@ -122,7 +125,9 @@ impl Registry {
                     }
                 }
                 Err(e) => {
-                    failure = Some(RegistryError::BlobUploadInvalid(format!("request body: {e}")));
+                    failure = Some(RegistryError::BlobUploadInvalid(format!(
+                        "request body: {e}"
+                    )));
                     break;
                 }
             }
@@ -207,9 +212,16 @@ impl Registry {
     }
 
     /// A whole blob in one request (`POST ?digest=`).
-    pub async fn blob_put(&self, repo: &RepositoryName, digest: &Digest, body: ByteStream) -> Result<u64> {
+    pub async fn blob_put(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
         let status = self.upload_start(repo).await?;
-        let result = self.upload_complete(repo, &status.id, digest, Some(body)).await;
+        let result = self
+            .upload_complete(repo, &status.id, digest, Some(body))
+            .await;
         if result.is_err() {
             // A failed monolithic upload has no session the client knows of.
             if let Ok(uid) = status.id.parse::<UploadId>() {

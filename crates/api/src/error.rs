@@ -1,0 +1,117 @@
+//! Errors as the distribution spec renders them: a status code and a body
+//! `{"errors":[{"code","message","detail"}]}`.
+
+use axum::response::{IntoResponse, Response};
+use berth_registry::RegistryError;
+use http::{header, HeaderValue, StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("invalid repository name: {0}")]
+    NameInvalid(String),
+    #[error("invalid digest: {0}")]
+    DigestInvalid(String),
+    #[error("invalid reference: {0}")]
+    ReferenceInvalid(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    RangeNotSatisfiable(u64),
+    #[error("the operation is unsupported")]
+    Unsupported,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("authentication required")]
+    Unauthorized { challenge: Option<String> },
+    #[error("requested access to the resource is denied")]
+    Denied,
+    #[error("not found")]
+    NotFound,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Registry(e) => {
+                let status = match e {
+                    RegistryError::BlobUnknown(_)
+                    | RegistryError::BlobUploadUnknown
+                    | RegistryError::ManifestUnknown(_)
+                    | RegistryError::NameUnknown(_) => StatusCode::NOT_FOUND,
+                    RegistryError::RangeInvalid { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+                    RegistryError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+                    RegistryError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+                    RegistryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                (status, e.code())
+            }
+            ApiError::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            ApiError::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            ApiError::ReferenceInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
+            ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN"),
+            ApiError::Unsupported => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Denied => (StatusCode::FORBIDDEN, "DENIED"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::RangeNotSatisfiable(_) => "requested range not satisfiable".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let detail = match &self {
+            ApiError::Registry(e) => e.detail(),
+            _ => None,
+        };
+        let mut entry = serde_json::json!({ "code": code, "message": self.message() });
+        if let Some(d) = detail {
+            entry["detail"] = d;
+        }
+        let body = serde_json::json!({ "errors": [entry] }).to_string();
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match &self {
+            ApiError::Unauthorized { challenge: Some(c) } => {
+                if let Ok(v) = HeaderValue::from_str(c) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::RangeNotSatisfiable(size) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            ApiError::Registry(RegistryError::RangeInvalid { offset }) => {
+                let end = offset.saturating_sub(1);
+                if let Ok(v) = HeaderValue::from_str(&format!("0-{end}")) {
+                    h.insert(header::RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}

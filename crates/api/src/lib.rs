@@ -1,0 +1,205 @@
+//! The OCI Distribution v1.1 HTTP API over a [`Registry`].
+//!
+//! A request flows: [`route::Route::parse`] (URL → route, names and digests
+//! validated) → [`resolve::Resolver`] (which repository, incl. `?ns=` mirror
+//! routing) → [`auth::Authorizer`] (may it?) → one handler per endpoint
+//! family (`blobs`, `uploads`, `manifests`, `listing`, `referrers`), each a
+//! thin translation between HTTP and [`Registry`] calls.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+mod blobs;
+pub mod error;
+mod listing;
+mod log;
+mod manifests;
+pub mod range;
+mod referrers;
+pub mod resolve;
+pub mod route;
+mod uploads;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use berth_reference::RepositoryName;
+use berth_registry::{ByteStream, Registry};
+use futures::TryStreamExt;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+
+use crate::auth::{Access, Action, Authorizer};
+use crate::error::ApiError;
+use crate::resolve::Resolver;
+use crate::route::Route;
+
+pub use crate::auth::AllowAll;
+pub use crate::resolve::MirrorResolver;
+
+/// Everything a request handler needs, shared by all connections.
+#[derive(Clone)]
+pub struct ApiState {
+    pub registry: Arc<Registry>,
+    pub resolver: Arc<dyn Resolver>,
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
+impl ApiState {
+    /// A plain registry: product routing rules, no authentication.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        ApiState {
+            resolver: Arc::new(MirrorResolver::new(registry.clone(), None)),
+            registry,
+            authorizer: Arc::new(AllowAll),
+        }
+    }
+}
+
+/// The complete HTTP application: `/v2/…`, `/healthz`, `/readyz`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(readyz))
+        .fallback(dispatch)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(log::log_request))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    // Ready when the store answers a listing.
+    match state.registry.catalog(Some(1), None).await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage not ready: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Per-request context handed to handlers.
+pub(crate) struct Ctx {
+    pub state: ApiState,
+    pub repo: RepositoryName,
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+}
+
+impl Ctx {
+    pub fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+}
+
+async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
+    let mut resp = match handle(state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+fn query_map(uri: &http::Uri) -> HashMap<String, String> {
+    axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default()
+}
+
+/// The request body as a stream of bytes; a broken connection surfaces as an
+/// I/O error so that nothing half-received is mistaken for a complete body.
+pub(crate) fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let Some(route) = Route::parse(parts.uri.path())? else {
+        return Err(ApiError::NotFound);
+    };
+    let query = query_map(&parts.uri);
+    let method = parts.method.clone();
+    let (action, read) = match method {
+        Method::GET | Method::HEAD => (Action::Pull, true),
+        Method::DELETE => (Action::Delete, false),
+        _ => (Action::Push, false),
+    };
+    let repo = match route.name() {
+        Some(name) => Some(
+            state
+                .resolver
+                .resolve(name, query.get("ns").map(String::as_str), read)
+                .await?,
+        ),
+        None => None,
+    };
+    state
+        .authorizer
+        .authorize(
+            &parts.headers,
+            &Access {
+                repository: repo.as_ref(),
+                action,
+            },
+        )
+        .await?;
+
+    let Some(repo) = repo else {
+        return match (method, route) {
+            (Method::GET | Method::HEAD, Route::Base) => {
+                Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+            }
+            (Method::GET, Route::Catalog) => listing::catalog(&state, &query).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    };
+    let ctx = Ctx {
+        state,
+        repo,
+        query,
+        headers: parts.headers,
+    };
+    let head = method == Method::HEAD;
+    match (method, route) {
+        (Method::GET, Route::Tags { .. }) => listing::tags(&ctx).await,
+        (Method::GET | Method::HEAD, Route::Manifest { reference, .. }) => {
+            manifests::get(&ctx, &reference, head).await
+        }
+        (Method::PUT, Route::Manifest { reference, .. }) => {
+            manifests::put(&ctx, &reference, body).await
+        }
+        (Method::DELETE, Route::Manifest { reference, .. }) => {
+            manifests::delete(&ctx, &reference).await
+        }
+        (Method::GET | Method::HEAD, Route::Blob { digest, .. }) => {
+            blobs::get(&ctx, &digest, head).await
+        }
+        (Method::DELETE, Route::Blob { digest, .. }) => blobs::delete(&ctx, &digest).await,
+        (Method::POST, Route::Uploads { .. }) => uploads::start(&ctx, body).await,
+        (Method::GET, Route::Upload { id, .. }) => uploads::status(&ctx, &id).await,
+        (Method::PATCH, Route::Upload { id, .. }) => uploads::patch(&ctx, &id, body).await,
+        (Method::PUT, Route::Upload { id, .. }) => uploads::put(&ctx, &id, body).await,
+        (Method::DELETE, Route::Upload { id, .. }) => uploads::cancel(&ctx, &id).await,
+        (Method::GET, Route::Referrers { digest, .. }) => referrers::get(&ctx, &digest).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// Insert a header whose value we built ourselves; values that are not
+/// valid header text (which our own formatting never produces) are dropped.
+pub(crate) fn set_header(
+    h: &mut HeaderMap,
+    name: impl header::IntoHeaderName,
+    value: impl AsRef<str>,
+) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        h.insert(name, v);
+    }
+}

@@ -1,0 +1,59 @@
+//! `GET /v2/_catalog` and `GET /v2/<name>/tags/list`, with `n`/`last`
+//! pagination and an RFC 8288 `Link` header to the next page.
+
+use std::collections::HashMap;
+
+use axum::response::{IntoResponse, Response};
+use berth_registry::Page;
+use http::{header, HeaderMap};
+
+use crate::error::ApiError;
+use crate::{set_header, ApiState, Ctx};
+
+fn page_params(query: &HashMap<String, String>) -> Result<(Option<usize>, Option<&str>), ApiError> {
+    let n = match query.get("n") {
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid page size n={n:?}")))?,
+        ),
+        None => None,
+    };
+    Ok((
+        n,
+        query
+            .get("last")
+            .map(String::as_str)
+            .filter(|l| !l.is_empty()),
+    ))
+}
+
+fn json_with_link(body: serde_json::Value, page: &Page, path: &str, n: Option<usize>) -> Response {
+    let mut headers = HeaderMap::new();
+    set_header(&mut headers, header::CONTENT_TYPE, "application/json");
+    if let (Some(last), Some(n)) = (&page.next_last, n) {
+        set_header(
+            &mut headers,
+            header::LINK,
+            format!("<{path}?n={n}&last={last}>; rel=\"next\""),
+        );
+    }
+    (headers, body.to_string()).into_response()
+}
+
+pub async fn catalog(
+    state: &ApiState,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let (n, last) = page_params(query)?;
+    let page = state.registry.catalog(n, last).await?;
+    let body = serde_json::json!({ "repositories": page.items });
+    Ok(json_with_link(body, &page, "/v2/_catalog", n))
+}
+
+pub async fn tags(ctx: &Ctx) -> Result<Response, ApiError> {
+    let (n, last) = page_params(&ctx.query)?;
+    let page = ctx.registry().tags_list(&ctx.repo, n, last).await?;
+    let body = serde_json::json!({ "name": ctx.repo.as_str(), "tags": page.items });
+    let path = format!("/v2/{}/tags/list", ctx.repo);
+    Ok(json_with_link(body, &page, &path, n))
+}

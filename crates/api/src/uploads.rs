@@ -1,0 +1,137 @@
+//! Blob uploads: `POST` (session, monolithic with `?digest=`, or
+//! cross-repository mount), `PATCH` chunks, `PUT` to finish, `GET` status
+//! and `DELETE` to cancel.
+
+use axum::body::Body;
+use axum::response::Response;
+use berth_reference::{Digest, RepositoryName};
+use berth_registry::UploadStatus;
+use http::{header, StatusCode};
+
+use crate::error::ApiError;
+use crate::range::parse_content_range;
+use crate::{body_stream, set_header, Ctx};
+
+fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    set_header(resp.headers_mut(), header::CONTENT_LENGTH, "0");
+    resp
+}
+
+/// 202 with where the session is and how far it got.
+fn session_response(ctx: &Ctx, status: StatusCode, upload: &UploadStatus) -> Response {
+    let mut resp = empty(status);
+    let h = resp.headers_mut();
+    set_header(
+        h,
+        header::LOCATION,
+        format!("/v2/{}/blobs/uploads/{}", ctx.repo, upload.id),
+    );
+    set_header(
+        h,
+        header::RANGE,
+        format!("0-{}", upload.offset.saturating_sub(1)),
+    );
+    set_header(h, "Docker-Upload-UUID", &upload.id);
+    resp
+}
+
+/// 201 for a blob that now exists in the repository.
+fn created(ctx: &Ctx, digest: &Digest) -> Response {
+    let mut resp = empty(StatusCode::CREATED);
+    let h = resp.headers_mut();
+    set_header(
+        h,
+        header::LOCATION,
+        format!("/v2/{}/blobs/{digest}", ctx.repo),
+    );
+    set_header(h, "Docker-Content-Digest", digest.to_string());
+    resp
+}
+
+fn digest_param(ctx: &Ctx, name: &str) -> Result<Option<Digest>, ApiError> {
+    ctx.query
+        .get(name)
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| ApiError::DigestInvalid(e.to_string()))
+        })
+        .transpose()
+}
+
+pub async fn start(ctx: &Ctx, body: Body) -> Result<Response, ApiError> {
+    if let Some(digest) = digest_param(ctx, "mount")? {
+        if let Some(from) = ctx.query.get("from") {
+            let from: RepositoryName = from
+                .parse()
+                .map_err(|e: berth_reference::NameError| ApiError::NameInvalid(e.to_string()))?;
+            if ctx.registry().blob_mount(&ctx.repo, &from, &digest).await? {
+                return Ok(created(ctx, &digest));
+            }
+        }
+        // Not mountable: fall back to an ordinary session, as the spec says.
+        let upload = ctx.registry().upload_start(&ctx.repo).await?;
+        return Ok(session_response(ctx, StatusCode::ACCEPTED, &upload));
+    }
+    if let Some(digest) = digest_param(ctx, "digest")? {
+        ctx.registry()
+            .blob_put(&ctx.repo, &digest, body_stream(body))
+            .await?;
+        return Ok(created(ctx, &digest));
+    }
+    let upload = ctx.registry().upload_start(&ctx.repo).await?;
+    Ok(session_response(ctx, StatusCode::ACCEPTED, &upload))
+}
+
+pub async fn status(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
+    let upload = ctx.registry().upload_status(&ctx.repo, id).await?;
+    Ok(session_response(ctx, StatusCode::NO_CONTENT, &upload))
+}
+
+fn content_length(ctx: &Ctx) -> Option<u64> {
+    ctx.headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+pub async fn patch(ctx: &Ctx, id: &str, body: Body) -> Result<Response, ApiError> {
+    let start = match ctx.headers.get(header::CONTENT_RANGE) {
+        None => None,
+        Some(v) => {
+            let (start, end) = v
+                .to_str()
+                .ok()
+                .and_then(parse_content_range)
+                .ok_or_else(|| ApiError::BadRequest("malformed Content-Range".into()))?;
+            if let Some(len) = content_length(ctx) {
+                if len != end - start + 1 {
+                    return Err(ApiError::BadRequest(format!(
+                        "Content-Range {start}-{end} does not match Content-Length {len}"
+                    )));
+                }
+            }
+            Some(start)
+        }
+    };
+    let upload = ctx
+        .registry()
+        .upload_append(&ctx.repo, id, start, body_stream(body))
+        .await?;
+    Ok(session_response(ctx, StatusCode::ACCEPTED, &upload))
+}
+
+pub async fn put(ctx: &Ctx, id: &str, body: Body) -> Result<Response, ApiError> {
+    let digest = digest_param(ctx, "digest")?
+        .ok_or_else(|| ApiError::DigestInvalid("the digest query parameter is required".into()))?;
+    ctx.registry()
+        .upload_complete(&ctx.repo, id, &digest, Some(body_stream(body)))
+        .await?;
+    Ok(created(ctx, &digest))
+}
+
+pub async fn cancel(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
+    ctx.registry().upload_cancel(&ctx.repo, id).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
