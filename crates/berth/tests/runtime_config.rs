@@ -1,0 +1,929 @@
+//! Black-box tests for `berth runtime-config`, `berth secret` and
+//! `berth doctor`: they run the built binary and hand its files, unedited, to
+//! the programs that consume them (containerd 1.6's CRI plugin, skopeo), or
+//! parse them back field by field.
+//!
+//! Tools these tests use (containerd, ctr, skopeo, umoci) must be installed:
+//! a missing tool fails the test, it is never skipped. Every wait is bounded
+//! and every address is 127.0.0.1.
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+
+const IMAGE: &str = "registry.invalid.test/team/app:v1";
+const IMAGE_HOST: &str = "registry.invalid.test";
+
+fn berth() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed\n{}", show(&out));
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tool the test needs; its absence fails the test.
+fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is required for this test but is not installed"))
+}
+
+// ---------------------------------------------------------------------------
+// Files parsed back: no server needed.
+
+#[test]
+fn k3s_registries_yaml_parses_back_field_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("registries.yaml");
+    run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "k3s",
+                "--mirror",
+                "http://127.0.0.1:5000",
+                "--dest",
+            ])
+            .arg(&dest),
+    );
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&fs::read_to_string(&dest).unwrap()).unwrap();
+    for host in ["docker.io", "registry.k8s.io", "quay.io", "ghcr.io"] {
+        let endpoints = doc["mirrors"][host]["endpoint"].as_sequence().unwrap();
+        assert_eq!(endpoints.len(), 1, "{host}");
+        assert_eq!(
+            endpoints[0].as_str(),
+            Some("http://127.0.0.1:5000"),
+            "{host}"
+        );
+    }
+    assert!(
+        doc.get("configs").is_none(),
+        "plain HTTP needs no TLS configs"
+    );
+
+    // TLS options go to configs.<mirror host>.tls; `*` is k3s's catch-all.
+    let ca = dir.path().join("ca.pem");
+    let dest = dir.path().join("tls.yaml");
+    run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "rke2",
+                "--mirror",
+                "mirror.example:5443",
+                "--registries",
+                "*",
+                "--skip-verify",
+            ])
+            .arg("--ca")
+            .arg(&ca)
+            .arg("--dest")
+            .arg(&dest),
+    );
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&fs::read_to_string(&dest).unwrap()).unwrap();
+    assert_eq!(
+        doc["mirrors"]["*"]["endpoint"][0].as_str(),
+        Some("https://mirror.example:5443")
+    );
+    let tls = &doc["configs"]["mirror.example:5443"]["tls"];
+    assert_eq!(tls["ca_file"].as_str(), ca.to_str());
+    assert_eq!(tls["insecure_skip_verify"].as_bool(), Some(true));
+}
+
+#[test]
+fn k3s_merge_keeps_user_entries_and_backs_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("registries.yaml");
+    let original = "mirrors:\n  my.company.registry:\n    endpoint:\n      - http://my.company.registry\nconfigs:\n  my.company.registry:\n    auth:\n      username: aladin\n      password: abracadabra\n";
+    fs::write(&dest, original).unwrap();
+    let out = run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "k3d",
+                "--mirror",
+                "http://10.0.0.5:5000",
+                "--registries",
+                "docker.io",
+                "--dest",
+            ])
+            .arg(&dest),
+    );
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&fs::read_to_string(&dest).unwrap()).unwrap();
+    assert_eq!(
+        doc["mirrors"]["docker.io"]["endpoint"][0].as_str(),
+        Some("http://10.0.0.5:5000")
+    );
+    assert_eq!(
+        doc["mirrors"]["my.company.registry"]["endpoint"][0].as_str(),
+        Some("http://my.company.registry")
+    );
+    assert_eq!(
+        doc["configs"]["my.company.registry"]["auth"]["password"].as_str(),
+        Some("abracadabra")
+    );
+    let backups = backups_of(&dest);
+    assert_eq!(backups.len(), 1, "{}", stdout(&out));
+    assert_eq!(fs::read_to_string(&backups[0]).unwrap(), original);
+    assert!(stdout(&out).contains("previous version saved as"));
+}
+
+fn backups_of(path: &Path) -> Vec<PathBuf> {
+    let prefix = format!(
+        "{}.berth-backup-",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    let mut found: Vec<PathBuf> = fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn docker_daemon_json_merge_keeps_unrelated_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("daemon.json");
+    let original = r#"{
+  "log-driver": "json-file",
+  "log-opts": {"max-size": "10m", "max-file": "3"},
+  "ipv6": true,
+  "fixed-cidr-v6": "fd00:2008::/64",
+  "registry-mirrors": ["https://other-mirror.example"],
+  "insecure-registries": ["172.17.0.2:5000"]
+}"#;
+    fs::write(&dest, original).unwrap();
+    let out = run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "docker",
+                "--mirror",
+                "http://127.0.0.1:5000",
+                "--dest",
+            ])
+            .arg(&dest),
+    );
+    let text = fs::read_to_string(&dest).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["log-driver"], "json-file");
+    assert_eq!(
+        doc["log-opts"],
+        serde_json::json!({"max-size": "10m", "max-file": "3"})
+    );
+    assert_eq!(doc["ipv6"], true);
+    assert_eq!(doc["fixed-cidr-v6"], "fd00:2008::/64");
+    assert_eq!(
+        doc["registry-mirrors"],
+        serde_json::json!(["http://127.0.0.1:5000", "https://other-mirror.example"])
+    );
+    assert_eq!(
+        doc["insecure-registries"],
+        serde_json::json!(["172.17.0.2:5000", "127.0.0.1:5000"])
+    );
+    assert_eq!(doc.as_object().unwrap().len(), 6);
+    // The user's key order survives.
+    let order: Vec<usize> = [
+        "log-driver",
+        "log-opts",
+        "ipv6",
+        "fixed-cidr-v6",
+        "registry-mirrors",
+    ]
+    .iter()
+    .map(|k| text.find(&format!("\"{k}\"")).unwrap())
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    // Docker can only mirror Docker Hub: the other default registries are named.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("only mirror Docker Hub") && stderr.contains("quay.io"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&backups_of(&dest)[0]).unwrap(), original);
+
+    // Running it again changes nothing and makes no second backup.
+    let again = run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "docker",
+                "--mirror",
+                "http://127.0.0.1:5000",
+                "--dest",
+            ])
+            .arg(&dest),
+    );
+    assert!(stdout(&again).contains("unchanged"), "{}", show(&again));
+    assert_eq!(backups_of(&dest).len(), 1);
+}
+
+#[test]
+fn secret_decodes_to_the_right_auths() {
+    let out = run_ok(berth().args([
+        "secret",
+        "--registry",
+        "mirror.example:5000",
+        "--creds",
+        "robot:s3cr:et",
+        "--name",
+        "berth-pull",
+        "--namespace",
+        "kubevirt",
+    ]));
+    let secret: serde_norway::Value = serde_norway::from_str(&stdout(&out)).unwrap();
+    assert_eq!(secret["apiVersion"].as_str(), Some("v1"));
+    assert_eq!(secret["kind"].as_str(), Some("Secret"));
+    assert_eq!(
+        secret["type"].as_str(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    assert_eq!(secret["metadata"]["name"].as_str(), Some("berth-pull"));
+    assert_eq!(secret["metadata"]["namespace"].as_str(), Some("kubevirt"));
+    let raw = BASE64
+        .decode(secret["data"][".dockerconfigjson"].as_str().unwrap())
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let auths = config["auths"].as_object().unwrap();
+    assert_eq!(auths.len(), 1);
+    let entry = &auths["mirror.example:5000"];
+    assert_eq!(entry["username"], "robot");
+    assert_eq!(entry["password"], "s3cr:et");
+    assert_eq!(
+        BASE64.decode(entry["auth"].as_str().unwrap()).unwrap(),
+        b"robot:s3cr:et"
+    );
+    // CDI's registry importer reads these two keys from a secretRef.
+    assert_eq!(
+        BASE64
+            .decode(secret["data"]["accessKeyId"].as_str().unwrap())
+            .unwrap(),
+        b"robot"
+    );
+    assert_eq!(
+        BASE64
+            .decode(secret["data"]["secretKey"].as_str().unwrap())
+            .unwrap(),
+        b"s3cr:et"
+    );
+
+    // Docker Hub uses the key every consumer looks up; credentials can come from stdin.
+    let mut child = berth()
+        .args(["secret", "--registry", "docker.io", "--creds", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hubuser:hubpass\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let secret: serde_norway::Value = serde_norway::from_str(&stdout(&out)).unwrap();
+    let raw = BASE64
+        .decode(secret["data"][".dockerconfigjson"].as_str().unwrap())
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        config["auths"]["https://index.docker.io/v1/"]["password"],
+        "hubpass"
+    );
+
+    let bad = berth()
+        .args(["secret", "--registry", "quay.io", "--creds", "nocolon"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn registries_conf_parses_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("registries.conf.d/90-berth-mirror.conf");
+    run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "podman",
+                "--mirror",
+                "http://127.0.0.1:5000",
+                "--registries",
+                "docker.io,quay.io",
+                "--dest",
+            ])
+            .arg(&dest),
+    );
+    let conf: toml::Table = toml::from_str(&fs::read_to_string(&dest).unwrap()).unwrap();
+    let registries = conf["registry"].as_array().unwrap();
+    assert_eq!(registries.len(), 2);
+    for (entry, host) in registries.iter().zip(["docker.io", "quay.io"]) {
+        assert_eq!(entry["prefix"].as_str(), Some(host));
+        assert_eq!(entry["location"].as_str(), Some(host));
+        let mirrors = entry["mirror"].as_array().unwrap();
+        assert_eq!(mirrors.len(), 1);
+        assert_eq!(
+            mirrors[0]["location"].as_str(),
+            Some(format!("127.0.0.1:5000/{host}").as_str())
+        );
+        assert_eq!(mirrors[0]["insecure"].as_bool(), Some(true));
+    }
+    // registries.conf has no catch-all entry: `*` is refused with a reason.
+    let out = berth()
+        .args([
+            "runtime-config",
+            "crio",
+            "--mirror",
+            "http://127.0.0.1:5000",
+            "--registries",
+            "*",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("catch-all"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn containerd_hosts_toml_parses_back_and_dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("certs.d");
+    let out = run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "containerd",
+                "--mirror",
+                "http://127.0.0.1:5000",
+                "--registries",
+                "docker.io,*",
+                "--dry-run",
+                "--dest",
+            ])
+            .arg(&dest),
+    );
+    assert!(!dest.exists(), "--dry-run wrote files");
+    let printed = stdout(&out);
+    assert!(
+        printed.contains("[host.\"http://127.0.0.1:5000\"]"),
+        "{printed}"
+    );
+
+    let out = run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "containerd",
+                "--mirror",
+                "http://127.0.0.1:5000",
+                "--registries",
+                "docker.io,*",
+                "--dest",
+            ])
+            .arg(&dest),
+    );
+    let hub: toml::Table =
+        toml::from_str(&fs::read_to_string(dest.join("docker.io/hosts.toml")).unwrap()).unwrap();
+    assert_eq!(hub["server"].as_str(), Some("https://registry-1.docker.io"));
+    let host = hub["host"]["http://127.0.0.1:5000"].as_table().unwrap();
+    assert_eq!(
+        host["capabilities"],
+        toml::Value::Array(vec!["pull".into(), "resolve".into()])
+    );
+    let default: toml::Table =
+        toml::from_str(&fs::read_to_string(dest.join("_default/hosts.toml")).unwrap()).unwrap();
+    assert!(!default.contains_key("server"));
+    assert!(default["host"]
+        .as_table()
+        .unwrap()
+        .contains_key("http://127.0.0.1:5000"));
+
+    // The config.toml stanzas for containerd 1.x and 2.x, and the warning.
+    let printed = stdout(&out);
+    assert!(
+        printed.contains("[plugins.\"io.containerd.grpc.v1.cri\".registry]"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("[plugins.\"io.containerd.cri.v1.images\".registry]"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("config_path = \"{}\"", dest.display())),
+        "{printed}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`mirrors` and `config_path`"));
+}
+
+#[test]
+fn doctor_explains_what_is_missing() {
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/containerd");
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(etc.join("config.toml"), "version = 2\n").unwrap();
+    let out = berth()
+        .args([
+            "doctor",
+            "--registries",
+            "docker.io",
+            "--runtime",
+            "containerd",
+            "--root",
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("FAIL") && text.contains("config_path"),
+        "{text}"
+    );
+    assert!(text.contains("fix: "), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// Real consumers pulling through a running berth.
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} log ({})\n{}",
+                self.name,
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+fn spawn_logged(mut cmd: Command, name: &'static str, log: PathBuf) -> Proc {
+    let file = fs::File::create(&log).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Proc { child, name, log }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The status code of `GET path` on 127.0.0.1:port, if it answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// `berth serve` on a free loopback port, with the test image pushed under
+/// its mirror name.
+struct Berth {
+    proc: Proc,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Berth {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn start_berth_with_image() -> Berth {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = berth();
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--root"])
+        .arg(dir.path().join("data"));
+    let proc = spawn_logged(cmd, "berth serve", dir.path().join("berth.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_status(port, "/v2/") != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "berth serve did not answer /v2/\n{}",
+            proc.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let berth = Berth {
+        proc,
+        port,
+        _dir: dir,
+    };
+    push_test_image(&berth, berth._dir.path());
+    berth
+}
+
+/// Build a one-layer image with umoci and push it with skopeo into berth as
+/// repository `registry.invalid.test/team/app` — how an air-gapped mirror
+/// is preloaded.
+fn push_test_image(berth: &Berth, dir: &Path) {
+    let umoci = require_tool("umoci");
+    let skopeo = require_tool("skopeo");
+    let layout = dir.join("layout");
+    let layout_s = layout.to_str().unwrap();
+    run_ok(Command::new(&umoci).args(["init", "--layout", layout_s]));
+    run_ok(Command::new(&umoci).args(["new", "--image", &format!("{layout_s}:v1")]));
+    let payload = dir.join("hello.txt");
+    fs::write(&payload, "hello from berth\n").unwrap();
+    run_ok(
+        Command::new(&umoci)
+            .args(["insert", "--image", &format!("{layout_s}:v1")])
+            .arg(&payload)
+            .arg("/hello.txt"),
+    );
+    run_ok(Command::new(&skopeo).args([
+        "copy",
+        "--insecure-policy",
+        "--dest-tls-verify=false",
+        &format!("oci:{layout_s}:v1"),
+        &format!("docker://127.0.0.1:{}/{IMAGE}", berth.port),
+    ]));
+}
+
+/// containerd with its own root, state and socket, whose CRI plugin reads
+/// registry hosts from `config_path`.
+struct Containerd {
+    proc: Proc,
+    socket: PathBuf,
+}
+
+fn start_containerd(dir: &Path, config_path: &Path) -> Containerd {
+    let containerd = require_tool("containerd");
+    require_tool("runc");
+    let socket = dir.join("containerd.sock");
+    let config = format!(
+        r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = "{socket}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  disable_cgroup = true
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni}/bin"
+    conf_dir = "{cni}/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{config_path}"
+"#,
+        root = dir.join("root").display(),
+        state = dir.join("state").display(),
+        socket = socket.display(),
+        cni = dir.join("cni").display(),
+        config_path = config_path.display(),
+    );
+    let config_file = dir.join("config.toml");
+    fs::write(&config_file, config).unwrap();
+    let mut cmd = Command::new(containerd);
+    cmd.arg("--config").arg(&config_file);
+    let proc = spawn_logged(cmd, "containerd", dir.join("containerd.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "containerd did not start\n{}",
+            proc.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Containerd { proc, socket }
+}
+
+/// Protocol-buffer length-delimited field 1 (`0x0a`, varint length, bytes).
+fn pb_field1(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x0a];
+    let mut n = bytes.len();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The bytes of field 1 in a message whose first field is it.
+fn pb_read_field1(msg: &[u8]) -> Option<Vec<u8>> {
+    let (&tag, rest) = msg.split_first()?;
+    if tag != 0x0a {
+        return None;
+    }
+    let (mut len, mut shift, mut i) = (0usize, 0u32, 0usize);
+    loop {
+        let b = *rest.get(i)?;
+        len |= usize::from(b & 0x7f) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 28 {
+            return None;
+        }
+    }
+    rest.get(i..i + len).map(<[u8]>::to_vec)
+}
+
+/// Pull `image` through the CRI `runtime.v1.ImageService/PullImage` call —
+/// what kubelet does — over containerd's socket, as a minimal gRPC client
+/// (HTTP/2, one length-prefixed protobuf message each way). Returns the image
+/// ref (digest) containerd reports.
+fn cri_pull_image(socket: &Path, image: &str) -> Result<String, String> {
+    use http_body_util::BodyExt as _;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let call = async {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .map_err(|e| format!("http2 handshake: {e}"))?;
+            tokio::spawn(conn);
+            // PullImageRequest { image: ImageSpec { image } }
+            let msg = pb_field1(&pb_field1(image.as_bytes()));
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(
+                &u32::try_from(msg.len())
+                    .map_err(|e| e.to_string())?
+                    .to_be_bytes(),
+            );
+            frame.extend_from_slice(&msg);
+            let request =
+                hyper::Request::post("http://localhost/runtime.v1.ImageService/PullImage")
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+                    .map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            let (parts, body) = response.into_parts();
+            let collected = body
+                .collect()
+                .await
+                .map_err(|e| format!("response body: {e}"))?;
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let field = |name: &str| {
+                trailers
+                    .get(name)
+                    .or_else(|| parts.headers.get(name))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let status =
+                field("grpc-status").unwrap_or_else(|| format!("missing (HTTP {})", parts.status));
+            if status != "0" {
+                return Err(format!(
+                    "grpc-status {status}: {}",
+                    field("grpc-message").unwrap_or_default()
+                ));
+            }
+            let data = collected.to_bytes();
+            let image_ref = data
+                .get(5..)
+                .and_then(pb_read_field1)
+                .ok_or_else(|| format!("unexpected PullImageResponse {data:?}"))?;
+            String::from_utf8(image_ref).map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(120), call)
+            .await
+            .map_err(|_| "PullImage timed out after 120s".to_string())?
+    })
+}
+
+/// containerd 1.6's CRI plugin — the path kubelet uses — pulls an image
+/// for a registry name that does not resolve, reading the `hosts.toml` that
+/// `berth runtime-config containerd` wrote through the daemon's
+/// `config_path`. The pull can only succeed through berth: containerd sends
+/// `GET /v2/team/app/manifests/v1?ns=registry.invalid.test` to the mirror.
+/// `ctr` (which has no CRI client) is only used to list the result.
+#[test]
+fn containerd_cri_pulls_through_berth_via_config_path() {
+    let ctr = require_tool("ctr");
+    let berth_server = start_berth_with_image();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-ctrd")
+        .tempdir()
+        .unwrap();
+    let certs = dir.path().join("certs.d");
+    run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "containerd",
+                "--mirror",
+                &berth_server.url(),
+                "--registries",
+                IMAGE_HOST,
+                "--dest",
+            ])
+            .arg(&certs),
+    );
+    assert!(certs.join(IMAGE_HOST).join("hosts.toml").is_file());
+
+    let containerd = start_containerd(dir.path(), &certs);
+    let image_ref = cri_pull_image(&containerd.socket, IMAGE).unwrap_or_else(|e| {
+        panic!(
+            "CRI PullImage failed: {e}\n--- containerd log\n{}\n--- berth log\n{}",
+            containerd.proc.log(),
+            berth_server.proc.log()
+        )
+    });
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+
+    let listed = run_ok(
+        Command::new(&ctr)
+            .arg("--address")
+            .arg(&containerd.socket)
+            .args(["--namespace", "k8s.io", "images", "ls", "-q"]),
+    );
+    assert!(
+        stdout(&listed).lines().any(|l| l == IMAGE),
+        "{}",
+        show(&listed)
+    );
+
+    // The doctor, reading the same files as the node would, finds the route
+    // and resolves the tag through berth.
+    let root = tempfile::tempdir().unwrap();
+    let node_certs = root.path().join("etc/containerd/certs.d");
+    run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "containerd",
+                "--mirror",
+                &berth_server.url(),
+                "--registries",
+                IMAGE_HOST,
+                "--dest",
+            ])
+            .arg(&node_certs),
+    );
+    fs::write(
+        root.path().join("etc/containerd/config.toml"),
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n",
+    )
+    .unwrap();
+    let out = run_ok(
+        berth()
+            .args([
+                "doctor",
+                "--mirror",
+                &berth_server.url(),
+                "--registries",
+                IMAGE_HOST,
+                "--image",
+                IMAGE,
+                "--root",
+            ])
+            .arg(root.path()),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{IMAGE_HOST}: routed to {}", berth_server.url())),
+        "{text}"
+    );
+    assert!(text.contains("resolves through"), "{text}");
+}
+
+/// skopeo (containers/image, as CRI-O and Podman use it) pulls through berth
+/// with `--registries-conf` set to the file `berth runtime-config crio`
+/// wrote: the mirror is `127.0.0.1:PORT/registry.invalid.test`, berth's
+/// path-prefix form, and the registry itself does not resolve.
+#[test]
+fn skopeo_pulls_through_berth_with_generated_registries_conf() {
+    let skopeo = require_tool("skopeo");
+    let berth_server = start_berth_with_image();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("registries.conf");
+    run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "crio",
+                "--mirror",
+                &berth_server.url(),
+                "--registries",
+                IMAGE_HOST,
+                "--dest",
+            ])
+            .arg(&conf),
+    );
+    let out_layout = dir.path().join("pulled");
+    let out = Command::new(&skopeo)
+        .arg("--registries-conf")
+        .arg(&conf)
+        .args(["copy", "--insecure-policy", &format!("docker://{IMAGE}")])
+        .arg(format!("oci:{}:v1", out_layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo pull through berth failed\n{}\n--- berth log\n{}",
+        show(&out),
+        berth_server.proc.log()
+    );
+    let index: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out_layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(1),
+        "{index}"
+    );
+}
