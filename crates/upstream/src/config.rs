@@ -1,0 +1,200 @@
+//! Per-upstream settings ([`UpstreamConfig`]) and the rules that fill them in
+//! when nothing is configured: where a registry host's API answers (Docker
+//! Hub's `registry-1.docker.io`), and the `--upstream HOST=URL` syntax.
+//!
+//! Parsing of berth's own config file is the server's business; this module
+//! only defines what one upstream needs, so that the CLI and the cache build
+//! clients the same way.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_reference::{normalise_registry, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
+use url::Url;
+
+use crate::auth_file::Credentials;
+use crate::error::UpstreamError;
+
+/// Connect timeout used unless configured.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest silence tolerated while reading a response (per read, not total).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Total time for small requests (manifests, tokens, listings). Blob bodies
+/// never get a total timeout: a large layer on a slow link is not an error.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How to reach one upstream registry.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The registry as users name it (`docker.io`, `quay.io`, `localhost:5000`).
+    pub registry: String,
+    /// Where its API answers; `/v2/` is appended. May carry a path prefix.
+    pub base_url: Url,
+    pub credentials: Option<Credentials>,
+    /// PEM file of CA certificates trusted in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS verification (and, when no URL was given, use plain HTTP).
+    pub insecure: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub user_agent: String,
+}
+
+impl UpstreamConfig {
+    /// Settings for a registry host with nothing configured: its default URL,
+    /// anonymous, verified TLS, default timeouts.
+    pub fn for_registry(registry: &str) -> Result<UpstreamConfig, UpstreamError> {
+        let registry = normalise_registry(registry);
+        let base_url = default_base_url(&registry, false)?;
+        Ok(UpstreamConfig {
+            registry,
+            base_url,
+            credentials: None,
+            ca_file: None,
+            insecure: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
+        })
+    }
+
+    /// Point this upstream at another URL (`--upstream HOST=URL`).
+    pub fn with_base_url(mut self, url: Url) -> Self {
+        self.base_url = url;
+        self
+    }
+
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    pub fn with_ca_file(mut self, path: Option<PathBuf>) -> Self {
+        self.ca_file = path;
+        self
+    }
+
+    /// Mark insecure. When the URL is still the default `https://HOST`, it
+    /// becomes `http://HOST` (Docker's insecure-registry behaviour for hosts
+    /// with no TLS); an explicit `https://` URL keeps TLS, unverified.
+    pub fn with_insecure(mut self, insecure: bool) -> Result<Self, UpstreamError> {
+        if insecure && !self.insecure && self.base_url == default_base_url(&self.registry, false)? {
+            self.base_url = default_base_url(&self.registry, true)?;
+        }
+        self.insecure = insecure;
+        Ok(self)
+    }
+}
+
+/// Where a registry host's API answers when nothing says otherwise:
+/// `docker.io` → `https://registry-1.docker.io`, anything else `https://HOST`
+/// (`http://HOST` when insecure).
+pub fn default_base_url(registry: &str, insecure: bool) -> Result<Url, UpstreamError> {
+    let host = normalise_registry(registry);
+    let host = if host == DOCKER_HUB {
+        DOCKER_HUB_ENDPOINT
+    } else {
+        host.as_str()
+    };
+    let scheme = if insecure { "http" } else { "https" };
+    Url::parse(&format!("{scheme}://{host}/")).map_err(|e| {
+        UpstreamError::Config(format!(
+            "registry host {registry:?} does not make a URL: {e}"
+        ))
+    })
+}
+
+/// Parse `HOST=URL` as given to `--upstream`. The URL must be http(s) with a
+/// host; a URL without a scheme is taken as `https://`.
+pub fn parse_upstream_override(s: &str) -> Result<(String, Url), UpstreamError> {
+    let (host, url) = s
+        .split_once('=')
+        .ok_or_else(|| UpstreamError::Config(format!("--upstream {s:?}: expected HOST=URL")))?;
+    let host = host.trim();
+    let url = url.trim();
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        return Err(UpstreamError::Config(format!(
+            "--upstream {s:?}: {host:?} is not a registry host"
+        )));
+    }
+    let with_scheme = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("https://{url}")
+    };
+    let parsed = Url::parse(&with_scheme)
+        .map_err(|e| UpstreamError::Config(format!("--upstream {s:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(UpstreamError::Config(format!(
+            "--upstream {s:?}: the URL must be http:// or https:// with a host"
+        )));
+    }
+    Ok((normalise_registry(host), parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_need_no_config() {
+        assert_eq!(
+            default_base_url("docker.io", false).unwrap().as_str(),
+            "https://registry-1.docker.io/"
+        );
+        assert_eq!(
+            default_base_url("index.docker.io", false).unwrap().as_str(),
+            "https://registry-1.docker.io/"
+        );
+        assert_eq!(
+            default_base_url("quay.io", false).unwrap().as_str(),
+            "https://quay.io/"
+        );
+        assert_eq!(
+            default_base_url("localhost:5000", true).unwrap().as_str(),
+            "http://localhost:5000/"
+        );
+        let c = UpstreamConfig::for_registry("docker.io").unwrap();
+        assert_eq!(c.registry, "docker.io");
+        assert!(c.credentials.is_none() && !c.insecure);
+    }
+
+    #[test]
+    fn insecure_switches_default_url_only() {
+        let c = UpstreamConfig::for_registry("r.local:5000")
+            .unwrap()
+            .with_insecure(true)
+            .unwrap();
+        assert_eq!(c.base_url.as_str(), "http://r.local:5000/");
+        let c = UpstreamConfig::for_registry("r.local")
+            .unwrap()
+            .with_base_url(Url::parse("https://10.0.0.1:8443/").unwrap())
+            .with_insecure(true)
+            .unwrap();
+        assert_eq!(c.base_url.as_str(), "https://10.0.0.1:8443/");
+        assert!(c.insecure);
+    }
+
+    #[test]
+    fn upstream_overrides() {
+        let (h, u) = parse_upstream_override("docker.io=https://mirror.corp.example/hub/").unwrap();
+        assert_eq!(h, "docker.io");
+        assert_eq!(u.as_str(), "https://mirror.corp.example/hub/");
+        let (h, u) = parse_upstream_override("localhost:5001=http://127.0.0.1:5001").unwrap();
+        assert_eq!(h, "localhost:5001");
+        assert_eq!(u.as_str(), "http://127.0.0.1:5001/");
+        let (_, u) = parse_upstream_override("quay.io=quay-mirror.example").unwrap();
+        assert_eq!(u.scheme(), "https");
+        for bad in [
+            "quay.io",
+            "=http://x",
+            "a/b=http://x",
+            "q.io=ftp://x",
+            "q.io=http://",
+        ] {
+            assert!(parse_upstream_override(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The registry client berth uses to talk to other registries: the
+//! pull-through cache's upstreams, and the far end of `berth copy`,
+//! `inspect`, `ls`, `tags` and `rm`.
+//!
+//! One [`UpstreamClient`] per registry host, built from an [`UpstreamConfig`]
+//! (base URL, credentials, CA file, `insecure`, timeouts). It speaks the auth
+//! flows registries really use: anonymous first; on a 401, the
+//! `WWW-Authenticate` challenge decides between a Bearer token from the
+//! realm (anonymous or with Basic credentials, cached per scope until shortly
+//! before `expires_in`) and Basic auth; the request is retried once.
+//!
+//! Modules, by what each owns:
+//! - `config`: per-upstream settings and defaults (`docker.io` →
+//!   `registry-1.docker.io`, `--upstream HOST=URL`).
+//! - `auth_file`: [`Credentials`], and reading Docker `config.json` /
+//!   Podman `auth.json`.
+//! - `challenge`: `WWW-Authenticate` parsing.
+//! - `auth`: scopes, the token cache and the per-registry auth state.
+//! - `client`: the request path and the read operations (manifests, blobs,
+//!   tags, catalog).
+//! - `upload`: uploads, mounts, manifest puts and deletes.
+//! - `blob`: streamed blob bodies, verified against their digest.
+//! - `error`: [`UpstreamError`] and "unavailable" vs "not found".
+//!
+//! Identifiers ([`Digest`](berth_reference::Digest),
+//! [`RepositoryName`](berth_reference::RepositoryName),
+//! [`ManifestRef`](berth_reference::ManifestRef)) come from `berth-reference`.
+#![forbid(unsafe_code)]
+
+mod auth;
+mod auth_file;
+mod blob;
+mod challenge;
+mod client;
+mod config;
+mod error;
+mod upload;
+
+pub use auth::{
+    merge_scopes, refresh_margin, Scope, TokenCache, TokenResponse, DEFAULT_TOKEN_LIFETIME,
+};
+pub use auth_file::{
+    credentials_from_default_files, default_auth_file_paths, AuthFile, AuthFileError, Credentials,
+};
+pub use blob::{BlobBody, BlobMeta, BlobStream, ByteRange, ContentRange};
+pub use challenge::{parse_www_authenticate, BearerChallenge, Challenge};
+pub use client::{
+    Manifest, ManifestMeta, Page, UpstreamClient, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, OCI_INDEX, OCI_MANIFEST,
+};
+pub use config::{
+    default_base_url, parse_upstream_override, UpstreamConfig, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use error::{parse_spec_errors, SpecError, UpstreamError};
+pub use upload::{MountOutcome, UploadSession, DEFAULT_CHUNK_SIZE};
