@@ -19,7 +19,8 @@ impl Registry {
                 .is_some())
     }
 
-    pub(crate) async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+    /// Make a stored blob part of `repo` (after an upload, a mount or a cache fill).
+    pub async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         self.storage
             .doc_put(&layout::layer_link(repo, digest)?, Bytes::new())
             .await?;

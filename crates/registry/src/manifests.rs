@@ -85,28 +85,66 @@ impl Registry {
             }
         }
 
+        let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
+        let tag = match reference {
+            ManifestRef::Tag(t) => Some(t),
+            ManifestRef::Digest(_) => None,
+        };
+        self.store_manifest(repo, &digest, &manifest, bytes, tag)
+            .await?;
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Store a manifest fetched from an upstream by the pull-through cache.
+    /// Its blobs and children are not required to be here yet: they are
+    /// fetched when a client asks for them. The digest was verified by the
+    /// caller against the bytes.
+    pub async fn manifest_store_cached(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        tag: Option<&berth_reference::Tag>,
+    ) -> Result<StoredManifest> {
+        let manifest = Manifest::parse(&bytes, content_type)?;
+        let media_type = manifest.media_type.clone();
+        self.store_manifest(repo, digest, &manifest, bytes.clone(), tag)
+            .await?;
+        Ok(StoredManifest {
+            digest: digest.clone(),
+            media_type,
+            bytes,
+        })
+    }
+
+    async fn store_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        manifest: &Manifest,
+        bytes: Bytes,
+        tag: Option<&berth_reference::Tag>,
+    ) -> Result<()> {
         let size = bytes.len() as u64;
-        self.storage.blob_put(&digest, bytes).await?;
+        self.storage.blob_put(digest, bytes).await?;
         self.storage
             .doc_put(
-                &layout::manifest_revision(repo, &digest)?,
+                &layout::manifest_revision(repo, digest)?,
                 Bytes::copy_from_slice(manifest.media_type.as_bytes()),
             )
             .await?;
         if let Some(subject) = &manifest.subject {
-            self.referrer_add(repo, &subject.digest, &digest, size, &manifest)
+            self.referrer_add(repo, &subject.digest, digest, size, manifest)
                 .await?;
         }
-        if let ManifestRef::Tag(tag) = reference {
+        if let Some(tag) = tag {
             self.storage
                 .doc_put(&layout::tag(repo, tag)?, Bytes::from(digest.to_string()))
                 .await?;
         }
         self.note_repository(repo).await;
-        Ok(PutManifest {
-            digest,
-            subject: manifest.subject.map(|s| s.digest),
-        })
+        Ok(())
     }
 
     /// Fetch a manifest by tag or digest.

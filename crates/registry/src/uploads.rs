@@ -190,7 +190,7 @@ impl Registry {
 
     async fn rehash_upload(&self, uid: &UploadId, digest: &Digest) -> Result<Digest> {
         let mut hasher = digest.algorithm().hasher();
-        let mut stream = self.storage.upload_read(uid).await?;
+        let mut stream = self.storage.upload_read(uid, None).await?;
         while let Some(chunk) = stream.next().await {
             hasher.update(&chunk.map_err(berth_storage::StorageError::from)?);
         }

@@ -123,6 +123,24 @@ impl FsStorage {
     }
 }
 
+impl FsStorage {
+    /// Like `open_range`, but for a file that may still be growing: a range
+    /// beyond its current end is not an error, it just yields fewer bytes.
+    async fn open_growing(path: &Path, range: Option<ByteRange>) -> Result<ByteStream> {
+        let mut f = match not_found_as_none(fs::File::open(path).await)? {
+            Some(f) => f,
+            None => return Err(StorageError::UploadNotFound),
+        };
+        Ok(match range {
+            None => Box::pin(ReaderStream::with_capacity(f, READ_CHUNK)),
+            Some(r) => {
+                f.seek(std::io::SeekFrom::Start(r.start)).await?;
+                Box::pin(ReaderStream::with_capacity(f.take(r.len()), READ_CHUNK))
+            }
+        })
+    }
+}
+
 struct FsUploadWriter {
     file: BufWriter<fs::File>,
     size: u64,
@@ -133,6 +151,11 @@ impl UploadWriter for FsUploadWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.file.write_all(&chunk).await?;
         self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.file.flush().await?;
         Ok(())
     }
 
@@ -216,8 +239,8 @@ impl Storage for FsStorage {
         }))
     }
 
-    async fn upload_read(&self, id: &UploadId) -> Result<ByteStream> {
-        Self::open_range(&self.upload_path(id), None)
+    async fn upload_read(&self, id: &UploadId, range: Option<ByteRange>) -> Result<ByteStream> {
+        Self::open_growing(&self.upload_path(id), range)
             .await
             .map_err(|e| match e {
                 StorageError::BlobNotFound => StorageError::UploadNotFound,
@@ -252,7 +275,9 @@ impl Storage for FsStorage {
         match fs::read(self.doc_path(key)).await {
             Ok(v) => Ok(Some(Bytes::from(v))),
             // A key that names a directory (a prefix) holds no value.
-            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::IsADirectory => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::IsADirectory => {
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -16,8 +16,9 @@ fn component_ok(c: &str) -> bool {
         && c != "."
         && c != ".."
         && c.len() <= 255
-        && c.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+' | b'='))
+        && c.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+' | b'=')
+        })
 }
 
 impl DocKey {
@@ -71,7 +72,12 @@ mod tests {
 
     #[test]
     fn builds_and_rejects() {
-        assert_eq!(DocKey::new(["repositories", "a/b", "_tags"]).unwrap().as_str(), "repositories/a/b/_tags");
+        assert_eq!(
+            DocKey::new(["repositories", "a/b", "_tags"])
+                .unwrap()
+                .as_str(),
+            "repositories/a/b/_tags"
+        );
         for bad in ["..", ".", "", "a//b", "/abs", "a/../b", "a b", "a\\b", "é"] {
             assert!(DocKey::new([bad]).is_err(), "{bad:?}");
         }

@@ -113,6 +113,9 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 #[async_trait]
 pub trait UploadWriter: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Make everything written so far readable through [`Storage::upload_read`]
+    /// (a cache fill lets other readers follow a download this way).
+    async fn flush(&mut self) -> Result<()>;
     /// Flushes everything written and returns the session's new total size.
     async fn finish(self: Box<Self>) -> Result<u64>;
 }
@@ -137,8 +140,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn upload_size(&self, id: &UploadId) -> Result<Option<u64>>;
     /// Start appending at `offset`, which must equal the current size.
     async fn upload_writer(&self, id: &UploadId, offset: u64) -> Result<Box<dyn UploadWriter>>;
-    /// Read back what an upload holds (to re-hash a session after a restart).
-    async fn upload_read(&self, id: &UploadId) -> Result<ByteStream>;
+    /// Read back what an upload holds, or part of it (to re-hash a session
+    /// after a restart, or to follow a download still being written). A range
+    /// past what has been flushed yields the bytes there are.
+    async fn upload_read(&self, id: &UploadId, range: Option<ByteRange>) -> Result<ByteStream>;
     /// Atomically make the upload's bytes the blob `digest` and end the
     /// session. The caller has verified the digest.
     async fn upload_publish(&self, id: &UploadId, digest: &Digest) -> Result<u64>;

@@ -26,15 +26,27 @@ async fn upload_publish_read_delete() {
         w.write(Bytes::from_static(b"world")).await.unwrap();
         assert_eq!(w.finish().await.unwrap(), 11);
         let d = Digest::sha256_of(b"hello world");
-        assert_eq!(s.blob_size(&d).await.unwrap(), None, "nothing visible before publish");
+        assert_eq!(
+            s.blob_size(&d).await.unwrap(),
+            None,
+            "nothing visible before publish"
+        );
         assert_eq!(s.upload_publish(&id, &d).await.unwrap(), 11);
-        assert_eq!(s.upload_size(&id).await.unwrap(), None, "session ends on publish");
+        assert_eq!(
+            s.upload_size(&id).await.unwrap(),
+            None,
+            "session ends on publish"
+        );
         assert_eq!(s.blob_size(&d).await.unwrap(), Some(11));
         let all = collect(s.blob_read(&d, None).await.unwrap()).await.unwrap();
         assert_eq!(all, b"hello world");
-        let part = collect(s.blob_read(&d, Some(ByteRange { start: 6, end: 11 })).await.unwrap())
-            .await
-            .unwrap();
+        let part = collect(
+            s.blob_read(&d, Some(ByteRange { start: 6, end: 11 }))
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
         assert_eq!(part, b"world");
         assert!(matches!(
             s.blob_read(&d, Some(ByteRange { start: 6, end: 12 })).await,
@@ -43,7 +55,10 @@ async fn upload_publish_read_delete() {
         assert_eq!(s.blob_list().await.unwrap(), vec![d.clone()]);
         assert!(s.blob_delete(&d).await.unwrap());
         assert!(!s.blob_delete(&d).await.unwrap());
-        assert!(matches!(s.blob_read(&d, None).await, Err(StorageError::BlobNotFound)));
+        assert!(matches!(
+            s.blob_read(&d, None).await,
+            Err(StorageError::BlobNotFound)
+        ));
     }
 }
 
@@ -53,10 +68,16 @@ async fn writer_refuses_wrong_offset_and_unknown_session() {
         let id = s.upload_create().await.unwrap();
         assert!(matches!(
             s.upload_writer(&id, 5).await,
-            Err(StorageError::UploadOffsetMismatch { expected: 5, actual: 0 })
+            Err(StorageError::UploadOffsetMismatch {
+                expected: 5,
+                actual: 0
+            })
         ));
         assert!(s.upload_delete(&id).await.unwrap());
-        assert!(matches!(s.upload_writer(&id, 0).await, Err(StorageError::UploadNotFound)));
+        assert!(matches!(
+            s.upload_writer(&id, 0).await,
+            Err(StorageError::UploadNotFound)
+        ));
     }
 }
 
@@ -72,7 +93,11 @@ async fn documents() {
         s.doc_put(&k2, Bytes::new()).await.unwrap();
         let tags = DocKey::new(["repositories", "a/b", "_tags"]).unwrap();
         assert_eq!(s.doc_list(&tags).await.unwrap(), vec!["v0", "v1"]);
-        assert_eq!(s.doc_get(&tags).await.unwrap(), None, "a prefix holds no value");
+        assert_eq!(
+            s.doc_get(&tags).await.unwrap(),
+            None,
+            "a prefix holds no value"
+        );
         assert!(s.doc_delete(&k).await.unwrap());
         assert_eq!(s.doc_list(&tags).await.unwrap(), vec!["v0"]);
         let repo = DocKey::new(["repositories", "a/b"]).unwrap();
@@ -119,6 +144,33 @@ async fn restart_discards_temporaries_and_keeps_sessions() {
     drop(s);
     let s = FsStorage::open(dir.path()).await.unwrap();
     assert_eq!(s.upload_size(&id).await.unwrap(), Some(7));
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
     assert!(s.blob_list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn flushed_upload_bytes_are_readable_while_it_grows() {
+    for (_dir, s) in backends().await {
+        let id = s.upload_create().await.unwrap();
+        let mut w = s.upload_writer(&id, 0).await.unwrap();
+        w.write(Bytes::from_static(b"abcdef")).await.unwrap();
+        w.flush().await.unwrap();
+        let part = collect(
+            s.upload_read(&id, Some(ByteRange { start: 2, end: 100 }))
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(part, b"cdef", "a range past the end yields what is there");
+        w.write(Bytes::from_static(b"gh")).await.unwrap();
+        w.finish().await.unwrap();
+        let all = collect(s.upload_read(&id, None).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(all, b"abcdefgh");
+    }
 }
