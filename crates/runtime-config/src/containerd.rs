@@ -222,6 +222,39 @@ pub fn read_registry_section(config_toml: &str) -> Result<RegistrySection, toml:
     Ok(out)
 }
 
+/// Where containerd reads its own configuration.
+pub const CONFIG_TOML: &str = "/etc/containerd/config.toml";
+
+/// Warnings about the node's current `config.toml` for host files written
+/// to `dest`: a `mirrors` table (which cannot coexist with `config_path`), or
+/// a `config_path` that points elsewhere.
+pub fn existing_config_warnings(config_toml: &str, dest: &Path) -> Vec<String> {
+    let section = match read_registry_section(config_toml) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("{CONFIG_TOML} could not be read as TOML: {e}")],
+    };
+    let mut out = Vec::new();
+    if section.has_mirrors {
+        out.push(format!(
+            "{CONFIG_TOML} sets registry `mirrors`: delete them before adding `config_path`, or containerd will not start its CRI plugin"
+        ));
+    }
+    if !section.config_paths.is_empty() && !section.config_paths.iter().any(|p| p == dest) {
+        out.push(format!(
+            "{CONFIG_TOML} has config_path = {:?}, so containerd will not read {}: point config_path there, or write with --dest {}",
+            section
+                .config_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":"),
+            dest.display(),
+            section.config_paths[0].display()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +351,19 @@ mod tests {
         );
         let instructions = config_instructions(Path::new("/x")).unwrap();
         assert!(instructions.contains("version = 2") && instructions.contains("version = 3"));
+    }
+
+    #[test]
+    fn warns_about_the_nodes_config() {
+        let dest = Path::new("/etc/containerd/certs.d");
+        let ok = config_stanza(2, dest).unwrap();
+        assert!(existing_config_warnings(&ok, dest).is_empty());
+        let elsewhere = config_stanza(3, Path::new("/other")).unwrap();
+        let w = existing_config_warnings(&elsewhere, dest);
+        assert!(w.len() == 1 && w[0].contains("--dest /other"), "{w:?}");
+        let mirrors = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"docker.io\"]\nendpoint = [\"https://x\"]\n";
+        assert!(existing_config_warnings(mirrors, dest)[0].contains("`mirrors`"));
+        assert_eq!(existing_config_warnings("not = [toml", dest).len(), 1);
     }
 
     #[test]

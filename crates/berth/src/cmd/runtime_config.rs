@@ -102,7 +102,7 @@ pub fn run(args: RuntimeConfigArgs) -> anyhow::Result<()> {
         std::path::absolute(&dest).with_context(|| format!("resolving {}", dest.display()))?;
 
     let existing = || -> anyhow::Result<Option<String>> { Ok(write::read_existing(&dest)?) };
-    let plan: Plan = match args.target {
+    let mut plan: Plan = match args.target {
         Target::Containerd => containerd::plan(&settings, &dest)?,
         Target::K3s | Target::Rke2 | Target::K3d => {
             k3s::plan(&settings, &dest, existing()?.as_deref())?
@@ -112,6 +112,20 @@ pub fn run(args: RuntimeConfigArgs) -> anyhow::Result<()> {
         Target::Docker => docker::plan(&settings, &dest, existing()?.as_deref())?,
     };
 
+    if args.target == Target::Containerd {
+        if let Some(text) = write::read_existing(std::path::Path::new(containerd::CONFIG_TOML))? {
+            plan.warnings
+                .extend(containerd::existing_config_warnings(&text, &dest));
+        }
+    }
+    if let Some(ca) = &settings.ca {
+        if !ca.exists() {
+            plan.warnings.push(format!(
+                "{} does not exist on this machine: make sure it does at that path on every node",
+                ca.display()
+            ));
+        }
+    }
     for warning in &plan.warnings {
         eprintln!("berth: warning: {warning}");
     }
