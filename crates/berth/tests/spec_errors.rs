@@ -22,6 +22,9 @@ fn base_endpoint_answers_200() {
     let server = Server::start();
     curl("GET", &url(&server, "/v2/")).send().expect_status(200);
     // Without the trailing slash too (docker and containerd use both forms).
+    let r = curl("GET", &url(&server, "/v2/")).send();
+    // Docker clients look for this header on the base endpoint.
+    r.expect_header("Docker-Distribution-API-Version", "registry/2.0");
     let r = curl("GET", &url(&server, "/v2")).send();
     assert!(matches!(r.status, 200 | 301 | 308), "{}", r.describe());
 }
@@ -1180,4 +1183,44 @@ fn docker_schema2_manifest_and_list_media_types_are_kept() {
             .expect_header("Docker-Content-Digest", &sha256(body));
         assert_eq!(&r.body, body);
     }
+}
+
+/// Repository names may contain the route keywords (`manifests`, `blobs`,
+/// `uploads`, `tags`, `list`, `referrers`) as components; routing must split
+/// at the last one, and the catalog must list nested and parent repositories.
+#[test]
+fn repository_names_containing_route_keywords() {
+    let server = Server::start();
+    let repos = [
+        "team",
+        "team/manifests",
+        "a/blobs/uploads",
+        "x/tags/list",
+        "team/referrers",
+    ];
+    let mut digests = Vec::new();
+    for (i, repo) in repos.iter().enumerate() {
+        let (digest, _) = push_small_image(&server, repo, "v1", 90 + i as u64);
+        digests.push(digest);
+    }
+    for (repo, digest) in repos.iter().zip(&digests) {
+        curl("GET", &url(&server, &format!("/v2/{repo}/manifests/v1")))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .expect_status(200)
+            .expect_header("Docker-Content-Digest", digest);
+        let t = curl("GET", &url(&server, &format!("/v2/{repo}/tags/list"))).send();
+        t.expect_status(200);
+        assert_eq!(t.json()["name"], *repo);
+        curl(
+            "GET",
+            &url(&server, &format!("/v2/{repo}/referrers/{digest}")),
+        )
+        .send()
+        .expect_status(200);
+    }
+    let cat = curl("GET", &url(&server, "/v2/_catalog")).send();
+    let mut sorted = repos.to_vec();
+    sorted.sort();
+    assert_eq!(cat.json()["repositories"], json!(sorted));
 }
