@@ -3,7 +3,9 @@
 
 use axum::body::Body;
 use axum::response::Response;
+use berth_cache::Cache;
 use berth_reference::Digest;
+use berth_storage::ByteRange;
 use http::{header, StatusCode};
 
 use crate::error::ApiError;
@@ -11,29 +13,64 @@ use crate::range::{parse_range, RangeRequest};
 use crate::{set_header, Ctx};
 
 pub async fn get(ctx: &Ctx, digest: &Digest, head: bool) -> Result<Response, ApiError> {
+    if let Some(cache) = ctx.mirror() {
+        return get_mirrored(ctx, cache, digest, head).await;
+    }
     let size = ctx.registry().blob_size(&ctx.repo, digest).await?;
-    let range_header = ctx.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let range = match parse_range(range_header, size) {
-        RangeRequest::Full => None,
-        RangeRequest::Partial(r) => Some(r),
-        RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(size)),
-    };
-    let length = range.map_or(size, |r| r.len());
+    let range = requested_range(ctx, Some(size))?;
     let body = if head {
         Body::empty()
     } else {
         Body::from_stream(ctx.registry().blob_read(&ctx.repo, digest, range).await?)
     };
+    Ok(respond(body, digest, Some(size), range))
+}
+
+/// A blob of a mirrored repository: from the cache, or streamed from the
+/// download that fills it.
+async fn get_mirrored(
+    ctx: &Ctx,
+    cache: &Cache,
+    digest: &Digest,
+    head: bool,
+) -> Result<Response, ApiError> {
+    if head {
+        let size = cache.blob_head(&ctx.repo, digest).await?;
+        return Ok(respond(Body::empty(), digest, Some(size), None));
+    }
+    let location = cache.blob_locate(&ctx.repo, digest).await?;
+    let size = location.size();
+    let range = requested_range(ctx, size)?;
+    let stream = cache
+        .blob_stream(&ctx.repo, digest, location, range)
+        .await?;
+    Ok(respond(Body::from_stream(stream), digest, size, range))
+}
+
+/// The single byte range asked for, if any and if the size is known.
+fn requested_range(ctx: &Ctx, size: Option<u64>) -> Result<Option<ByteRange>, ApiError> {
+    let Some(size) = size else { return Ok(None) };
+    let range_header = ctx.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    match parse_range(range_header, size) {
+        RangeRequest::Full => Ok(None),
+        RangeRequest::Partial(r) => Ok(Some(r)),
+        RangeRequest::Unsatisfiable => Err(ApiError::RangeNotSatisfiable(size)),
+    }
+}
+
+fn respond(body: Body, digest: &Digest, size: Option<u64>, range: Option<ByteRange>) -> Response {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     set_header(h, header::CONTENT_TYPE, "application/octet-stream");
-    set_header(h, header::CONTENT_LENGTH, length.to_string());
+    if let Some(len) = range.map(|r| r.len()).or(size) {
+        set_header(h, header::CONTENT_LENGTH, len.to_string());
+    }
     set_header(h, "Docker-Content-Digest", digest.to_string());
     set_header(h, header::ETAG, format!("\"{digest}\""));
     set_header(h, header::ACCEPT_RANGES, "bytes");
     // Content-addressed: it can never change.
     set_header(h, header::CACHE_CONTROL, "max-age=31536000");
-    if let Some(r) = range {
+    if let (Some(r), Some(size)) = (range, size) {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         set_header(
             resp.headers_mut(),
@@ -41,7 +78,7 @@ pub async fn get(ctx: &Ctx, digest: &Digest, head: bool) -> Result<Response, Api
             format!("bytes {}-{}/{size}", r.start, r.end - 1),
         );
     }
-    Ok(resp)
+    resp
 }
 
 pub async fn delete(ctx: &Ctx, digest: &Digest) -> Result<Response, ApiError> {

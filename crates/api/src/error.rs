@@ -45,6 +45,8 @@ impl ApiError {
                     RegistryError::RangeInvalid { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
                     RegistryError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
                     RegistryError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+                    RegistryError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+                    RegistryError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
                     RegistryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
                     _ => StatusCode::BAD_REQUEST,
                 };

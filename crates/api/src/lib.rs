@@ -13,6 +13,7 @@ pub mod error;
 mod listing;
 mod log;
 mod manifests;
+pub mod metrics;
 pub mod range;
 mod referrers;
 pub mod resolve;
@@ -26,6 +27,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use berth_cache::Cache;
 use berth_reference::RepositoryName;
 use berth_registry::{ByteStream, Registry};
 use futures::TryStreamExt;
@@ -45,15 +47,36 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     pub resolver: Arc<dyn Resolver>,
     pub authorizer: Arc<dyn Authorizer>,
+    /// The pull-through cache, which serves reads of mirrored repositories.
+    /// Without it, mirrored repositories hold only what was pushed.
+    pub cache: Option<Cache>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl ApiState {
-    /// A plain registry: product routing rules, no authentication.
+    /// A plain registry: product routing rules, no authentication, no cache.
     pub fn new(registry: Arc<Registry>) -> Self {
         ApiState {
             resolver: Arc::new(MirrorResolver::new(registry.clone(), None)),
             registry,
             authorizer: Arc::new(AllowAll),
+            cache: None,
+            metrics: Arc::new(metrics::Metrics::new(None)),
+        }
+    }
+
+    /// A registry whose mirrored repositories are filled from upstreams.
+    pub fn with_cache(
+        registry: Arc<Registry>,
+        cache: Cache,
+        default_upstream: Option<String>,
+    ) -> Self {
+        ApiState {
+            resolver: Arc::new(MirrorResolver::new(registry.clone(), default_upstream)),
+            registry,
+            authorizer: Arc::new(AllowAll),
+            metrics: Arc::new(metrics::Metrics::new(Some(cache.metrics()))),
+            cache: Some(cache),
         }
     }
 }
@@ -63,9 +86,13 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(log::log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            log::log_request,
+        ))
         .with_state(state)
 }
 
@@ -92,6 +119,14 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub fn registry(&self) -> &Registry {
         &self.state.registry
+    }
+
+    /// The cache, when this request's repository is a mirror it serves.
+    pub fn mirror(&self) -> Option<&Cache> {
+        self.state
+            .cache
+            .as_ref()
+            .filter(|_| Cache::upstream_of(&self.repo).is_some())
     }
 }
 

@@ -3,12 +3,14 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::header;
 
-pub async fn log_request(req: Request, next: Next) -> Response {
+use crate::ApiState;
+
+pub async fn log_request(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -18,6 +20,9 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    state
+        .metrics
+        .observe(&method, resp.status().as_u16(), start.elapsed());
     tracing::info!(
         target: "berth::request",
         %method,

@@ -12,7 +12,10 @@ use crate::error::ApiError;
 use crate::{set_header, Ctx};
 
 pub async fn get(ctx: &Ctx, reference: &ManifestRef, head: bool) -> Result<Response, ApiError> {
-    let m = ctx.registry().manifest_get(&ctx.repo, reference).await?;
+    let m = match ctx.mirror() {
+        Some(cache) => cache.manifest(&ctx.repo, reference).await?,
+        None => ctx.registry().manifest_get(&ctx.repo, reference).await?,
+    };
     let len = m.bytes.len();
     let mut resp = Response::new(if head {
         Body::empty()

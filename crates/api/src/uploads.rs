@@ -61,6 +61,15 @@ fn digest_param(ctx: &Ctx, name: &str) -> Result<Option<Digest>, ApiError> {
 }
 
 pub async fn start(ctx: &Ctx, body: Body) -> Result<Response, ApiError> {
+    // `?digest-algorithm=` announces the digest the session will close with:
+    // one berth cannot verify is refused now rather than after the upload.
+    if let Some(alg) = ctx.query.get("digest-algorithm") {
+        if !matches!(alg.as_str(), "sha256" | "sha512") {
+            return Err(ApiError::DigestInvalid(format!(
+                "digest algorithm {alg:?} is not supported (use sha256 or sha512)"
+            )));
+        }
+    }
     if let Some(digest) = digest_param(ctx, "mount")? {
         if let Some(from) = ctx.query.get("from") {
             let from: RepositoryName = from
@@ -96,25 +105,29 @@ fn content_length(ctx: &Ctx) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-pub async fn patch(ctx: &Ctx, id: &str, body: Body) -> Result<Response, ApiError> {
-    let start = match ctx.headers.get(header::CONTENT_RANGE) {
-        None => None,
-        Some(v) => {
-            let (start, end) = v
-                .to_str()
-                .ok()
-                .and_then(parse_content_range)
-                .ok_or_else(|| ApiError::BadRequest("malformed Content-Range".into()))?;
-            if let Some(len) = content_length(ctx) {
-                if len != end - start + 1 {
-                    return Err(ApiError::BadRequest(format!(
-                        "Content-Range {start}-{end} does not match Content-Length {len}"
-                    )));
-                }
-            }
-            Some(start)
-        }
+/// Where a chunk says it starts, from `Content-Range` (checked against
+/// `Content-Length` when both are given); `None` for a streamed chunk.
+fn chunk_start(ctx: &Ctx) -> Result<Option<u64>, ApiError> {
+    let Some(v) = ctx.headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
     };
+    let (start, end) = v
+        .to_str()
+        .ok()
+        .and_then(parse_content_range)
+        .ok_or_else(|| ApiError::BadRequest("malformed Content-Range".into()))?;
+    if let Some(len) = content_length(ctx) {
+        if len != end - start + 1 {
+            return Err(ApiError::BadRequest(format!(
+                "Content-Range {start}-{end} does not match Content-Length {len}"
+            )));
+        }
+    }
+    Ok(Some(start))
+}
+
+pub async fn patch(ctx: &Ctx, id: &str, body: Body) -> Result<Response, ApiError> {
+    let start = chunk_start(ctx)?;
     let upload = ctx
         .registry()
         .upload_append(&ctx.repo, id, start, body_stream(body))
@@ -125,8 +138,19 @@ pub async fn patch(ctx: &Ctx, id: &str, body: Body) -> Result<Response, ApiError
 pub async fn put(ctx: &Ctx, id: &str, body: Body) -> Result<Response, ApiError> {
     let digest = digest_param(ctx, "digest")?
         .ok_or_else(|| ApiError::DigestInvalid("the digest query parameter is required".into()))?;
+    let body = match chunk_start(ctx)? {
+        // A final chunk with a Content-Range must start where the upload
+        // ends (416 otherwise, as for PATCH), before the session closes.
+        Some(start) => {
+            ctx.registry()
+                .upload_append(&ctx.repo, id, Some(start), body_stream(body))
+                .await?;
+            None
+        }
+        None => Some(body_stream(body)),
+    };
     ctx.registry()
-        .upload_complete(&ctx.repo, id, &digest, Some(body_stream(body)))
+        .upload_complete(&ctx.repo, id, &digest, body)
         .await?;
     Ok(created(ctx, &digest))
 }

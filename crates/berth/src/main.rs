@@ -8,7 +8,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "OCI registry, pull-through cache and image tool")]
+#[command(
+    name = "berth",
+    version,
+    about = "OCI registry, pull-through cache and image tool"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

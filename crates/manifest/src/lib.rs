@@ -20,10 +20,13 @@ pub mod media_type {
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
-    pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    pub const DOCKER_SCHEMA1_SIGNED: &str =
+        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_FOREIGN_LAYER: &str =
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
     /// Media types of single-image manifests.
@@ -37,7 +40,12 @@ pub mod media_type {
     }
 
     /// Every manifest media type berth serves (the `Accept` it answers to).
-    pub const ALL: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+    pub const ALL: [&str; 4] = [
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,9 +131,12 @@ impl Manifest {
         let content_type = content_type
             .map(|c| c.split(';').next().unwrap_or_default().trim())
             .filter(|c| !c.is_empty());
-        let probe: Probe =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(format!("not a JSON object: {e}")))?;
-        for mt in [probe.media_type.as_deref(), content_type].into_iter().flatten() {
+        let probe: Probe = serde_json::from_slice(bytes)
+            .map_err(|e| ManifestError::Invalid(format!("not a JSON object: {e}")))?;
+        for mt in [probe.media_type.as_deref(), content_type]
+            .into_iter()
+            .flatten()
+        {
             if mt == media_type::DOCKER_SCHEMA1 || mt == media_type::DOCKER_SCHEMA1_SIGNED {
                 return Err(ManifestError::Schema1);
             }
@@ -147,7 +158,11 @@ impl Manifest {
             // No usable type anywhere: infer it from the shape (OCI allows omitting mediaType).
             (None, _) if probe.manifests.is_some() => media_type::OCI_INDEX.to_string(),
             (None, _) if probe.config.is_some() => media_type::OCI_MANIFEST.to_string(),
-            (None, _) => return Err(ManifestError::Invalid("cannot tell the manifest's media type".into())),
+            (None, _) => {
+                return Err(ManifestError::Invalid(
+                    "cannot tell the manifest's media type".into(),
+                ))
+            }
         };
         if media_type::is_index(&media_type) {
             Self::parse_index(bytes, media_type)
@@ -185,8 +200,13 @@ impl Manifest {
     }
 
     fn parse_index(bytes: &[u8], media_type: String) -> Result<Manifest, ManifestError> {
-        let i: ImageIndex = serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(e.to_string()))?;
-        let manifests = i.manifests().iter().map(reference).collect::<Result<Vec<_>, _>>()?;
+        let i: ImageIndex =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        let manifests = i
+            .manifests()
+            .iter()
+            .map(reference)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Manifest {
             media_type,
             kind: Kind::Index,
@@ -208,7 +228,9 @@ mod tests {
     }
 
     fn image(media_type: Option<&str>, extra: &str) -> String {
-        let mt = media_type.map(|m| format!(r#""mediaType":"{m}","#)).unwrap_or_default();
+        let mt = media_type
+            .map(|m| format!(r#""mediaType":"{m}","#))
+            .unwrap_or_default();
         format!(
             r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":7}},
                "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":9}}]{extra}}}"#,
@@ -219,17 +241,25 @@ mod tests {
 
     #[test]
     fn oci_image_lists_config_and_layers() {
-        let m = Manifest::parse(image(Some(media_type::OCI_MANIFEST), "").as_bytes(), None).unwrap();
+        let m =
+            Manifest::parse(image(Some(media_type::OCI_MANIFEST), "").as_bytes(), None).unwrap();
         assert_eq!(m.kind, Kind::Image);
         assert_eq!(m.media_type, media_type::OCI_MANIFEST);
         let digests: Vec<_> = m.blobs.iter().map(|r| r.digest.to_string()).collect();
         assert_eq!(digests, vec![d('a'), d('b')]);
-        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
     }
 
     #[test]
     fn media_type_from_header_when_body_has_none() {
-        let m = Manifest::parse(image(None, "").as_bytes(), Some(media_type::DOCKER_MANIFEST)).unwrap();
+        let m = Manifest::parse(
+            image(None, "").as_bytes(),
+            Some(media_type::DOCKER_MANIFEST),
+        )
+        .unwrap();
         assert_eq!(m.media_type, media_type::DOCKER_MANIFEST);
         let m = Manifest::parse(image(None, "").as_bytes(), None).unwrap();
         assert_eq!(m.media_type, media_type::OCI_MANIFEST);
@@ -241,7 +271,11 @@ mod tests {
         let err = Manifest::parse(body.as_bytes(), Some(media_type::DOCKER_MANIFEST)).unwrap_err();
         assert!(matches!(err, ManifestError::Invalid(_)));
         // Parameters on the header are ignored.
-        assert!(Manifest::parse(body.as_bytes(), Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8")).is_ok());
+        assert!(Manifest::parse(
+            body.as_bytes(),
+            Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8")
+        )
+        .is_ok());
     }
 
     #[test]
@@ -251,9 +285,16 @@ mod tests {
             media_type::OCI_MANIFEST,
             d('c')
         );
-        let m = Manifest::parse(image(Some(media_type::OCI_MANIFEST), &extra).as_bytes(), None).unwrap();
+        let m = Manifest::parse(
+            image(Some(media_type::OCI_MANIFEST), &extra).as_bytes(),
+            None,
+        )
+        .unwrap();
         assert_eq!(m.subject.unwrap().digest.to_string(), d('c'));
-        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.example.sbom"));
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.example.sbom")
+        );
     }
 
     #[test]
@@ -286,8 +327,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_documents() {
-        assert!(matches!(Manifest::parse(b"not json", None), Err(ManifestError::Invalid(_))));
-        assert!(matches!(Manifest::parse(b"[]", None), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            Manifest::parse(b"not json", None),
+            Err(ManifestError::Invalid(_))
+        ));
+        assert!(matches!(
+            Manifest::parse(b"[]", None),
+            Err(ManifestError::Invalid(_))
+        ));
         assert!(matches!(
             Manifest::parse(br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#, None),
             Err(ManifestError::Schema1)
@@ -296,8 +343,12 @@ mod tests {
             Manifest::parse(b"{}", Some(media_type::DOCKER_SCHEMA1_SIGNED)),
             Err(ManifestError::Schema1)
         ));
-        let bad_digest = image(Some(media_type::OCI_MANIFEST), "").replace(&d('b'), "sha256:nothex");
-        assert!(matches!(Manifest::parse(bad_digest.as_bytes(), None), Err(ManifestError::Invalid(_))));
+        let bad_digest =
+            image(Some(media_type::OCI_MANIFEST), "").replace(&d('b'), "sha256:nothex");
+        assert!(matches!(
+            Manifest::parse(bad_digest.as_bytes(), None),
+            Err(ManifestError::Invalid(_))
+        ));
         let missing_layers = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"x/y","digest":"{}","size":1}}}}"#,
             media_type::OCI_MANIFEST,
@@ -305,7 +356,10 @@ mod tests {
         );
         assert!(Manifest::parse(missing_layers.as_bytes(), None).is_err());
         let big = vec![b' '; MAX_MANIFEST_SIZE + 1];
-        assert_eq!(Manifest::parse(&big, None).unwrap_err(), ManifestError::TooLarge);
+        assert_eq!(
+            Manifest::parse(&big, None).unwrap_err(),
+            ManifestError::TooLarge
+        );
         let other = r#"{"schemaVersion":2,"mediaType":"application/vnd.example+json"}"#;
         assert!(matches!(
             Manifest::parse(other.as_bytes(), None),

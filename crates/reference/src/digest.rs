@@ -95,9 +95,11 @@ impl fmt::Display for Digest {
 /// `component ::= [a-z0-9]+`, `separator ::= [+._-]`, `encoded ::= [a-zA-Z0-9=_-]+`.
 fn well_formed(algorithm: &str, encoded: &str) -> bool {
     let alg_ok = !algorithm.is_empty()
-        && algorithm
-            .split(['+', '.', '_', '-'])
-            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        && algorithm.split(['+', '.', '_', '-']).all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
     let enc_ok = !encoded.is_empty()
         && encoded
             .bytes()
@@ -121,7 +123,9 @@ impl FromStr for Digest {
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
         };
         if enc.len() != algorithm.hex_len()
-            || !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !enc
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::BadEncoding(s.to_string()));
         }
@@ -206,11 +210,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        for bad in ["", "sha256", "sha256:", ":abc", "SHA256:abc", "sha256:../../etc", "sha256:zz"] {
+        for bad in [
+            "",
+            "sha256",
+            "sha256:",
+            ":abc",
+            "SHA256:abc",
+            "sha256:../../etc",
+            "sha256:zz",
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad} should be rejected");
         }
         let upper = EMPTY.to_uppercase().replace("SHA256", "sha256");
-        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadEncoding(_))));
+        assert!(matches!(
+            upper.parse::<Digest>(),
+            Err(DigestError::BadEncoding(_))
+        ));
         assert!(matches!(
             "sha256:abcd".parse::<Digest>(),
             Err(DigestError::BadEncoding(_))

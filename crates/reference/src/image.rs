@@ -52,7 +52,9 @@ impl ImageReference {
 pub fn normalise_registry(host: &str) -> String {
     let h = host.to_ascii_lowercase();
     match h.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => DOCKER_HUB.to_string(),
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            DOCKER_HUB.to_string()
+        }
         _ => h,
     }
 }
@@ -79,7 +81,9 @@ impl FromStr for ImageReference {
             None => (rest, None),
         };
         let (registry, path) = match name.split_once('/') {
-            Some((first, path)) if is_registry_host(first) => (normalise_registry(first), path.to_string()),
+            Some((first, path)) if is_registry_host(first) => {
+                (normalise_registry(first), path.to_string())
+            }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
         let path = if registry == DOCKER_HUB && !path.contains('/') {
@@ -131,8 +135,14 @@ mod tests {
         assert_eq!(norm("alpine:3.20"), "docker.io/library/alpine:3.20");
         assert_eq!(norm("bitnami/redis"), "docker.io/bitnami/redis:latest");
         assert_eq!(norm("docker.io/nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(norm("index.docker.io/library/nginx:1"), "docker.io/library/nginx:1");
-        assert_eq!(norm("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
+        assert_eq!(
+            norm("index.docker.io/library/nginx:1"),
+            "docker.io/library/nginx:1"
+        );
+        assert_eq!(
+            norm("registry.k8s.io/pause:3.9"),
+            "registry.k8s.io/pause:3.9"
+        );
         assert_eq!(norm("localhost:5000/app"), "localhost:5000/app:latest");
         assert_eq!(norm("localhost/app:v1"), "localhost/app:v1");
         assert_eq!(norm("quay.io/org/sub/img:tag"), "quay.io/org/sub/img:tag");
@@ -151,12 +161,23 @@ mod tests {
     #[test]
     fn mirror_repository_names() {
         let r: ImageReference = "alpine:3.20".parse().unwrap();
-        assert_eq!(r.mirror_repository().unwrap().as_str(), "docker.io/library/alpine");
+        assert_eq!(
+            r.mirror_repository().unwrap().as_str(),
+            "docker.io/library/alpine"
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "a b", "UPPER", "alpine:", "alpine@sha256:x", "a/../b", ":tag"] {
+        for bad in [
+            "",
+            "a b",
+            "UPPER",
+            "alpine:",
+            "alpine@sha256:x",
+            "a/../b",
+            ":tag",
+        ] {
             assert!(bad.parse::<ImageReference>().is_err(), "{bad}");
         }
     }

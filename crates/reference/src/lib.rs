@@ -14,5 +14,7 @@ mod image;
 mod name;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
-pub use image::{normalise_registry, ImageReference, ImageReferenceError, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
+pub use image::{
+    normalise_registry, ImageReference, ImageReferenceError, DOCKER_HUB, DOCKER_HUB_ENDPOINT,
+};
 pub use name::{is_registry_host, ManifestRef, NameError, RepositoryName, Tag};

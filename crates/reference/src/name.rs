@@ -83,9 +83,11 @@ fn is_host_component(c: &str) -> bool {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     !host.is_empty() && host.split('.').all(label_ok) && port_ok
 }
 
@@ -156,7 +158,8 @@ impl FromStr for Tag {
         let ok = !b.is_empty()
             && b.len() <= MAX_TAG_LEN
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
         if ok {
             Ok(Tag(s.to_string()))
         } else {
@@ -245,7 +248,10 @@ mod tests {
             "host:port/x",
             "a\\b",
         ] {
-            assert!(bad.parse::<RepositoryName>().is_err(), "{bad:?} should be rejected");
+            assert!(
+                bad.parse::<RepositoryName>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         let long = "a".repeat(256);
         assert_eq!(long.parse::<RepositoryName>(), Err(NameError::NameTooLong));
@@ -273,9 +279,15 @@ mod tests {
 
     #[test]
     fn manifest_refs() {
-        assert!(matches!("latest".parse::<ManifestRef>(), Ok(ManifestRef::Tag(_))));
+        assert!(matches!(
+            "latest".parse::<ManifestRef>(),
+            Ok(ManifestRef::Tag(_))
+        ));
         let d = format!("sha256:{}", "a".repeat(64));
-        assert!(matches!(d.parse::<ManifestRef>(), Ok(ManifestRef::Digest(_))));
+        assert!(matches!(
+            d.parse::<ManifestRef>(),
+            Ok(ManifestRef::Digest(_))
+        ));
         assert!("sha256:short".parse::<ManifestRef>().is_err());
     }
 }

@@ -37,6 +37,12 @@ pub enum RegistryError {
     Unsupported(String),
     #[error("the registry's storage is full")]
     StorageFull,
+    /// The pull-through cache needed an upstream that could not answer.
+    #[error("upstream registry unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// The upstream is rate limiting us and the cache holds nothing to serve.
+    #[error("upstream registry is rate limiting requests; try again later")]
+    TooManyRequests,
     #[error("internal storage error: {0}")]
     Storage(StorageError),
 }
@@ -60,6 +66,8 @@ impl RegistryError {
             RegistryError::Unsupported(_) => "UNSUPPORTED",
             // Not spec codes, but the spec allows others; clients show the message.
             RegistryError::StorageFull => "STORAGE_FULL",
+            RegistryError::UpstreamUnavailable(_) => "UNAVAILABLE",
+            RegistryError::TooManyRequests => "TOOMANYREQUESTS",
             RegistryError::Storage(_) => "UNKNOWN",
         }
     }

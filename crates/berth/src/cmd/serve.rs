@@ -3,6 +3,7 @@
 //! Settings come from, in increasing precedence: built-in defaults, the TOML
 //! file given by `--config`, `BERTH_<KEY>` environment variables, and flags.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +11,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_api::{router, ApiState};
+use berth_cache::{Cache, CacheConfig, TtlPolicy, UpstreamSettings};
+use berth_reference::normalise_registry;
 use berth_registry::Registry;
 use berth_storage::fs::FsStorage;
+use berth_upstream::{parse_upstream_override, AuthFile, Credentials, UpstreamConfig};
 use serde::Deserialize;
 
 /// How long in-flight requests may run on after SIGTERM/SIGINT.
@@ -31,6 +35,26 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Point an upstream registry host at another URL, e.g.
+    /// `docker.io=https://mirror.corp.example` (repeatable).
+    #[arg(
+        long = "upstream",
+        env = "BERTH_UPSTREAM",
+        value_name = "HOST=URL",
+        value_delimiter = ','
+    )]
+    upstreams: Vec<String>,
+    /// Upstream for names that carry no registry host and are not local
+    /// repositories (for Docker's `registry-mirrors`), e.g. `docker.io`.
+    #[arg(long, env = "BERTH_DEFAULT_UPSTREAM", value_name = "HOST")]
+    default_upstream: Option<String>,
+    /// Never contact an upstream: serve only what is held (air-gapped sites).
+    #[arg(long, env = "BERTH_OFFLINE")]
+    offline: bool,
+    /// How long a cached tag is served before it is revalidated upstream
+    /// (e.g. `90s`, `5m`, `2h`) [default: 5m]
+    #[arg(long, env = "BERTH_TAG_TTL", value_name = "DURATION")]
+    tag_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -47,6 +71,39 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     root: Option<PathBuf>,
     log_format: Option<LogFormat>,
+    default_upstream: Option<String>,
+    offline: Option<bool>,
+    tag_ttl: Option<String>,
+    #[serde(default)]
+    upstreams: HashMap<String, FileUpstream>,
+}
+
+/// `[upstreams."HOST"]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    /// Where the registry's API answers (a corporate mirror, a test registry).
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    /// A Docker `config.json` / Podman `auth.json` to take credentials from.
+    auth_file: Option<PathBuf>,
+    /// PEM file of extra CA certificates to trust for this upstream.
+    ca_file: Option<PathBuf>,
+    /// Plain HTTP (for a host without a URL) or unverified TLS.
+    #[serde(default)]
+    insecure: bool,
+    tag_ttl: Option<String>,
+    /// Per-tag TTLs, first match wins: `[{ pattern = "v*", ttl = "24h" }]`.
+    #[serde(default)]
+    tag_ttls: Vec<FileTagTtl>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTagTtl {
+    pattern: String,
+    ttl: String,
 }
 
 /// Settings after every source is merged.
@@ -55,11 +112,91 @@ struct Settings {
     listen: SocketAddr,
     root: PathBuf,
     log_format: LogFormat,
+    default_upstream: Option<String>,
+    cache: CacheConfig,
+}
+
+fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
+    berth_cache::ttl::parse_duration(s)
+        .with_context(|| format!("{what}: {s:?} is not a duration like 90s, 5m or 2h"))
+}
+
+/// Build the cache configuration: file upstreams first, then `--upstream`
+/// overrides of their URLs.
+fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<CacheConfig> {
+    let default_ttl = TtlPolicy {
+        default: match args.tag_ttl.as_ref().or(file.tag_ttl.as_ref()) {
+            Some(s) => duration("tag_ttl", s)?,
+            None => berth_cache::ttl::DEFAULT_TAG_TTL,
+        },
+        patterns: Vec::new(),
+    };
+    let mut upstreams = HashMap::new();
+    for (host, u) in std::mem::take(&mut file.upstreams) {
+        let host = normalise_registry(&host);
+        let mut client = UpstreamConfig::for_registry(&host)?;
+        if let Some(url) = &u.url {
+            let (_, url) = parse_upstream_override(&format!("{host}={url}"))?;
+            client = client.with_base_url(url);
+        }
+        client = client
+            .with_insecure(u.insecure)?
+            .with_ca_file(u.ca_file.clone());
+        let credentials = match (&u.username, &u.password, &u.auth_file) {
+            (Some(user), Some(pass), _) => Some(Credentials::new(user.clone(), pass.clone())),
+            (None, None, Some(path)) => AuthFile::load(path)
+                .with_context(|| format!("upstream {host}: reading {}", path.display()))?
+                .credentials_for(&host),
+            (None, None, None) => None,
+            _ => anyhow::bail!("upstream {host}: give both username and password, or auth_file"),
+        };
+        client = client.with_credentials(credentials);
+        let ttl = TtlPolicy {
+            default: match &u.tag_ttl {
+                Some(s) => duration(&format!("upstream {host} tag_ttl"), s)?,
+                None => default_ttl.default,
+            },
+            patterns: u
+                .tag_ttls
+                .iter()
+                .map(|t| {
+                    Ok((
+                        t.pattern.clone(),
+                        duration(&format!("upstream {host} tag_ttls"), &t.ttl)?,
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        upstreams.insert(host, UpstreamSettings { client, ttl });
+    }
+    for spec in &args.upstreams {
+        let (host, url) = parse_upstream_override(spec)?;
+        let settings = match upstreams.remove(&host) {
+            Some(s) => s,
+            None => UpstreamSettings {
+                client: UpstreamConfig::for_registry(&host)?,
+                ttl: default_ttl.clone(),
+            },
+        };
+        let client = settings.client.with_base_url(url);
+        upstreams.insert(
+            host,
+            UpstreamSettings {
+                client,
+                ttl: settings.ttl,
+            },
+        );
+    }
+    Ok(CacheConfig {
+        upstreams,
+        default_ttl,
+        offline: args.offline || file.offline.unwrap_or(false),
+    })
 }
 
 impl Settings {
     fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
@@ -68,7 +205,13 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
+        let cache = cache_config(&mut file, &args)?;
         Ok(Settings {
+            default_upstream: args
+                .default_upstream
+                .clone()
+                .or(file.default_upstream.clone()),
+            cache,
             listen: args
                 .listen
                 .or(file.listen)
@@ -112,7 +255,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening storage at {}", settings.root.display()))?;
     let registry = Arc::new(Registry::new(Arc::new(storage)));
-    let app = router(ApiState::new(registry));
+    if settings.cache.offline {
+        tracing::info!("offline: no upstream will be contacted");
+    }
+    let cache = Cache::new(registry.clone(), settings.cache);
+    let app = router(ApiState::with_cache(
+        registry,
+        cache,
+        settings.default_upstream,
+    ));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;

@@ -1,0 +1,406 @@
+//! Blob fills: one download per missing blob, shared by every client.
+//!
+//! The first request for a missing blob starts a task that downloads it into
+//! an upload area, hashing as it goes and flushing every [`FLUSH_EVERY`]
+//! bytes. Each client (the first included) follows the bytes flushed so far
+//! and waits for more, so nobody waits for the download to end. The blob is
+//! published only once its digest verified; until then the last byte is
+//! withheld from every follower, and if verification fails their streams end
+//! in an error, which breaks their connections instead of handing them wrong
+//! content. The download belongs to no client: one that disconnects does not
+//! stop it for the others, nor for the cache.
+
+use std::io;
+use std::sync::Arc;
+
+use berth_reference::{Digest, RepositoryName};
+use berth_registry::{ByteRange, ByteStream, RegistryError};
+use berth_storage::{StorageError, UploadId};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::{lock, Cache, Failure, Inner};
+
+/// How much is downloaded between two points where followers may catch up.
+const FLUSH_EVERY: u64 = 256 * 1024;
+
+#[derive(Debug, Clone)]
+enum Progress {
+    Starting,
+    Running {
+        upload: UploadId,
+        size: Option<u64>,
+        written: u64,
+    },
+    Done {
+        size: u64,
+    },
+    Failed(Failure),
+}
+
+pub(crate) struct Fill {
+    progress: watch::Receiver<Progress>,
+}
+
+/// Where a blob's bytes will come from.
+pub enum BlobLocation {
+    /// Held by the cache.
+    Local { size: u64 },
+    /// Being downloaded now; `size` when the upstream announced it.
+    Filling {
+        fill: Arc<FillHandle>,
+        size: Option<u64>,
+    },
+}
+
+/// An opaque handle on a download in progress.
+pub struct FillHandle(Arc<Fill>);
+
+impl BlobLocation {
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            BlobLocation::Local { size } => Some(*size),
+            BlobLocation::Filling { size, .. } => *size,
+        }
+    }
+}
+
+impl Cache {
+    /// Find a blob of a mirrored repository, starting (or joining) its
+    /// download when the cache does not hold it.
+    pub async fn blob_locate(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<BlobLocation, RegistryError> {
+        let inner = &self.inner;
+        match inner.registry.blob_size(repo, digest).await {
+            Ok(size) => {
+                inner.metrics.hits.inc();
+                return Ok(BlobLocation::Local { size });
+            }
+            Err(RegistryError::BlobUnknown(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let unknown = || RegistryError::BlobUnknown(digest.clone());
+        let Some((host, remote)) = Cache::upstream_of(repo) else {
+            return Err(unknown());
+        };
+        // Held for another repository already: content by digest is the same.
+        if let Some(size) = inner.registry.storage().blob_size(digest).await? {
+            inner.registry.link_blob(repo, digest).await?;
+            inner.metrics.hits.inc();
+            return Ok(BlobLocation::Local { size });
+        }
+        if inner.config.offline {
+            return Err(unknown());
+        }
+        let fill = self.join_or_start(host, remote, repo.clone(), digest.clone());
+        let mut progress = fill.progress.clone();
+        let state = progress
+            .wait_for(|p| !matches!(p, Progress::Starting))
+            .await
+            .map(|p| p.clone())
+            .unwrap_or_else(|_| Progress::Failed(Failure::Internal("download abandoned".into())));
+        match state {
+            Progress::Running { size, .. } => Ok(BlobLocation::Filling {
+                fill: Arc::new(FillHandle(fill)),
+                size,
+            }),
+            Progress::Done { size } => Ok(BlobLocation::Local { size }),
+            Progress::Failed(f) => Err(f.into_error(unknown())),
+            Progress::Starting => Err(unknown()),
+        }
+    }
+
+    /// The blob's bytes (or a range of them) from wherever they are.
+    pub async fn blob_stream(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        location: BlobLocation,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream, RegistryError> {
+        match location {
+            BlobLocation::Local { .. } => self.inner.registry.blob_read(repo, digest, range).await,
+            BlobLocation::Filling { fill, .. } => Ok(follow(
+                self.inner.clone(),
+                fill.0.clone(),
+                digest.clone(),
+                range,
+            )),
+        }
+    }
+
+    /// Size of a blob for a `HEAD`, without downloading it.
+    pub async fn blob_head(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<u64, RegistryError> {
+        let inner = &self.inner;
+        match inner.registry.blob_size(repo, digest).await {
+            Ok(size) => return Ok(size),
+            Err(RegistryError::BlobUnknown(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let unknown = || RegistryError::BlobUnknown(digest.clone());
+        let Some((host, remote)) = Cache::upstream_of(repo) else {
+            return Err(unknown());
+        };
+        if let Some(size) = inner.registry.storage().blob_size(digest).await? {
+            return Ok(size);
+        }
+        if inner.config.offline {
+            return Err(unknown());
+        }
+        let client = inner.client(&host).map_err(|f| f.into_error(unknown()))?;
+        inner.metrics.upstream_requests.inc();
+        client
+            .blob_head(&remote, digest)
+            .await
+            .map(|m| m.size)
+            .map_err(|e| Failure::from_upstream(&e).into_error(unknown()))
+    }
+
+    fn join_or_start(
+        &self,
+        host: String,
+        remote: RepositoryName,
+        repo: RepositoryName,
+        digest: Digest,
+    ) -> Arc<Fill> {
+        let mut fills = lock(&self.inner.fills);
+        if let Some(f) = fills.get(&digest) {
+            self.inner.metrics.coalesced.inc();
+            return f.clone();
+        }
+        self.inner.metrics.misses.inc();
+        let (tx, rx) = watch::channel(Progress::Starting);
+        let fill = Arc::new(Fill { progress: rx });
+        fills.insert(digest.clone(), fill.clone());
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let outcome = download(&inner, &host, &remote, &repo, &digest, &tx).await;
+            match outcome {
+                Ok(size) => {
+                    let _ = tx.send(Progress::Done { size });
+                }
+                Err(f) => {
+                    inner.metrics.fill_failures.inc();
+                    tracing::warn!(repository = %repo, %digest, reason = ?f, "blob download from upstream failed");
+                    let _ = tx.send(Progress::Failed(f));
+                }
+            }
+            // Only now: a request arriving later finds the blob published.
+            lock(&inner.fills).remove(&digest);
+        });
+        fill
+    }
+}
+
+/// Download `digest` into storage, publishing progress. Returns its size.
+async fn download(
+    inner: &Inner,
+    host: &str,
+    remote: &RepositoryName,
+    repo: &RepositoryName,
+    digest: &Digest,
+    tx: &watch::Sender<Progress>,
+) -> Result<u64, Failure> {
+    let client = inner.client(host)?;
+    inner.metrics.upstream_requests.inc();
+    let mut body = client
+        .blob_get(remote, digest, None)
+        .await
+        .map_err(|e| Failure::from_upstream(&e))?;
+    let size = body.length;
+    let storage = inner.registry.storage();
+    let upload = storage.upload_create().await.map_err(storage_failure)?;
+    let result = async {
+        let mut writer = storage
+            .upload_writer(&upload, 0)
+            .await
+            .map_err(storage_failure)?;
+        let _ = tx.send(Progress::Running {
+            upload: upload.clone(),
+            size,
+            written: 0,
+        });
+        let mut hasher = digest.algorithm().hasher();
+        let (mut written, mut unflushed) = (0u64, 0u64);
+        while let Some(chunk) = body.stream.next().await {
+            let chunk =
+                chunk.map_err(|e| Failure::Unavailable(format!("download interrupted: {e}")))?;
+            hasher.update(&chunk);
+            written += chunk.len() as u64;
+            unflushed += chunk.len() as u64;
+            inner.metrics.upstream_bytes.inc_by(chunk.len() as u64);
+            if size.is_some_and(|s| written > s) {
+                return Err(Failure::Unavailable(
+                    "upstream sent more bytes than announced".into(),
+                ));
+            }
+            writer.write(chunk).await.map_err(storage_failure)?;
+            if unflushed >= FLUSH_EVERY {
+                writer.flush().await.map_err(storage_failure)?;
+                unflushed = 0;
+                tx.send_modify(|p| {
+                    if let Progress::Running { written: w, .. } = p {
+                        *w = written;
+                    }
+                });
+            }
+        }
+        writer.finish().await.map_err(storage_failure)?;
+        if size.is_some_and(|s| s != written) {
+            return Err(Failure::Unavailable(format!(
+                "upstream sent {written} bytes of an announced {}",
+                size.unwrap_or_default()
+            )));
+        }
+        let actual = hasher.finish();
+        if &actual != digest {
+            return Err(Failure::Unavailable(format!(
+                "upstream content has digest {actual}"
+            )));
+        }
+        // Followers may read the last flushed bytes; the final byte is only
+        // released by Done, after publication below.
+        tx.send_modify(|p| {
+            if let Progress::Running { written: w, .. } = p {
+                *w = written;
+            }
+        });
+        storage
+            .upload_publish(&upload, digest)
+            .await
+            .map_err(storage_failure)?;
+        inner.registry.link_blob(repo, digest).await?;
+        Ok(written)
+    }
+    .await;
+    if result.is_err() {
+        let _ = storage.upload_delete(&upload).await;
+    }
+    result
+}
+
+fn storage_failure(e: StorageError) -> Failure {
+    Failure::Internal(e.to_string())
+}
+
+/// Stream `range` of a blob being filled, following the download.
+fn follow(
+    inner: Arc<Inner>,
+    fill: Arc<Fill>,
+    digest: Digest,
+    range: Option<ByteRange>,
+) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::spawn(async move {
+        if let Err(e) = follow_into(&inner, &fill, &digest, range, &tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Forward `stream` into `tx`; returns bytes forwarded, or `None` when the
+/// client has gone away.
+async fn forward(
+    mut stream: ByteStream,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<Option<u64>> {
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        n += chunk.len() as u64;
+        if tx.send(Ok(chunk)).await.is_err() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(n))
+}
+
+async fn follow_into(
+    inner: &Inner,
+    fill: &Fill,
+    digest: &Digest,
+    range: Option<ByteRange>,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<()> {
+    let storage = inner.registry.storage();
+    let mut progress = fill.progress.clone();
+    let mut pos = range.map_or(0, |r| r.start);
+    let end = range.map(|r| r.end);
+    let mut leader_gone = false;
+    loop {
+        if end.is_some_and(|e| pos >= e) {
+            return Ok(());
+        }
+        let state = progress.borrow_and_update().clone();
+        match state {
+            Progress::Done { size } => {
+                let end = end.unwrap_or(size);
+                if pos < end {
+                    let stream = storage
+                        .blob_read(digest, Some(ByteRange { start: pos, end }))
+                        .await
+                        .map_err(io::Error::other)?;
+                    forward(stream, tx).await?;
+                }
+                return Ok(());
+            }
+            Progress::Failed(f) => {
+                return Err(io::Error::other(format!("upstream download failed: {f:?}")))
+            }
+            Progress::Starting => {}
+            Progress::Running {
+                upload,
+                size,
+                written,
+            } => {
+                // Hold back the final byte until the digest has verified.
+                let mut avail = size.map_or(written, |s| written.min(s.saturating_sub(1)));
+                if let Some(e) = end {
+                    avail = avail.min(e);
+                }
+                if avail > pos {
+                    match storage
+                        .upload_read(
+                            &upload,
+                            Some(ByteRange {
+                                start: pos,
+                                end: avail,
+                            }),
+                        )
+                        .await
+                    {
+                        Ok(stream) => match forward(stream, tx).await? {
+                            None => return Ok(()),
+                            Some(n) if n > 0 => {
+                                pos += n;
+                                continue;
+                            }
+                            Some(_) => {}
+                        },
+                        // Published (or abandoned) in the meantime: the next state says which.
+                        Err(StorageError::UploadNotFound) => {}
+                        Err(e) => return Err(io::Error::other(e)),
+                    }
+                }
+            }
+        }
+        if leader_gone {
+            return Err(io::Error::other("upstream download ended without a result"));
+        }
+        if progress.changed().await.is_err() {
+            // The download task has finished; its last state is final.
+            leader_gone = true;
+        }
+    }
+}

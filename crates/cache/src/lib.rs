@@ -1,0 +1,171 @@
+//! The pull-through cache. For a repository named after an upstream host
+//! (`docker.io/library/alpine`), berth serves what it holds and fetches what
+//! it lacks, once, however many clients ask at the same moment:
+//!
+//! - `manifests`: tags are trusted for a TTL, then revalidated with a HEAD;
+//!   when the upstream cannot answer, what is held is served (a stale serve);
+//!   manifests by digest never need the upstream again once held;
+//! - `fill`: a missing blob is downloaded by one task that writes it to
+//!   storage while every requesting client streams from the bytes already
+//!   written; it is published only after its digest verified;
+//! - `ttl`: per-upstream, per-tag-pattern TTLs;
+//! - `metrics`: hits, misses, upstream traffic, coalescing, stale serves.
+#![forbid(unsafe_code)]
+
+mod fill;
+mod manifests;
+pub mod metrics;
+pub mod ttl;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use berth_reference::{Digest, RepositoryName};
+use berth_registry::{Registry, RegistryError};
+use berth_upstream::{UpstreamClient, UpstreamConfig, UpstreamError};
+
+pub use fill::BlobLocation;
+pub use metrics::CacheMetrics;
+pub use ttl::TtlPolicy;
+
+/// Settings of one upstream registry.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub client: UpstreamConfig,
+    pub ttl: TtlPolicy,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CacheConfig {
+    /// Upstreams with settings, by host as it appears in repository names.
+    /// Hosts not listed are reached at their default URL, anonymously.
+    pub upstreams: HashMap<String, UpstreamSettings>,
+    /// TTL for upstreams without their own.
+    pub default_ttl: TtlPolicy,
+    /// Never contact an upstream.
+    pub offline: bool,
+}
+
+/// Why a fetch from upstream failed, in a form that can be shared with
+/// every request that was waiting on it.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    NotFound,
+    TooManyRequests,
+    Unavailable(String),
+    Internal(String),
+}
+
+impl Failure {
+    fn from_upstream(e: &UpstreamError) -> Failure {
+        if e.is_not_found() {
+            Failure::NotFound
+        } else if matches!(e, UpstreamError::TooManyRequests { .. }) {
+            Failure::TooManyRequests
+        } else {
+            Failure::Unavailable(e.to_string())
+        }
+    }
+
+    /// Whether serving stale content is the right answer to this failure.
+    fn upstream_down(&self) -> bool {
+        matches!(self, Failure::TooManyRequests | Failure::Unavailable(_))
+    }
+
+    fn into_error(self, not_found: RegistryError) -> RegistryError {
+        match self {
+            Failure::NotFound => not_found,
+            Failure::TooManyRequests => RegistryError::TooManyRequests,
+            Failure::Unavailable(m) => RegistryError::UpstreamUnavailable(m),
+            Failure::Internal(m) => {
+                RegistryError::UpstreamUnavailable(format!("caching failed: {m}"))
+            }
+        }
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Self {
+        Failure::Internal(e.to_string())
+    }
+}
+
+pub(crate) struct Inner {
+    registry: Arc<Registry>,
+    config: CacheConfig,
+    clients: Mutex<HashMap<String, UpstreamClient>>,
+    /// When each cached tag was last confirmed with its upstream.
+    validated: Mutex<HashMap<(RepositoryName, String), Instant>>,
+    manifest_flights: Mutex<HashMap<String, manifests::Flight>>,
+    fills: Mutex<HashMap<Digest, Arc<fill::Fill>>>,
+    metrics: CacheMetrics,
+}
+
+/// The pull-through cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+/// A poisoned lock only means another request panicked mid-update of a map
+/// of hints; the maps stay usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cache {
+    pub fn new(registry: Arc<Registry>, config: CacheConfig) -> Cache {
+        Cache {
+            inner: Arc::new(Inner {
+                registry,
+                config,
+                clients: Mutex::new(HashMap::new()),
+                validated: Mutex::new(HashMap::new()),
+                manifest_flights: Mutex::new(HashMap::new()),
+                fills: Mutex::new(HashMap::new()),
+                metrics: CacheMetrics::default(),
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// The upstream host and the repository's name there, when `repo` is a
+    /// mirrored repository.
+    pub fn upstream_of(repo: &RepositoryName) -> Option<(String, RepositoryName)> {
+        let (host, rest) = repo.mirror_parts()?;
+        Some((host.to_string(), rest.parse().ok()?))
+    }
+}
+
+impl Inner {
+    fn client(&self, host: &str) -> Result<UpstreamClient, Failure> {
+        let mut clients = lock(&self.clients);
+        if let Some(c) = clients.get(host) {
+            return Ok(c.clone());
+        }
+        let config = match self.config.upstreams.get(host) {
+            Some(s) => s.client.clone(),
+            None => UpstreamConfig::for_registry(host)
+                .map_err(|e| Failure::Unavailable(e.to_string()))?,
+        };
+        let client =
+            UpstreamClient::new(config).map_err(|e| Failure::Unavailable(e.to_string()))?;
+        clients.insert(host.to_string(), client.clone());
+        Ok(client)
+    }
+
+    fn ttl(&self, host: &str) -> &TtlPolicy {
+        self.config
+            .upstreams
+            .get(host)
+            .map_or(&self.config.default_ttl, |u| &u.ttl)
+    }
+}

@@ -1,0 +1,186 @@
+//! Manifests through the cache. Concurrent requests for the same tag or
+//! digest share one upstream exchange (a "flight"); tags are revalidated
+//! with a HEAD, which Docker Hub does not count against its rate limit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_manifest::media_type;
+use berth_reference::{Digest, ManifestRef, RepositoryName, Tag};
+use berth_registry::{RegistryError, StoredManifest};
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use crate::{lock, Cache, Failure, Inner};
+
+pub(crate) type Flight = Shared<BoxFuture<'static, Result<StoredManifest, Failure>>>;
+
+impl Cache {
+    /// A manifest of a mirrored repository, from the cache or its upstream.
+    pub async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &ManifestRef,
+    ) -> Result<StoredManifest, RegistryError> {
+        let inner = &self.inner;
+        let Some((host, remote)) = Cache::upstream_of(repo) else {
+            return inner.registry.manifest_get(repo, reference).await;
+        };
+        let local = match inner.registry.manifest_get(repo, reference).await {
+            Ok(m) => Some(m),
+            Err(RegistryError::ManifestUnknown(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        match reference {
+            ManifestRef::Digest(digest) => {
+                if let Some(m) = local {
+                    inner.metrics.hits.inc();
+                    return Ok(m);
+                }
+                if inner.config.offline {
+                    return Err(unknown());
+                }
+                inner.metrics.misses.inc();
+                let key = format!("{repo}@{digest}");
+                let (inner2, repo2, digest2) = (self.inner.clone(), repo.clone(), digest.clone());
+                let flight = move || fetch_by_digest(inner2, host, remote, repo2, digest2).boxed();
+                self.fly(key, flight)
+                    .await
+                    .map_err(|f| f.into_error(unknown()))
+            }
+            ManifestRef::Tag(tag) => {
+                if inner.config.offline {
+                    return local.ok_or_else(unknown);
+                }
+                if let Some(m) = &local {
+                    if self.is_fresh(&host, repo, tag) {
+                        inner.metrics.hits.inc();
+                        return Ok(m.clone());
+                    }
+                } else {
+                    inner.metrics.misses.inc();
+                }
+                let key = format!("{repo}:{tag}");
+                let held = local.as_ref().map(|m| m.digest.clone());
+                let (inner2, repo2, tag2) = (self.inner.clone(), repo.clone(), tag.clone());
+                let flight = move || revalidate(inner2, host, remote, repo2, tag2, held).boxed();
+                match (self.fly(key, flight).await, local) {
+                    (Ok(m), _) => Ok(m),
+                    (Err(f), Some(m)) if f.upstream_down() => {
+                        inner.metrics.stale_serves.inc();
+                        tracing::warn!(repository = %repo, %tag, reason = ?f, "upstream unavailable; serving the cached tag");
+                        Ok(m)
+                    }
+                    // The upstream has no such tag, but one was pushed here
+                    // (an air-gap preload): it is served like a cached one.
+                    (Err(Failure::NotFound), Some(m)) => Ok(m),
+                    (Err(f), _) => Err(f.into_error(unknown())),
+                }
+            }
+        }
+    }
+
+    fn is_fresh(&self, host: &str, repo: &RepositoryName, tag: &Tag) -> bool {
+        let ttl = self.inner.ttl(host).ttl_for(tag.as_str());
+        lock(&self.inner.validated)
+            .get(&(repo.clone(), tag.to_string()))
+            .is_some_and(|at| at.elapsed() < ttl)
+    }
+
+    /// Run `start` unless a flight with the same key is already in the air,
+    /// in which case wait for that one's result instead.
+    async fn fly(
+        &self,
+        key: String,
+        start: impl FnOnce() -> BoxFuture<'static, Result<StoredManifest, Failure>>,
+    ) -> Result<StoredManifest, Failure> {
+        let flight = {
+            let mut flights = lock(&self.inner.manifest_flights);
+            match flights.get(&key) {
+                Some(f) => {
+                    self.inner.metrics.coalesced.inc();
+                    f.clone()
+                }
+                None => {
+                    let f = start().shared();
+                    flights.insert(key.clone(), f.clone());
+                    f
+                }
+            }
+        };
+        let result = flight.clone().await;
+        let mut flights = lock(&self.inner.manifest_flights);
+        if flights.get(&key).is_some_and(|f| f.ptr_eq(&flight)) {
+            flights.remove(&key);
+        }
+        result
+    }
+}
+
+async fn fetch_by_digest(
+    inner: Arc<Inner>,
+    host: String,
+    remote: RepositoryName,
+    repo: RepositoryName,
+    digest: Digest,
+) -> Result<StoredManifest, Failure> {
+    let client = inner.client(&host)?;
+    inner.metrics.upstream_requests.inc();
+    let m = client
+        .manifest_get(
+            &remote,
+            &ManifestRef::Digest(digest.clone()),
+            &media_type::ALL,
+        )
+        .await
+        .map_err(|e| Failure::from_upstream(&e))?;
+    Ok(inner
+        .registry
+        .manifest_store_cached(&repo, &m.digest, Some(&m.media_type), m.bytes, None)
+        .await?)
+}
+
+/// Confirm (HEAD) or refresh (GET) a tag with its upstream.
+async fn revalidate(
+    inner: Arc<Inner>,
+    host: String,
+    remote: RepositoryName,
+    repo: RepositoryName,
+    tag: Tag,
+    held: Option<Digest>,
+) -> Result<StoredManifest, Failure> {
+    let client = inner.client(&host)?;
+    let reference = ManifestRef::Tag(tag.clone());
+    let fresh_digest = match &held {
+        Some(held) => {
+            inner.metrics.upstream_requests.inc();
+            let meta = client
+                .manifest_head(&remote, &reference, &media_type::ALL)
+                .await
+                .map_err(|e| Failure::from_upstream(&e))?;
+            if &meta.digest == held {
+                mark_validated(&inner, &repo, &tag);
+                return Ok(inner.registry.manifest_get(&repo, &reference).await?);
+            }
+            Some(meta.digest)
+        }
+        None => None,
+    };
+    // Fetch by digest when the HEAD told us which, so the bytes are verified.
+    let fetch_ref = fresh_digest.map_or(reference, ManifestRef::Digest);
+    inner.metrics.upstream_requests.inc();
+    let m = client
+        .manifest_get(&remote, &fetch_ref, &media_type::ALL)
+        .await
+        .map_err(|e| Failure::from_upstream(&e))?;
+    let stored = inner
+        .registry
+        .manifest_store_cached(&repo, &m.digest, Some(&m.media_type), m.bytes, Some(&tag))
+        .await?;
+    mark_validated(&inner, &repo, &tag);
+    Ok(stored)
+}
+
+fn mark_validated(inner: &Inner, repo: &RepositoryName, tag: &Tag) {
+    lock(&inner.validated).insert((repo.clone(), tag.to_string()), Instant::now());
+}
