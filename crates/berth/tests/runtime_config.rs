@@ -926,4 +926,33 @@ fn skopeo_pulls_through_berth_with_generated_registries_conf() {
         Some(1),
         "{index}"
     );
+
+    // The doctor reads the same drop-in on a node and resolves the tag the
+    // way CRI-O/Podman ask for it (the registry as the name's first part).
+    let root = tempfile::tempdir().unwrap();
+    let drop_in = root
+        .path()
+        .join("etc/containers/registries.conf.d/90-berth-mirror.conf");
+    fs::create_dir_all(drop_in.parent().unwrap()).unwrap();
+    fs::copy(&conf, &drop_in).unwrap();
+    let out = run_ok(
+        berth()
+            .args([
+                "doctor",
+                "--runtime",
+                "podman",
+                "--registries",
+                IMAGE_HOST,
+                "--image",
+                IMAGE,
+                "--root",
+            ])
+            .arg(root.path()),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{IMAGE_HOST}: routed to {}", berth_server.url())),
+        "{text}"
+    );
+    assert!(text.contains("resolves through"), "{text}");
 }
