@@ -1,0 +1,701 @@
+//! The workloads, each run against berth and Distribution alternately
+//! (berth first on even repeats, Distribution first on odd ones, so that
+//! neither always gets the warmer machine), keeping the best of the repeats.
+//! Each workload turns into rows of the report; a failure becomes an error
+//! cell on that row rather than stopping the run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::task::JoinSet;
+
+use crate::blob::Blob;
+use crate::client::Conn;
+use crate::ops;
+use crate::report::{Cell, Row, Target, Unit, MIB};
+use crate::servers::{rss_of, Server};
+use crate::wrk;
+
+/// Sizes and counts of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    pub blob: u64,
+    pub chunk: u64,
+    pub repeats: usize,
+    pub wrk_duration: Duration,
+    pub wrk_threads: u32,
+    pub wrk_connections: u32,
+    /// Repositories in the catalog, and tags in the tag list.
+    pub listing: usize,
+    pub catalog_page: usize,
+    pub listing_repeats: usize,
+    pub downloads: usize,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            quick: false,
+            blob: 256 * 1024 * 1024,
+            chunk: 16 * 1024 * 1024,
+            repeats: 3,
+            wrk_duration: Duration::from_secs(10),
+            wrk_threads: 2,
+            wrk_connections: 32,
+            listing: 10_000,
+            catalog_page: 1000,
+            listing_repeats: 5,
+            downloads: 64,
+        }
+    }
+
+    /// Every workload once, at sizes that take seconds: guards the tooling.
+    pub fn quick() -> Plan {
+        Plan {
+            quick: true,
+            blob: 4 * 1024 * 1024,
+            chunk: 1024 * 1024,
+            repeats: 1,
+            wrk_duration: Duration::from_secs(1),
+            wrk_threads: 1,
+            wrk_connections: 4,
+            listing: 40,
+            catalog_page: 15,
+            listing_repeats: 1,
+            downloads: 4,
+        }
+    }
+
+    fn size_text(&self) -> String {
+        format!("{} MiB", self.blob / (1024 * 1024))
+    }
+}
+
+/// Where progress goes (stderr), so that stdout holds only the report.
+macro_rules! progress {
+    ($($t:tt)*) => { eprintln!("==> {}", format!($($t)*)) };
+}
+
+/// Per-server samples of one figure.
+#[derive(Default)]
+struct Samples {
+    vals: [Vec<f64>; 2],
+    errs: [Option<String>; 2],
+}
+
+impl Samples {
+    fn failed(&self, i: usize) -> bool {
+        self.errs[i].is_some()
+    }
+
+    fn record(&mut self, i: usize, r: Result<f64>) {
+        match r {
+            Ok(v) => self.vals[i].push(v),
+            Err(e) => {
+                progress!("  error: {e:#}");
+                self.errs[i].get_or_insert_with(|| short(&format!("{e:#}")));
+            }
+        }
+    }
+
+    fn cell(&self, i: usize, higher_is_better: bool) -> Cell {
+        if let Some(e) = &self.errs[i] {
+            return Err(e.clone());
+        }
+        best(&self.vals[i], higher_is_better)
+    }
+}
+
+fn best(vals: &[f64], higher_is_better: bool) -> Cell {
+    let it = vals.iter().copied();
+    let v = if higher_is_better {
+        it.reduce(f64::max)
+    } else {
+        it.reduce(f64::min)
+    };
+    v.ok_or_else(|| "no sample".to_string())
+}
+
+/// Errors go into a table cell: one line, bounded.
+fn short(e: &str) -> String {
+    let line = e.lines().next().unwrap_or_default();
+    let mut s: String = line.chars().take(90).collect();
+    if s.len() < line.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// The order servers run in on repeat `rep`.
+fn order(rep: usize) -> [usize; 2] {
+    if rep.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
+}
+
+pub struct Bench<'a> {
+    pub plan: Plan,
+    /// berth, then Distribution.
+    pub servers: [&'a Server; 2],
+    pub nginx: Option<PathBuf>,
+    pub workdir: PathBuf,
+    pub rows: Vec<Row>,
+    pub idle_rss: [Cell; 2],
+}
+
+fn row(workload: String, s: &Samples, unit: Unit, target: Target) -> Row {
+    let h = unit.higher_is_better();
+    Row {
+        workload,
+        berth: s.cell(0, h),
+        reference: s.cell(1, h),
+        reference_name: None,
+        unit,
+        target,
+    }
+}
+
+/// Where a server keeps a blob's bytes (to free the space of benchmark
+/// blobs once measured; neither server reads them again).
+fn blob_file(server: &Server, blob: &Blob) -> PathBuf {
+    let hex = blob.hex();
+    match server.name {
+        "berth" => server.root.join("blobs/sha256").join(&hex[..2]).join(hex),
+        _ => server
+            .root
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data"),
+    }
+}
+
+fn throughput(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64().max(1e-9)
+}
+
+impl Bench<'_> {
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.servers[i].addr
+    }
+
+    async fn conn(&self, i: usize) -> Result<Conn> {
+        Conn::connect(self.addr(i)).await
+    }
+
+    pub async fn idle_memory(&mut self) {
+        // Let start-up settle: a server's idle state, not its start-up peak.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..2 {
+            self.idle_rss[i] = self.servers[i]
+                .rss()
+                .map(|b| b as f64)
+                .map_err(|e| short(&format!("{e:#}")));
+        }
+    }
+
+    pub async fn monolithic_push(&mut self) {
+        let p = self.plan.clone();
+        progress!("monolithic push of a {} blob", p.size_text());
+        let mut s = Samples::default();
+        for rep in 0..p.repeats {
+            let blob = Blob::new(p.blob, 1000 + rep as u64);
+            for i in order(rep) {
+                if s.failed(i) {
+                    continue;
+                }
+                let r = async {
+                    let mut c = self.conn(i).await?;
+                    let t = ops::push_monolithic(&mut c, "bench/mono", &blob).await?;
+                    Ok(throughput(blob.size, t))
+                }
+                .await;
+                s.record(i, r);
+                let _ = std::fs::remove_file(blob_file(self.servers[i], &blob));
+            }
+        }
+        self.rows.push(row(
+            format!("monolithic push, {} (digest verified)", p.size_text()),
+            &s,
+            Unit::MibPerSec,
+            Target::Times(5.0),
+        ));
+    }
+
+    pub async fn chunked_push(&mut self) {
+        let p = self.plan.clone();
+        progress!("chunked push of a {} blob", p.size_text());
+        let mut s = Samples::default();
+        for rep in 0..p.repeats {
+            let blob = Blob::new(p.blob, 2000 + rep as u64);
+            for i in order(rep) {
+                if s.failed(i) {
+                    continue;
+                }
+                let r = async {
+                    let mut c = self.conn(i).await?;
+                    let t = ops::push_chunked(&mut c, "bench/chunked", &blob, p.chunk).await?;
+                    Ok(throughput(blob.size, t))
+                }
+                .await;
+                s.record(i, r);
+                let _ = std::fs::remove_file(blob_file(self.servers[i], &blob));
+            }
+        }
+        self.rows.push(row(
+            format!(
+                "chunked push, {} in {} MiB chunks",
+                p.size_text(),
+                p.chunk / (1024 * 1024)
+            ),
+            &s,
+            Unit::MibPerSec,
+            Target::Times(5.0),
+        ));
+    }
+
+    /// Blob GETs from a warm page cache, against nginx's sendfile of the
+    /// very file berth stores; then the memory of many downloads at once.
+    pub async fn blob_get_and_memory(&mut self) {
+        let p = self.plan.clone();
+        progress!("blob GET of a {} blob (warm page cache)", p.size_text());
+        let blob = Blob::new(p.blob, 3000);
+        let repo = "bench/get";
+        let path = ops::blob_path(repo, &blob);
+        let mut s = Samples::default();
+        for i in 0..2 {
+            let r = async {
+                let mut c = self.conn(i).await?;
+                ops::push_monolithic(&mut c, repo, &blob).await?;
+                // Warm the page cache (and the server) untimed.
+                ops::get_sized(&mut c, &path, blob.size).await?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                s.record(i, Err(e));
+            }
+        }
+        // nginx serves berth's own copy of the blob.
+        let berth_file = blob_file(self.servers[0], &blob);
+        let nginx_path = format!(
+            "/{}",
+            berth_file
+                .strip_prefix(&self.servers[0].root)
+                .unwrap_or(&berth_file)
+                .display()
+        );
+        let nginx = match &self.nginx {
+            None => Err("nginx is not installed".to_string()),
+            Some(bin) => {
+                match crate::servers::start_nginx(bin, &self.workdir, &self.servers[0].root).await {
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(short(&format!("{e:#}"))),
+                }
+            }
+        };
+        let mut nginx_vals = Vec::new();
+        let mut nginx_err = nginx.as_ref().err().cloned();
+        for rep in 0..p.repeats {
+            for i in order(rep) {
+                if s.failed(i) {
+                    continue;
+                }
+                let r = async {
+                    let mut c = self.conn(i).await?;
+                    Ok(throughput(
+                        blob.size,
+                        ops::get_sized(&mut c, &path, blob.size).await?,
+                    ))
+                }
+                .await;
+                s.record(i, r);
+            }
+            if let (Ok(n), None) = (&nginx, &nginx_err) {
+                let r = async {
+                    let mut c = Conn::connect(n.addr).await?;
+                    if rep == 0 {
+                        ops::get_sized(&mut c, &nginx_path, blob.size).await?;
+                    }
+                    Ok::<_, anyhow::Error>(throughput(
+                        blob.size,
+                        ops::get_sized(&mut c, &nginx_path, blob.size).await?,
+                    ))
+                }
+                .await;
+                match r {
+                    Ok(v) => nginx_vals.push(v),
+                    Err(e) => nginx_err = Some(short(&format!("{e:#}"))),
+                }
+            }
+        }
+        drop(nginx);
+        self.rows.push(row(
+            format!("blob GET, {}, warm page cache", p.size_text()),
+            &s,
+            Unit::GibPerSec,
+            Target::Times(1.3),
+        ));
+        // Without nginx (not installed) the header says so and the row is left out.
+        if self.nginx.is_some() {
+            self.rows.push(Row {
+                workload: "blob GET against nginx sendfile of the same file".into(),
+                berth: s.cell(0, true),
+                reference: match nginx_err {
+                    Some(e) => Err(e),
+                    None => best(&nginx_vals, true),
+                },
+                reference_name: Some("nginx"),
+                unit: Unit::GibPerSec,
+                target: Target::Within(0.10),
+            });
+        }
+
+        progress!(
+            "memory: {} concurrent downloads of the {} blob",
+            p.downloads,
+            p.size_text()
+        );
+        let mut peak = Samples::default();
+        let mut rate = Samples::default();
+        for i in 0..2 {
+            if s.failed(i) {
+                peak.record(i, Err(anyhow::anyhow!("no blob to download")));
+                rate.record(i, Err(anyhow::anyhow!("no blob to download")));
+                continue;
+            }
+            match self.concurrent_downloads(i, &path, blob.size).await {
+                Ok((max, bytes_per_sec)) => {
+                    peak.record(i, Ok(max));
+                    rate.record(i, Ok(bytes_per_sec));
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    peak.record(i, Err(anyhow::anyhow!(msg.clone())));
+                    rate.record(i, Err(anyhow::anyhow!(msg)));
+                }
+            }
+        }
+        let idle_berth = self.idle_rss[0].clone();
+        self.rows.push(Row {
+            workload: "resident memory, idle".into(),
+            berth: idle_berth.clone(),
+            reference: self.idle_rss[1].clone(),
+            reference_name: None,
+            unit: Unit::Mib,
+            target: Target::Below(20.0 * MIB),
+        });
+        let allowance = idle_berth
+            .as_ref()
+            .map(|idle| 2.0 * idle + p.downloads as f64 * MIB)
+            .unwrap_or(0.0);
+        self.rows.push(row(
+            format!(
+                "resident memory, peak during {} concurrent {} downloads",
+                p.downloads,
+                p.size_text()
+            ),
+            &peak,
+            Unit::Mib,
+            Target::AtMost(allowance),
+        ));
+        self.rows.push(row(
+            format!("aggregate GET rate of those {} downloads", p.downloads),
+            &rate,
+            Unit::GibPerSec,
+            Target::None,
+        ));
+        let _ = std::fs::remove_file(blob_file(self.servers[1], &blob));
+    }
+
+    /// `downloads` connections each GET the blob at once while VmRSS is
+    /// sampled every 10 ms. Returns (peak RSS, aggregate bytes/s).
+    async fn concurrent_downloads(&self, i: usize, path: &str, size: u64) -> Result<(f64, f64)> {
+        let pid = self.servers[i].pid();
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut peak = 0u64;
+                // Bounded: at most 10 minutes of samples.
+                for _ in 0..60_000 {
+                    peak = peak.max(rss_of(pid)?);
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok::<_, anyhow::Error>(peak)
+            })
+        };
+        let addr = self.addr(i);
+        let t = Instant::now();
+        let mut set = JoinSet::new();
+        for _ in 0..self.plan.downloads {
+            let path = path.to_string();
+            set.spawn(async move {
+                let mut c = Conn::connect(addr).await?;
+                ops::get_sized(&mut c, &path, size).await
+            });
+        }
+        let mut result = Ok(());
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r.context("download task").and_then(|r| r) {
+                result = Err(e);
+            }
+        }
+        let elapsed = t.elapsed();
+        done.store(true, Ordering::Relaxed);
+        let peak = sampler.await.context("RSS sampler")??;
+        result?;
+        Ok((
+            peak as f64,
+            throughput(size * self.plan.downloads as u64, elapsed),
+        ))
+    }
+
+    pub async fn manifest_get(&mut self) {
+        let p = self.plan.clone();
+        progress!(
+            "manifest GET by tag with wrk, {} connections, {:?} per run",
+            p.wrk_connections,
+            p.wrk_duration
+        );
+        let repo = "bench/manifest";
+        let config = Blob::small(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        );
+        let layer = Blob::new(4096, 4000);
+        let manifest = ops::image_manifest(&config, &layer);
+        let mut rps = Samples::default();
+        let mut p99 = Samples::default();
+        for i in 0..2 {
+            let r = async {
+                let mut c = self.conn(i).await?;
+                ops::push_monolithic(&mut c, repo, &config).await?;
+                ops::push_monolithic(&mut c, repo, &layer).await?;
+                ops::put_manifest(&mut c, repo, "latest", &manifest).await?;
+                let r = c
+                    .get(
+                        &format!("/v2/{repo}/manifests/latest"),
+                        &[("accept", ops::ACCEPT_MANIFESTS)],
+                    )
+                    .await?
+                    .expect(http::StatusCode::OK, "reading the manifest back")
+                    .await?;
+                let body = r.bytes(crate::client::SMALL).await?;
+                if body.as_ref() != manifest.as_slice() {
+                    bail!("the manifest read back differs from the one pushed");
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                let msg = format!("{e:#}");
+                rps.record(i, Err(anyhow::anyhow!(msg.clone())));
+                p99.record(i, Err(anyhow::anyhow!(msg)));
+            }
+        }
+        let accept = format!("Accept: {}", ops::ACCEPT_MANIFESTS);
+        for rep in 0..p.repeats.min(2) {
+            for i in order(rep) {
+                if rps.failed(i) {
+                    continue;
+                }
+                let url = format!("http://{}/v2/{repo}/manifests/latest", self.addr(i));
+                let run = wrk::WrkRun {
+                    url: &url,
+                    threads: p.wrk_threads,
+                    connections: p.wrk_connections,
+                    duration: p.wrk_duration,
+                    headers: &[&accept],
+                };
+                match wrk::run(&run).await {
+                    Ok(w) => {
+                        rps.record(i, Ok(w.requests_per_sec));
+                        p99.record(i, Ok(w.p99.as_secs_f64()));
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        rps.record(i, Err(anyhow::anyhow!(msg.clone())));
+                        p99.record(i, Err(anyhow::anyhow!(msg)));
+                    }
+                }
+            }
+        }
+        self.rows.push(row(
+            format!(
+                "manifest GET by tag, {} connections (wrk)",
+                p.wrk_connections
+            ),
+            &rps,
+            Unit::ReqPerSec,
+            Target::Times(10.0),
+        ));
+        self.rows.push(row(
+            "manifest GET by tag, p99 latency".into(),
+            &p99,
+            Unit::Millis,
+            Target::Better,
+        ));
+    }
+
+    pub async fn listings(&mut self) {
+        let p = self.plan.clone();
+        let n = p.listing;
+        progress!("catalog of {n} repositories and tag list of {n} tags (setting up)");
+        let src = "bench/src";
+        let shared = Blob::small(b"berth-bench: a blob every catalog repository links");
+        let config = Blob::small(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        );
+        let layer = Blob::new(4096, 5000);
+        let manifest = Arc::new(ops::image_manifest(&config, &layer));
+        let mut mounts = Samples::default();
+        let mut tagging = Samples::default();
+        for i in 0..2 {
+            let r = async {
+                let mut c = self.conn(i).await?;
+                ops::push_monolithic(&mut c, src, &shared).await?;
+                ops::push_monolithic(&mut c, "bench/tags", &config).await?;
+                ops::push_monolithic(&mut c, "bench/tags", &layer).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
+            if let Err(e) = r {
+                let msg = format!("{e:#}");
+                mounts.record(i, Err(anyhow::anyhow!(msg.clone())));
+                tagging.record(i, Err(anyhow::anyhow!(msg)));
+                continue;
+            }
+            let addr = self.addr(i);
+            let blob = shared.clone();
+            let r = parallel(addr, n, move |mut c, k| {
+                let blob = blob.clone();
+                async move {
+                    ops::mount(&mut c, &format!("bench/cat/r{k:05}"), src, &blob).await?;
+                    Ok(c)
+                }
+            })
+            .await;
+            mounts.record(i, r.map(|t| n as f64 / t.as_secs_f64().max(1e-9)));
+            let m = manifest.clone();
+            let r = parallel(addr, n, move |mut c, k| {
+                let m = m.clone();
+                async move {
+                    ops::put_manifest(&mut c, "bench/tags", &format!("t{k:05}"), &m).await?;
+                    Ok(c)
+                }
+            })
+            .await;
+            tagging.record(i, r.map(|t| n as f64 / t.as_secs_f64().max(1e-9)));
+        }
+
+        progress!("catalog and tag list: measuring");
+        let mut catalog = Samples::default();
+        let mut tags = Samples::default();
+        for i in 0..2 {
+            if mounts.failed(i) {
+                catalog.record(i, Err(anyhow::anyhow!("set-up failed")));
+            }
+            if tagging.failed(i) {
+                tags.record(i, Err(anyhow::anyhow!("set-up failed")));
+            }
+        }
+        for rep in 0..p.listing_repeats {
+            for i in order(rep) {
+                if !catalog.failed(i) {
+                    let r = async {
+                        let mut c = self.conn(i).await?;
+                        let t = Instant::now();
+                        let count = ops::catalog_all(&mut c, p.catalog_page).await?;
+                        let elapsed = t.elapsed();
+                        if count < n {
+                            bail!("catalog listed {count} repositories, expected at least {n}");
+                        }
+                        Ok(elapsed.as_secs_f64())
+                    }
+                    .await;
+                    catalog.record(i, r);
+                }
+                if !tags.failed(i) {
+                    let r = async {
+                        let mut c = self.conn(i).await?;
+                        let t = Instant::now();
+                        let count = ops::tags_list(&mut c, "bench/tags").await?;
+                        let elapsed = t.elapsed();
+                        if count != n {
+                            bail!("tag list had {count} tags, expected {n}");
+                        }
+                        Ok(elapsed.as_secs_f64())
+                    }
+                    .await;
+                    tags.record(i, r);
+                }
+            }
+        }
+        self.rows.push(row(
+            format!(
+                "catalog of {n} repositories, pages of {} (whole listing)",
+                p.catalog_page
+            ),
+            &catalog,
+            Unit::Millis,
+            Target::Times(5.0),
+        ));
+        self.rows.push(row(
+            format!("tag list of {n} tags (one request)"),
+            &tags,
+            Unit::Millis,
+            Target::Times(5.0),
+        ));
+        self.rows.push(row(
+            format!("set-up: {n} repositories created by cross-repo mount, 8 connections"),
+            &mounts,
+            Unit::ReqPerSec,
+            Target::None,
+        ));
+        self.rows.push(row(
+            format!("set-up: {n} tags pushed (manifest PUT), 8 connections"),
+            &tagging,
+            Unit::ReqPerSec,
+            Target::None,
+        ));
+    }
+}
+
+/// Run `op(conn, k)` for k in 0..n over 8 connections; returns the time.
+async fn parallel<F, Fut>(addr: SocketAddr, n: usize, op: F) -> Result<Duration>
+where
+    F: Fn(Conn, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Conn>> + Send,
+{
+    const WORKERS: usize = 8;
+    let t = Instant::now();
+    let mut set = JoinSet::new();
+    for w in 0..WORKERS {
+        let op = op.clone();
+        set.spawn(async move {
+            let mut c = Conn::connect(addr).await?;
+            for k in (w..n).step_by(WORKERS) {
+                c = op(c, k).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    let mut result = Ok(());
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r.context("worker task").and_then(|r| r) {
+            result = Err(e);
+            set.abort_all();
+        }
+    }
+    result.map(|()| t.elapsed())
+}

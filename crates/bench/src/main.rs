@@ -1,0 +1,237 @@
+//! `berth-bench`: berth against Distribution 2.8 (Debian's `docker-registry`,
+//! what `registry:2` runs) on loopback, same storage, same client, same run,
+//! servers alternated; nginx's `sendfile` as the ceiling for blob reads.
+//! Prints a table of each figure for both, the ratio, the target and
+//! whether berth meets it. Absolute figures vary from run to run; ratios
+//! are what to compare.
+//!
+//! Modules: `servers` (starting and killing the processes), `client` (the
+//! measuring HTTP/1.1 client), `blob` (generated blobs and their digests),
+//! `ops` (registry operations), `wrk` (small-request load), `bench` (the
+//! workloads), `report` (the table).
+//!
+//! Exit status: 0 when every workload produced its figures, even if targets
+//! were missed (it is a measurement); 1 when any workload errored, so that
+//! `--quick` in the test suite guards the tooling; 2 on bad usage.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod blob;
+mod client;
+mod ops;
+mod report;
+mod servers;
+mod wrk;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use crate::bench::{Bench, Plan};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth-bench",
+    about = "Benchmark berth against Distribution 2.8 (docker-registry) on loopback"
+)]
+struct Args {
+    /// Every workload once at small sizes (seconds, not minutes): checks that
+    /// the benchmark works; the figures mean nothing.
+    #[arg(long)]
+    quick: bool,
+    /// The berth binary [default: `berth` beside this program]
+    #[arg(long)]
+    berth: Option<PathBuf>,
+    /// The Distribution binary [default: docker-registry on PATH]
+    #[arg(long)]
+    distribution: Option<PathBuf>,
+    /// The nginx binary [default: nginx on PATH or in /usr/sbin]
+    #[arg(long)]
+    nginx: Option<PathBuf>,
+    /// Directory for the servers' storage (one fresh subdirectory per run,
+    /// removed afterwards) [default: the system's temporary directory]
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Give up after this many seconds [default: 1500, quick: 240]
+    #[arg(long)]
+    max_seconds: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berth-bench: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("berth-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_berth() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating this program")?;
+    let beside = me.with_file_name("berth");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    bail!(
+        "no berth binary at {} (build it with `cargo build --release -p berth`, or pass --berth)",
+        beside.display()
+    )
+}
+
+fn required(explicit: Option<PathBuf>, name: &str, package: &str) -> Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p),
+        None => servers::find_program(name).with_context(|| {
+            format!("{name} not found (apt-get install {package}, or scripts/bench installs it)")
+        }),
+    }
+}
+
+/// The file system type a directory lives on, from /proc/mounts.
+fn fs_type(dir: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point)
+                .then(|| (point.len(), kind.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".into(), |(_, kind)| kind)
+}
+
+fn version_of(bin: &Path) -> String {
+    std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown version".into())
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let berth_bin = match args.berth {
+        Some(b) => b,
+        None => default_berth()?,
+    };
+    let dist_bin = required(args.distribution, "docker-registry", "docker-registry")?;
+    servers::find_program("wrk").context("wrk not found (apt-get install wrk)")?;
+    let nginx_bin = args.nginx.or_else(|| servers::find_program("nginx"));
+    let base = args.dir.unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let workdir = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a work directory in {}", base.display()))?;
+    let limit =
+        Duration::from_secs(
+            args.max_seconds
+                .unwrap_or(if plan.quick { 240 } else { 1500 }),
+        );
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("berth-bench: berth against Distribution 2.8 (docker-registry), loopback only");
+    println!("  machine: {cores} cores");
+    println!(
+        "  storage: {} ({}), the same for both servers",
+        workdir.path().display(),
+        fs_type(workdir.path())
+    );
+    println!("  berth: {}", berth_bin.display());
+    println!(
+        "  distribution: {} ({})",
+        dist_bin.display(),
+        version_of(&dist_bin)
+    );
+    match &nginx_bin {
+        Some(n) => println!("  nginx: {}", n.display()),
+        None => println!("  nginx: not installed (the sendfile comparison is left out)"),
+    }
+    println!(
+        "  mode: {}; each figure is the best of {} alternated run(s) per server",
+        if plan.quick {
+            "QUICK (small sizes: checks the tooling, the figures mean nothing)"
+        } else {
+            "full"
+        },
+        plan.repeats
+    );
+    println!(
+        "  WARNING: absolute figures vary from run to run (other work on this machine, \
+         page cache, CPU clocks); compare the ratios, measured side by side in one run."
+    );
+
+    let measure = async {
+        let dir = workdir.path().to_path_buf();
+        let berth = servers::start_berth(&berth_bin, &dir).await?;
+        let dist = servers::start_distribution(&dist_bin, &dir).await?;
+        let mut b = Bench {
+            plan,
+            servers: [&berth, &dist],
+            nginx: nginx_bin,
+            workdir: dir,
+            rows: Vec::new(),
+            idle_rss: [Err("not measured".into()), Err("not measured".into())],
+        };
+        b.idle_memory().await;
+        b.monolithic_push().await;
+        b.chunked_push().await;
+        b.blob_get_and_memory().await;
+        b.manifest_get().await;
+        b.listings().await;
+        for s in [&berth, &dist] {
+            if let Err(e) = s.rss() {
+                eprintln!(
+                    "{} is gone ({e:#}); its log ends:\n{}",
+                    s.name,
+                    s.log_tail()
+                );
+            }
+        }
+        Ok::<_, anyhow::Error>(b.rows)
+    };
+    let rows = tokio::time::timeout(limit, measure)
+        .await
+        .with_context(|| format!("the benchmark did not finish within {limit:?}"))??;
+
+    println!();
+    print!("{}", report::render(&rows));
+    let errored = rows.iter().filter(|r| r.errored()).count();
+    let missed = rows.iter().filter(|r| r.pass() == Some(false)).count();
+    let met = rows.iter().filter(|r| r.pass() == Some(true)).count();
+    println!();
+    println!(
+        "targets: {met} met, {missed} missed; workloads with errors: {errored}{}",
+        if args.quick {
+            " (quick mode: targets are not meaningful at these sizes)"
+        } else {
+            ""
+        }
+    );
+    Ok(errored == 0)
+}

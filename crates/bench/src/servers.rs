@@ -1,0 +1,224 @@
+//! The processes under test: berth, Distribution 2.8 (`docker-registry`)
+//! and nginx, each on a free loopback port with its own directory under the
+//! run's work directory (the same file system for all, so storage is
+//! identical). A [`Server`] kills its process when dropped, also when the
+//! benchmark panics or times out, so no run leaves a server behind.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::client::Conn;
+
+/// How long a server may take to answer its first request.
+const STARTUP: Duration = Duration::from_secs(30);
+
+pub struct Server {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    /// Storage root (berth, Distribution) or document root (nginx).
+    pub root: PathBuf,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Resident memory (VmRSS) in bytes.
+    pub fn rss(&self) -> Result<u64> {
+        rss_of(self.pid())
+    }
+
+    /// Wait until `GET path` answers `want` (any status when `None`).
+    async fn wait_ready(&mut self, path: &str, want: Option<u16>) -> Result<()> {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited during start-up ({status}):\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if let Ok(mut c) = Conn::connect(self.addr).await {
+                if let Ok(r) = c.get(path, &[]).await {
+                    let status = r.status.as_u16();
+                    if want.is_none_or(|w| w == status) {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not become ready on {} within {STARTUP:?}:\n{}",
+                    self.name,
+                    self.addr,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn rss_of(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS in /proc/PID/status")?;
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("malformed VmRSS")?
+        .parse()
+        .context("malformed VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(l.local_addr()?)
+}
+
+fn spawn(name: &'static str, mut cmd: Command, dir: &Path) -> Result<(Child, PathBuf)> {
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log)?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {name} ({cmd:?})"))?;
+    Ok((child, log))
+}
+
+/// `berth serve` with its own storage root, logging only warnings.
+pub async fn start_berth(bin: &Path, dir: &Path) -> Result<Server> {
+    let addr = free_port()?;
+    let root = dir.join("berth-root");
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--root")
+        .arg(&root)
+        .env("RUST_LOG", "warn");
+    let (child, log) = spawn("berth", cmd, dir)?;
+    let mut s = Server {
+        name: "berth",
+        addr,
+        root,
+        log,
+        child,
+    };
+    s.wait_ready("/v2/", Some(200)).await?;
+    Ok(s)
+}
+
+/// Distribution 2.8 configured as the `registry:2` image ships it
+/// (filesystem storage, in-memory blob descriptor cache, deletes enabled),
+/// minus the access log and health checks, at log level warn.
+pub async fn start_distribution(bin: &Path, dir: &Path) -> Result<Server> {
+    let addr = free_port()?;
+    let root = dir.join("distribution-root");
+    std::fs::create_dir_all(&root)?;
+    let config = dir.join("distribution.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  cache:\n    blobdescriptor: inmemory\n  \
+             delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: {addr}\n",
+            root.display()
+        ),
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").arg(&config);
+    let (child, log) = spawn("distribution", cmd, dir)?;
+    let mut s = Server {
+        name: "distribution",
+        addr,
+        root,
+        log,
+        child,
+    };
+    s.wait_ready("/v2/", Some(200)).await?;
+    Ok(s)
+}
+
+/// nginx as one process serving `docroot` with `sendfile on`: the ceiling
+/// for serving a file over HTTP on this machine.
+pub async fn start_nginx(bin: &Path, dir: &Path, docroot: &Path) -> Result<Server> {
+    let addr = free_port()?;
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix)?;
+    let p = prefix.display();
+    let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|t| format!("  {t}_temp_path {p}/{t};\n"))
+        .collect();
+    let config = prefix.join("nginx.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\n\
+             error_log {p}/error.log warn;\npid {p}/nginx.pid;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n{temps}\
+             \x20 server {{\n    listen {addr};\n    root {};\n  }}\n}}\n",
+            docroot.display()
+        ),
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("-p")
+        .arg(&prefix)
+        .arg("-e")
+        .arg(prefix.join("error.log"))
+        .arg("-c")
+        .arg(&config);
+    let (child, log) = spawn("nginx", cmd, dir)?;
+    let mut s = Server {
+        name: "nginx",
+        addr,
+        root: docroot.to_path_buf(),
+        log,
+        child,
+    };
+    s.wait_ready("/", None).await?;
+    Ok(s)
+}
+
+/// Find a program: an explicit path, else `PATH`, else the sbin directories
+/// (nginx lives in /usr/sbin, which a non-root `PATH` may lack).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
