@@ -660,9 +660,15 @@ impl UpstreamClient {
             .await
     }
 
-    /// All tags of a repository, following `Link` pagination.
-    pub async fn tags_list(&self, repo: &RepositoryName) -> Result<Vec<String>, UpstreamError> {
-        let url = self.repo_url(repo, "tags/list")?;
+    /// All tags of a repository, following `Link` pagination; `page_size`
+    /// is the `n` asked for per page (the upstream's default when `None`).
+    pub async fn tags_list(
+        &self,
+        repo: &RepositoryName,
+        page_size: Option<usize>,
+    ) -> Result<Vec<String>, UpstreamError> {
+        let mut url = self.repo_url(repo, "tags/list")?;
+        set_page_query(&mut url, page_size, None);
         self.list_all(url, vec![Scope::pull(&self.remote_name(repo))], "tags")
             .await
     }
@@ -679,9 +685,11 @@ impl UpstreamClient {
             .await
     }
 
-    /// Every repository in the upstream's catalog, following `Link` pagination.
-    pub async fn catalog(&self) -> Result<Vec<String>, UpstreamError> {
-        let url = self.url("v2/_catalog")?;
+    /// Every repository in the upstream's catalog, following `Link`
+    /// pagination; `page_size` as for [`UpstreamClient::tags_list`].
+    pub async fn catalog(&self, page_size: Option<usize>) -> Result<Vec<String>, UpstreamError> {
+        let mut url = self.url("v2/_catalog")?;
+        set_page_query(&mut url, page_size, None);
         self.list_all(url, vec![Scope::catalog()], "repositories")
             .await
     }

@@ -30,6 +30,9 @@ pub struct UpstreamConfig {
     pub registry: String,
     /// Where its API answers; `/v2/` is appended. May carry a path prefix.
     pub base_url: Url,
+    /// Whether `base_url` was given (`--upstream`, config) rather than
+    /// derived from the host; only a derived URL turns `http` when insecure.
+    pub base_url_explicit: bool,
     pub credentials: Option<Credentials>,
     /// PEM file of CA certificates trusted in addition to the system roots.
     pub ca_file: Option<PathBuf>,
@@ -50,6 +53,7 @@ impl UpstreamConfig {
         Ok(UpstreamConfig {
             registry,
             base_url,
+            base_url_explicit: false,
             credentials: None,
             ca_file: None,
             insecure: false,
@@ -63,6 +67,7 @@ impl UpstreamConfig {
     /// Point this upstream at another URL (`--upstream HOST=URL`).
     pub fn with_base_url(mut self, url: Url) -> Self {
         self.base_url = url;
+        self.base_url_explicit = true;
         self
     }
 
@@ -76,12 +81,12 @@ impl UpstreamConfig {
         self
     }
 
-    /// Mark insecure. When the URL is still the default `https://HOST`, it
-    /// becomes `http://HOST` (Docker's insecure-registry behaviour for hosts
-    /// with no TLS); an explicit `https://` URL keeps TLS, unverified.
+    /// Mark insecure. A URL derived from the host becomes `http://HOST`
+    /// (Docker's insecure-registry behaviour for hosts with no TLS); an
+    /// explicit `https://` URL keeps TLS, unverified.
     pub fn with_insecure(mut self, insecure: bool) -> Result<Self, UpstreamError> {
-        if insecure && !self.insecure && self.base_url == default_base_url(&self.registry, false)? {
-            self.base_url = default_base_url(&self.registry, true)?;
+        if !self.base_url_explicit {
+            self.base_url = default_base_url(&self.registry, insecure)?;
         }
         self.insecure = insecure;
         Ok(self)
@@ -175,6 +180,13 @@ mod tests {
             .unwrap();
         assert_eq!(c.base_url.as_str(), "https://10.0.0.1:8443/");
         assert!(c.insecure);
+        // Even when the explicit URL is what the default would have been.
+        let c = UpstreamConfig::for_registry("127.0.0.1:5000")
+            .unwrap()
+            .with_base_url(Url::parse("https://127.0.0.1:5000/").unwrap())
+            .with_insecure(true)
+            .unwrap();
+        assert_eq!(c.base_url.scheme(), "https");
     }
 
     #[test]

@@ -174,7 +174,7 @@ async fn missing_content_is_a_definitive_not_found() {
         .blob_exists(&repo("present"), &absent)
         .await
         .expect("exists"));
-    let e = c.tags_list(&repo("no/such/repo")).await.unwrap_err();
+    let e = c.tags_list(&repo("no/such/repo"), None).await.unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
     assert_eq!(e.spec_code(), Some("NAME_UNKNOWN"), "{e}");
 }
@@ -216,14 +216,19 @@ async fn listings_follow_pagination() {
             .expect("tag");
         assert_eq!(d, m.digest);
     }
-    let mut tags = c.tags_list(&repo("alpha")).await.expect("tags");
+    let mut tags = c.tags_list(&repo("alpha"), None).await.expect("tags");
     tags.sort();
     assert_eq!(tags, vec!["latest", "v1", "v2", "v3", "v4"]);
+    // Distribution 2.8 ignores `n` on tags (one page); the Link-following
+    // path is exercised through the catalog below.
 
     let page = c.catalog_page(Some(2), None).await.expect("catalog page");
     assert_eq!(page.items, vec!["alpha", "beta/one"]);
     assert!(page.next.is_some(), "Distribution sends a Link for more");
-    let all = c.catalog().await.expect("catalog");
+    let all = c.catalog(None).await.expect("catalog");
+    assert_eq!(all, vec!["alpha", "beta/one", "gamma"]);
+    // One repository per page: three pages joined through Link headers.
+    let all = c.catalog(Some(1)).await.expect("catalog page by page");
     assert_eq!(all, vec!["alpha", "beta/one", "gamma"]);
     let page = c
         .catalog_page(Some(2), Some("beta/one"))
