@@ -547,8 +547,8 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-/// `berth serve` on a free loopback port, with the test image pushed under
-/// its mirror name.
+/// `berth serve --offline` on a free loopback port, with the test image
+/// pushed under its mirror name.
 struct Berth {
     proc: Proc,
     port: u16,
@@ -565,8 +565,17 @@ fn start_berth_with_image() -> Berth {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut cmd = berth();
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--root"])
-        .arg(dir.path().join("data"));
+    // Offline, as at an air-gapped site: what the runtimes pull can only come
+    // from what was pushed into berth, and berth never looks the (unresolvable)
+    // upstream up.
+    cmd.args([
+        "serve",
+        "--offline",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--root",
+    ])
+    .arg(dir.path().join("data"));
     let proc = spawn_logged(cmd, "berth serve", dir.path().join("berth.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_status(port, "/v2/") != Some(200) {
@@ -817,7 +826,18 @@ fn containerd_cri_pulls_through_berth_via_config_path() {
     assert!(certs.join(IMAGE_HOST).join("hosts.toml").is_file());
 
     let containerd = start_containerd(dir.path(), &certs);
-    let image_ref = cri_pull_image(&containerd.socket, IMAGE).unwrap_or_else(|e| {
+    // The CRI service answers "server is not initialized yet" for a moment
+    // after the socket appears; retry only that, for at most 30 seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        match cri_pull_image(&containerd.socket, IMAGE) {
+            Err(e) if e.contains("not initialized") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => break other,
+        }
+    };
+    let image_ref = result.unwrap_or_else(|e| {
         panic!(
             "CRI PullImage failed: {e}\n--- containerd log\n{}\n--- berth log\n{}",
             containerd.proc.log(),
