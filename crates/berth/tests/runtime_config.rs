@@ -562,6 +562,11 @@ impl Berth {
 }
 
 fn start_berth_with_image() -> Berth {
+    start_berth(&[], IMAGE)
+}
+
+/// `berth serve --offline EXTRA...` with the test image pushed as `image`.
+fn start_berth(extra: &[&str], image: &str) -> Berth {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut cmd = berth();
@@ -575,7 +580,8 @@ fn start_berth_with_image() -> Berth {
         &format!("127.0.0.1:{port}"),
         "--root",
     ])
-    .arg(dir.path().join("data"));
+    .arg(dir.path().join("data"))
+    .args(extra);
     let proc = spawn_logged(cmd, "berth serve", dir.path().join("berth.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_status(port, "/v2/") != Some(200) {
@@ -591,14 +597,14 @@ fn start_berth_with_image() -> Berth {
         port,
         _dir: dir,
     };
-    push_test_image(&berth, berth._dir.path());
+    push_test_image(&berth, berth._dir.path(), image);
     berth
 }
 
-/// Build a one-layer image with umoci and push it with skopeo into berth as
-/// repository `registry.invalid.test/team/app` — how an air-gapped mirror
-/// is preloaded.
-fn push_test_image(berth: &Berth, dir: &Path) {
+/// Build a one-layer image with umoci and push it with skopeo into berth
+/// under its mirror name (`registry.invalid.test/team/app:v1` is repository
+/// `registry.invalid.test/team/app`) — how an air-gapped mirror is preloaded.
+fn push_test_image(berth: &Berth, dir: &Path, image: &str) {
     let umoci = require_tool("umoci");
     let skopeo = require_tool("skopeo");
     let layout = dir.join("layout");
@@ -618,7 +624,7 @@ fn push_test_image(berth: &Berth, dir: &Path) {
         "--insecure-policy",
         "--dest-tls-verify=false",
         &format!("oci:{layout_s}:v1"),
-        &format!("docker://127.0.0.1:{}/{IMAGE}", berth.port),
+        &format!("docker://127.0.0.1:{}/{image}", berth.port),
     ]));
 }
 
@@ -975,4 +981,60 @@ fn skopeo_pulls_through_berth_with_generated_registries_conf() {
         "{text}"
     );
     assert!(text.contains("resolves through"), "{text}");
+}
+
+/// Docker asks a `registry-mirrors` entry for Hub images by their bare name
+/// (`/v2/library/NAME/...`, no `?ns=`), which berth maps to Docker Hub when
+/// run with `--default-upstream docker.io`, as `runtime-config docker` tells
+/// the user. No Docker daemon here: the doctor reads the generated
+/// daemon.json on a fake node root and resolves the tag the way Docker would.
+#[test]
+fn docker_registry_mirrors_resolve_hub_names_through_berth() {
+    let berth_server = start_berth(
+        &["--default-upstream", "docker.io"],
+        "docker.io/library/berth-hub-test:v1",
+    );
+    let root = tempfile::tempdir().unwrap();
+    let daemon_json = root.path().join("etc/docker/daemon.json");
+    let out = run_ok(
+        berth()
+            .args([
+                "runtime-config",
+                "docker",
+                "--mirror",
+                &berth_server.url(),
+                "--registries",
+                "docker.io",
+                "--dest",
+            ])
+            .arg(&daemon_json),
+    );
+    assert!(
+        stdout(&out).contains("--default-upstream docker.io"),
+        "{}",
+        show(&out)
+    );
+    let out = run_ok(
+        berth()
+            .args([
+                "doctor",
+                "--runtime",
+                "docker",
+                "--registries",
+                "docker.io",
+                "--image",
+                "berth-hub-test:v1",
+                "--root",
+            ])
+            .arg(root.path()),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("docker.io: routed to {}", berth_server.url())),
+        "{text}"
+    );
+    assert!(
+        text.contains("docker.io/library/berth-hub-test:v1 resolves through"),
+        "{text}"
+    );
 }
