@@ -280,6 +280,7 @@ impl Authenticator {
         challenges: &[Challenge],
         scopes: &[Scope],
     ) -> Result<Plan, UpstreamError> {
+        let scopes_of_request = scopes;
         if let Some(b) = challenges.iter().find_map(Challenge::bearer) {
             // The realm is normally absolute; a relative one is taken against the registry.
             let realm = self.base_url.join(&b.realm).map_err(|e| {
@@ -294,8 +295,10 @@ impl Authenticator {
             let scopes = merge_scopes(scopes.iter().chain(wanted.iter()));
             let mut state = self.lock();
             // A token we sent was refused: do not offer it again.
-            let key = TokenCache::key(realm.as_str(), b.service.as_deref(), &scopes);
-            state.1.remove(&key);
+            for s in [&scopes[..], scopes_of_request] {
+                let key = TokenCache::key(realm.as_str(), b.service.as_deref(), s);
+                state.1.remove(&key);
+            }
             state.0 = Scheme::Bearer {
                 realm: realm.clone(),
                 service: b.service.clone(),
@@ -329,6 +332,20 @@ impl Authenticator {
                 )
             },
         })
+    }
+
+    /// A cached, still usable token for exactly these scopes, as a header.
+    pub(crate) fn cached_header(
+        &self,
+        realm: &Url,
+        service: Option<&str>,
+        scopes: &[Scope],
+    ) -> Option<String> {
+        let key = TokenCache::key(realm.as_str(), service, scopes);
+        self.lock()
+            .1
+            .get(&key, Instant::now())
+            .map(|t| format!("Bearer {}", t.token))
     }
 
     pub(crate) fn credentials(&self) -> Option<&Credentials> {

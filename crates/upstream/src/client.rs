@@ -98,6 +98,8 @@ pub(crate) struct Req {
 
 pub(crate) struct Inner {
     pub registry: String,
+    /// Serialises token fetches (see `authorize`).
+    pub token_fetch: tokio::sync::Mutex<()>,
     pub base: Url,
     pub http: reqwest::Client,
     pub auth: Authenticator,
@@ -234,6 +236,7 @@ impl UpstreamClient {
         Ok(UpstreamClient {
             inner: Arc::new(Inner {
                 registry: config.registry.clone(),
+                token_fetch: tokio::sync::Mutex::new(()),
                 auth: Authenticator::new(config.credentials.clone(), base.clone()),
                 base,
                 http,
@@ -298,10 +301,20 @@ impl UpstreamClient {
                 service,
                 scopes,
             } => {
+                // One token fetch at a time per registry: requests that start
+                // together (a pull's blobs) then share the first one's token.
+                let _one_at_a_time = self.inner.token_fetch.lock().await;
+                if let Some(h) = self
+                    .inner
+                    .auth
+                    .cached_header(&realm, service.as_deref(), &scopes)
+                {
+                    return Ok(Some(h));
+                }
                 let url = token_url(&realm, service.as_deref(), &scopes);
                 let mut rb = self.inner.http.get(url).timeout(self.inner.request_timeout);
                 if let Some(c) = self.inner.auth.credentials() {
-                    rb = rb.header(header::AUTHORIZATION, c.basic_header());
+                    rb = rb.header(header::AUTHORIZATION, sensitive(&c.basic_header())?);
                 }
                 let obtained = Instant::now();
                 let resp = rb
@@ -347,7 +360,7 @@ impl UpstreamClient {
             .request(req.method.clone(), req.url.clone())
             .headers(req.headers.clone());
         if let Some(a) = authorization {
-            rb = rb.header(header::AUTHORIZATION, a);
+            rb = rb.header(header::AUTHORIZATION, sensitive(a)?);
         }
         if let Some(t) = req.timeout {
             rb = rb.timeout(t);
@@ -818,6 +831,15 @@ pub(crate) async fn read_bounded(mut resp: Response, limit: usize) -> Result<Byt
     Ok(Bytes::from(buf))
 }
 
+/// An `Authorization` value, marked sensitive so that it is never logged.
+fn sensitive(value: &str) -> Result<HeaderValue, UpstreamError> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        UpstreamError::Protocol("credentials or token not valid in a header".to_string())
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
 /// Pass a success through; turn anything else into an [`UpstreamError`].
 pub(crate) async fn check(resp: Response, what: &str) -> Result<Response, UpstreamError> {
     let status = resp.status();
@@ -825,8 +847,26 @@ pub(crate) async fn check(resp: Response, what: &str) -> Result<Response, Upstre
         return Ok(resp);
     }
     let retry_after = parse_retry_after(header_str(resp.headers(), "retry-after"));
+    // A final 401 says why in its challenge: `insufficient_scope` is what
+    // Docker Hub answers for a repository that is private or does not exist.
+    let challenge_error = (status == StatusCode::UNAUTHORIZED)
+        .then(|| {
+            challenges_from_headers(resp.headers())
+                .iter()
+                .find_map(|c| c.bearer().and_then(|b| b.error))
+        })
+        .flatten();
     let body = read_bounded(resp, MAX_ERROR_BODY).await.unwrap_or_default();
-    Err(UpstreamError::from_status(status, retry_after, &body, what))
+    let what = match challenge_error {
+        Some(e) => format!("{what} (challenge error: {e})"),
+        None => what.to_string(),
+    };
+    Err(UpstreamError::from_status(
+        status,
+        retry_after,
+        &body,
+        &what,
+    ))
 }
 
 #[cfg(test)]

@@ -456,6 +456,7 @@ async fn bearer_tokens_anonymous_and_credentialed() {
         .unwrap_err();
     assert!(matches!(e, UpstreamError::Unauthorized { .. }), "{e:?}");
     assert!(e.is_unavailable());
+    assert!(e.to_string().contains("insufficient_scope"), "{e}");
     // Anonymous push: refused.
     let e = anon
         .blob_upload_bytes(
@@ -571,11 +572,24 @@ async fn tokens_are_refetched_when_they_expire() {
         2,
         "refetched after expiry"
     );
+    // Concurrent first requests of a fresh client share one token.
+    let fresh = client(&t.reg, None);
+    let n0 = t.server.requests.load(Ordering::SeqCst);
+    let (app, v1) = (repo("public/app"), tag("v1"));
+    let heads = (0..4).map(|_| fresh.manifest_head(&app, &v1, &[]));
+    for r in futures::future::join_all(heads).await {
+        r.expect("concurrent head");
+    }
+    assert_eq!(
+        t.server.requests.load(Ordering::SeqCst) - n0,
+        1,
+        "one token fetch for concurrent requests"
+    );
     // Another scope is another token.
     let e = c
         .manifest_head(&repo("public/other"), &tag("v1"), &[])
         .await
         .unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
-    assert_eq!(t.server.requests.load(Ordering::SeqCst) - before, 3);
+    assert_eq!(t.server.requests.load(Ordering::SeqCst) - before, 4);
 }
