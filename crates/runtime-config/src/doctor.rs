@@ -63,6 +63,14 @@ impl Runtime {
         }
     }
 
+    /// How reports head this runtime's section.
+    pub fn label(self) -> &'static str {
+        match self {
+            Runtime::Crio => "cri-o/podman (registries.conf)",
+            other => other.name(),
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Runtime> {
         match s {
             "containerd" => Some(Runtime::Containerd),
@@ -229,6 +237,7 @@ fn judge_routes(opts: &DoctorOptions, report: &mut RuntimeReport) {
     if runtime == Runtime::Docker {
         return; // judged in inspect_docker: only Docker Hub can be routed
     }
+    let mut unrouted = Vec::new();
     for key in registry_keys(&opts.registries) {
         let routes = report.routes.get(&key).or_else(|| {
             if key != "*" {
@@ -237,34 +246,24 @@ fn judge_routes(opts: &DoctorOptions, report: &mut RuntimeReport) {
                 None
             }
         });
-        let fix = fix_command(runtime.name(), opts.mirror.as_ref(), &key);
-        let finding = match (routes, &opts.mirror) {
-            (None, _) => Finding::new(
-                Level::Fail,
-                format!("{key}: not routed to a mirror; pulls go to the registry itself"),
-            )
-            .fix(fix),
-            (Some(routes), Some(m)) if !routes.iter().any(|r| r.base == m.url()) => Finding::new(
-                Level::Fail,
-                format!(
-                    "{key}: routed to {}, not to {m}",
-                    routes
-                        .iter()
-                        .map(|r| r.base.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-            .fix(fix),
-            (Some(routes), _) => Finding::new(
+        let Some(routes) = routes else {
+            unrouted.push(key);
+            continue;
+        };
+        let bases = routes
+            .iter()
+            .map(|r| r.base.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let finding = match &opts.mirror {
+            Some(m) if !routes.iter().any(|r| r.base == m.url()) => {
+                Finding::new(Level::Fail, format!("{key}: routed to {bases}, not to {m}"))
+                    .fix(fix_command(runtime.name(), opts.mirror.as_ref(), &key))
+            }
+            _ => Finding::new(
                 Level::Ok,
                 format!(
-                    "{key}: routed to {} ({})",
-                    routes
-                        .iter()
-                        .map(|r| r.base.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    "{key}: routed to {bases} ({})",
                     routes
                         .first()
                         .map(|r| r.source.display().to_string())
@@ -273,6 +272,19 @@ fn judge_routes(opts: &DoctorOptions, report: &mut RuntimeReport) {
             ),
         };
         report.findings.push(finding);
+    }
+    if !unrouted.is_empty() {
+        let list = unrouted.join(",");
+        report.findings.push(
+            Finding::new(
+                Level::Fail,
+                format!(
+                    "not routed to a mirror, pulls go to the registry itself: {}",
+                    unrouted.join(", ")
+                ),
+            )
+            .fix(fix_command(runtime.name(), opts.mirror.as_ref(), &list)),
+        );
     }
 }
 
@@ -840,17 +852,17 @@ impl fmt::Display for Report {
             }
             Ok(())
         };
-        if !self.general.is_empty() {
-            writeln!(f, "node")?;
-            write_findings(f, &self.general)?;
-        }
         for r in &self.runtimes {
-            writeln!(f, "{}", r.runtime)?;
+            writeln!(f, "{}", r.runtime.label())?;
             write_findings(f, &r.findings)?;
         }
         for (base, findings) in &self.probes {
             writeln!(f, "mirror {base}")?;
             write_findings(f, findings)?;
+        }
+        if !self.general.is_empty() {
+            writeln!(f, "node")?;
+            write_findings(f, &self.general)?;
         }
         Ok(())
     }
@@ -1013,7 +1025,7 @@ mod tests {
         let quay = r
             .findings
             .iter()
-            .find(|f| f.message.starts_with("quay.io"))
+            .find(|f| f.message.starts_with("not routed") && f.message.ends_with("quay.io"))
             .unwrap();
         assert_eq!(quay.level, Level::Fail);
         assert!(quay
@@ -1089,9 +1101,9 @@ mod tests {
             RequestStyle::PathPrefix("quay.io".to_string())
         );
         assert_eq!(crio.routes["quay.io"][0].base, "http://127.0.0.1:5000");
-        assert!(levels(&crio)
-            .iter()
-            .any(|(l, m)| *l == Level::Fail && m.starts_with("ghcr.io")));
+        assert!(levels(&crio).iter().any(|(l, m)| *l == Level::Fail
+            && m.starts_with("not routed")
+            && m.contains("ghcr.io")));
 
         let docker = inspect(
             Runtime::Docker,
