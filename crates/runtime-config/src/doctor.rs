@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_reference::{ImageReference, DOCKER_HUB};
+use serde::Serialize;
 
 use crate::containerd::{read_registry_section, HostsToml};
 use crate::crio::RegistriesConf;
@@ -23,7 +24,8 @@ use crate::{docker, Mirror, Registries, Scheme};
 pub const DEFAULT_PROBE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
 /// The runtimes the doctor knows how to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Containerd,
     K3s,
@@ -89,7 +91,8 @@ impl fmt::Display for Runtime {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
     Info,
@@ -109,7 +112,7 @@ impl Level {
 }
 
 /// One thing the doctor found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub level: Level,
     pub message: String,
@@ -134,7 +137,7 @@ impl Finding {
 /// How a runtime asks a mirror for `registry/name`: which base URL, and
 /// whether the registry goes in a `?ns=` query (containerd), in front of the
 /// name (registries.conf path-prefix mirrors), or nowhere (Docker).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct MirrorRoute {
     /// `scheme://host[:port]`.
     pub base: String,
@@ -143,7 +146,8 @@ pub struct MirrorRoute {
     pub source: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RequestStyle {
     /// `/v2/<name>/manifests/<ref>?ns=<registry>`.
     NsQuery,
@@ -154,7 +158,7 @@ pub enum RequestStyle {
 }
 
 /// What the doctor read for one runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuntimeReport {
     pub runtime: Runtime,
     pub findings: Vec<Finding>,
@@ -819,7 +823,7 @@ pub async fn resolve(
 }
 
 /// The doctor's whole report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub runtimes: Vec<RuntimeReport>,
     /// Mirror base URL → findings from talking to it.

@@ -10,6 +10,12 @@ use berth_reference::ImageReference;
 use berth_runtime_config::doctor::{self, DoctorOptions, Level, Runtime};
 use berth_runtime_config::{Mirror, Registries};
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
 #[derive(clap::Args)]
 #[command(after_help = "\
 Exits 0 when everything checked is fine (warnings included), 1 when something fails. \
@@ -36,6 +42,9 @@ pub struct DoctorArgs {
     /// Do not verify the mirror's TLS certificate.
     #[arg(long)]
     skip_verify: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
     /// Seconds to wait for the mirror on each request.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     timeout: u64,
@@ -57,6 +66,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--image {i:?}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let output = args.output;
     let opts = DoctorOptions {
         root: args.root,
         runtimes,
@@ -71,7 +81,10 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = rt.block_on(doctor::run(&opts))?;
-    print!("{report}");
+    match output {
+        Output::Text => print!("{report}"),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
     if report.worst() == Level::Fail {
         anyhow::bail!("some checks failed; see the fixes above");
     }
