@@ -480,6 +480,33 @@ fn doctor_explains_what_is_missing() {
         "{text}"
     );
     assert!(text.contains("fix: "), "{text}");
+
+    // The same report, machine-readable.
+    let out = berth()
+        .args([
+            "doctor",
+            "--registries",
+            "docker.io",
+            "--runtime",
+            "containerd",
+            "--output",
+            "json",
+            "--root",
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let containerd = &report["runtimes"][0];
+    assert_eq!(containerd["runtime"], "containerd");
+    let findings = containerd["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f["level"] == "fail"
+            && f["message"].as_str().unwrap().contains("config_path")
+            && f["fix"].is_string()),
+        "{report}"
+    );
 }
 
 // ---------------------------------------------------------------------------
