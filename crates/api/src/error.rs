@@ -23,8 +23,9 @@ pub enum ApiError {
     RangeNotSatisfiable(u64),
     #[error("the operation is unsupported")]
     Unsupported,
+    /// With the methods the route does answer to (the `Allow` header).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     #[error("authentication required")]
     Unauthorized { challenge: Option<String> },
     #[error("requested access to the resource is denied")]
@@ -59,7 +60,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN"),
             ApiError::Unsupported => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             ApiError::Denied => (StatusCode::FORBIDDEN, "DENIED"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
@@ -100,6 +101,9 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(c) {
                     h.insert(header::WWW_AUTHENTICATE, v);
                 }
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             ApiError::RangeNotSatisfiable(size) => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

@@ -186,13 +186,14 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
         )
         .await?;
 
+    let allow = route.allow();
     let Some(repo) = repo else {
         return match (method, route) {
             (Method::GET | Method::HEAD, Route::Base) => {
                 Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
             }
             (Method::GET, Route::Catalog) => listing::catalog(&state, &query).await,
-            _ => Err(ApiError::MethodNotAllowed),
+            _ => Err(ApiError::MethodNotAllowed(allow)),
         };
     };
     let ctx = Ctx {
@@ -223,7 +224,7 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
         (Method::PUT, Route::Upload { id, .. }) => uploads::put(&ctx, &id, body).await,
         (Method::DELETE, Route::Upload { id, .. }) => uploads::cancel(&ctx, &id).await,
         (Method::GET, Route::Referrers { digest, .. }) => referrers::get(&ctx, &digest).await,
-        _ => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::MethodNotAllowed(allow)),
     }
 }
 

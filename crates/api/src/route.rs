@@ -43,6 +43,18 @@ impl Route {
         }
     }
 
+    /// The methods this route answers to, for the `Allow` header of a 405.
+    pub fn allow(&self) -> &'static str {
+        match self {
+            Route::Base => "GET, HEAD",
+            Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => "GET",
+            Route::Manifest { .. } => "GET, HEAD, PUT, DELETE",
+            Route::Blob { .. } => "GET, HEAD, DELETE",
+            Route::Uploads { .. } => "POST",
+            Route::Upload { .. } => "GET, PATCH, PUT, DELETE",
+        }
+    }
+
     /// Parse a request path. `Ok(None)` means "not a registry URL" (plain 404).
     pub fn parse(path: &str) -> Result<Option<Route>, ApiError> {
         let Some(rest) = path.strip_prefix("/v2") else {

@@ -1830,30 +1830,185 @@ async fn unsupported_methods_are_405_unsupported() {
     let h = Harness::new().await;
     let d = sha256(b"x");
     let loc = h.start_upload("repo").await;
+    let manifest = "GET, HEAD, PUT, DELETE";
+    let blob = "GET, HEAD, DELETE";
+    let upload = "GET, PATCH, PUT, DELETE";
     let cases = [
-        (Method::DELETE, "/v2/".to_string()),
-        (Method::POST, "/v2/".to_string()),
-        (Method::POST, "/v2/_catalog".to_string()),
-        (Method::DELETE, "/v2/_catalog".to_string()),
-        (Method::POST, "/v2/repo/manifests/latest".to_string()),
-        (Method::PATCH, "/v2/repo/manifests/latest".to_string()),
-        (Method::PUT, format!("/v2/repo/blobs/{d}")),
-        (Method::POST, format!("/v2/repo/blobs/{d}")),
-        (Method::PATCH, format!("/v2/repo/blobs/{d}")),
-        (Method::PUT, "/v2/repo/tags/list".to_string()),
-        (Method::DELETE, "/v2/repo/tags/list".to_string()),
-        (Method::GET, "/v2/repo/blobs/uploads/".to_string()),
-        (Method::PUT, "/v2/repo/blobs/uploads/".to_string()),
-        (Method::DELETE, "/v2/repo/blobs/uploads/".to_string()),
-        (Method::POST, loc.clone()),
-        (Method::PUT, format!("/v2/repo/referrers/{d}")),
-        (Method::DELETE, format!("/v2/repo/referrers/{d}")),
+        (Method::DELETE, "/v2/".to_string(), "GET, HEAD"),
+        (Method::POST, "/v2/".to_string(), "GET, HEAD"),
+        (Method::POST, "/v2/_catalog".to_string(), "GET"),
+        (Method::DELETE, "/v2/_catalog".to_string(), "GET"),
+        (
+            Method::POST,
+            "/v2/repo/manifests/latest".to_string(),
+            manifest,
+        ),
+        (
+            Method::PATCH,
+            "/v2/repo/manifests/latest".to_string(),
+            manifest,
+        ),
+        (Method::PUT, format!("/v2/repo/blobs/{d}"), blob),
+        (Method::POST, format!("/v2/repo/blobs/{d}"), blob),
+        (Method::PATCH, format!("/v2/repo/blobs/{d}"), blob),
+        (Method::PUT, "/v2/repo/tags/list".to_string(), "GET"),
+        (Method::DELETE, "/v2/repo/tags/list".to_string(), "GET"),
+        (Method::GET, "/v2/repo/blobs/uploads/".to_string(), "POST"),
+        (Method::PUT, "/v2/repo/blobs/uploads/".to_string(), "POST"),
+        (
+            Method::DELETE,
+            "/v2/repo/blobs/uploads/".to_string(),
+            "POST",
+        ),
+        (Method::POST, loc.clone(), upload),
+        (Method::PUT, format!("/v2/repo/referrers/{d}"), "GET"),
+        (Method::DELETE, format!("/v2/repo/referrers/{d}"), "GET"),
     ];
-    for (method, uri) in cases {
+    for (method, uri, allow) in cases {
         let r = h.request(method.clone(), &uri).send().await;
         assert_eq!(r.status.as_u16(), 405, "{method} {uri}: {}", r.text());
         assert_eq!(json_error_code(&r), "UNSUPPORTED", "{method} {uri}");
+        // RFC 9110: a 405 names the methods the resource does support.
+        assert_eq!(r.h("allow"), allow, "{method} {uri}");
     }
     // The session survived the stray POST.
     h.get(&loc).await.expect(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_chunks_at_the_same_offset_one_wins() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    let loc = h.start_upload("repo").await;
+    let data = pseudo_random(100, 130);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let h = h.clone();
+        let loc = loc.clone();
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            h.request(Method::PATCH, &loc)
+                .header("content-range", "0-99")
+                .sized_body(data)
+                .send()
+                .await
+                .status
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [202, 416, 416, 416, 416, 416, 416, 416]);
+    let s = h.get(&loc).await;
+    assert_eq!(s.h("range"), "0-99");
+    h.request(Method::PUT, &format!("{loc}?digest={}", sha256(&data)))
+        .send()
+        .await
+        .expect(201);
+}
+
+#[tokio::test]
+async fn foreign_layers_need_not_be_pushed() {
+    let h = Harness::new().await;
+    let config = b"{\"os\":\"windows\"}".to_vec();
+    h.push_blob("win", &config).await;
+    let foreign = pseudo_random(64, 140);
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": descriptor(DOCKER_CONFIG, &config),
+        "layers": [{
+            "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "digest": sha256(&foreign).to_string(),
+            "size": foreign.len(),
+            "urls": ["https://mcr.example/layer"],
+        }],
+    }))
+    .unwrap();
+    h.put_manifest("win", "ltsc", DOCKER_MANIFEST, &m)
+        .await
+        .expect(201);
+    check_served(&h, "win", "ltsc", DOCKER_MANIFEST, &m).await;
+}
+
+#[tokio::test]
+async fn referrers_artifact_type_falls_back_when_empty() {
+    let h = Harness::new().await;
+    let subject = h.push_image("repo", "v1", OCI_MANIFEST, 150).await;
+    let subject_desc = json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": subject.digest.to_string(),
+        "size": subject.manifest.len(),
+    });
+    let config = b"{\"x\":1}".to_vec();
+    h.push_blob("repo", &config).await;
+    // An empty artifactType in an image manifest: the config's media type stands in.
+    let image = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "",
+        "config": descriptor("application/vnd.example.config.v1+json", &config),
+        "layers": [],
+        "subject": subject_desc,
+    }))
+    .unwrap();
+    // An empty artifactType in an index: omitted.
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "artifactType": "",
+        "manifests": [],
+        "subject": subject_desc,
+    }))
+    .unwrap();
+    for (mt, m) in [(OCI_MANIFEST, &image), (OCI_INDEX, &index)] {
+        let r = h.put_manifest("repo", &sha256(m).to_string(), mt, m).await;
+        r.expect(201);
+        assert_eq!(r.h("oci-subject"), subject.digest.to_string());
+    }
+    let v = h
+        .get(&format!("/v2/repo/referrers/{}", subject.digest))
+        .await
+        .json();
+    let entries = v["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{v}");
+    for e in entries {
+        if e["digest"] == sha256(&image).to_string() {
+            assert_eq!(e["artifactType"], "application/vnd.example.config.v1+json");
+        } else {
+            assert!(e.get("artifactType").is_none(), "{e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn name_grammar_edges_are_accepted() {
+    let h = Harness::new().await;
+    for (i, name) in [
+        "a__b/c--d",
+        "a.b_c-d/e---f",
+        "0/1/2/3/4/5/6/7/8/9",
+        "localhost:5000/app",
+        "blobs/manifests/tags",
+        "x/referrers/uploads",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let img = h
+            .push_image(name, "latest", OCI_MANIFEST, 160 + i as u64)
+            .await;
+        check_served(&h, name, "latest", OCI_MANIFEST, &img.manifest).await;
+        let t = h.get(&format!("/v2/{name}/tags/list")).await;
+        t.expect(200);
+        assert_eq!(t.json()["name"], *name);
+    }
+    for bad in ["a___b", "a_-b", "a..b"] {
+        h.get(&format!("/v2/{bad}/tags/list"))
+            .await
+            .expect_error(400, "NAME_INVALID");
+    }
+    h.assert_store_contained();
 }

@@ -187,6 +187,7 @@ impl Manifest {
             .artifact_type()
             .as_ref()
             .map(|a| a.to_string())
+            .filter(|a| !a.is_empty())
             .or_else(|| Some(m.config().media_type().to_string()));
         Ok(Manifest {
             media_type,
@@ -213,7 +214,12 @@ impl Manifest {
             blobs: Vec::new(),
             manifests,
             subject: i.subject().as_ref().map(reference).transpose()?,
-            artifact_type: i.artifact_type().as_ref().map(|a| a.to_string()),
+            // An empty artifactType is a missing one (the referrers API omits it).
+            artifact_type: i
+                .artifact_type()
+                .as_ref()
+                .map(|a| a.to_string())
+                .filter(|a| !a.is_empty()),
             annotations: i.annotations().clone().unwrap_or_default(),
         })
     }
