@@ -384,7 +384,13 @@ impl UpstreamClient {
                 ReqBody::Bytes(b) => (Some(reqwest::Body::from(b.clone())), Some(Some(b))),
                 ReqBody::Stream(s) => (Some(s), None),
             };
-        let plan = self.inner.auth.plan(&req.scopes);
+        // Credentials go up front only to the registry itself; another host
+        // (an upload Location elsewhere) gets them only if it asks.
+        let plan = if req.url.origin() == self.inner.base.origin() {
+            self.inner.auth.plan(&req.scopes)
+        } else {
+            Plan::Anonymous
+        };
         let authorization = self.authorize(plan, &req.scopes).await?;
         let resp = self
             .send_once(&req, authorization.as_deref(), first)

@@ -22,6 +22,24 @@
 //! - `blob`: streamed blob bodies, verified against their digest.
 //! - `error`: [`UpstreamError`] and "unavailable" vs "not found".
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use berth_upstream::{credentials_from_default_files, UpstreamClient, UpstreamConfig};
+//! use futures::StreamExt;
+//!
+//! let creds = credentials_from_default_files("docker.io", None)?;
+//! let client = UpstreamClient::new(UpstreamConfig::for_registry("docker.io")?.with_credentials(creds))?;
+//! let repo = "library/alpine".parse()?;
+//! let manifest = client.manifest_get(&repo, &"3.20".parse()?, &[]).await?;
+//! println!("{} {}", manifest.media_type, manifest.digest);
+//! # let layer: berth_reference::Digest = manifest.digest.clone();
+//! let mut body = client.blob_get(&repo, &layer, None).await?;
+//! while let Some(chunk) = body.stream.next().await {
+//!     let _bytes = chunk?; // verified against the digest by the end of the stream
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Identifiers ([`Digest`](berth_reference::Digest),
 //! [`RepositoryName`](berth_reference::RepositoryName),
 //! [`ManifestRef`](berth_reference::ManifestRef)) come from `berth-reference`.

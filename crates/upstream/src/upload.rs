@@ -283,7 +283,7 @@ impl UpstreamClient {
     ) -> Result<(), UpstreamError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
+        E: Into<Box<dyn StdError + Send + Sync>>,
     {
         let mut session = self.upload_start(repo).await?;
         let min = session
@@ -298,7 +298,7 @@ impl UpstreamClient {
             let next = body.next().await;
             let ended = next.is_none();
             if let Some(item) = next {
-                let bytes = item.map_err(|e| UpstreamError::BodyStream(e.to_string()))?;
+                let bytes = item.map_err(|e| UpstreamError::BodyStream(e.into().to_string()))?;
                 buf.extend_from_slice(&bytes);
             }
             while buf.len() >= chunk_size || (ended && !buf.is_empty()) {
