@@ -1,0 +1,292 @@
+//! Air-gap bundles: many images in one archive, each blob once.
+//!
+//! A bundle is an OCI image layout in a tar (what `oci-archive:` is), whose
+//! `index.json` has one entry per image, annotated with the image's full
+//! original reference twice: `org.opencontainers.image.ref.name` (so skopeo
+//! can read one image as `oci-archive:FILE:docker.io/library/alpine:3.20`)
+//! and [`ANNOTATION_BUNDLE_REF`]. Loading verifies every blob's digest and
+//! that every image is complete before anything is pushed, then pushes each
+//! image under its mirror name (`docker.io/library/alpine:3.20` lands in
+//! repository `docker.io/library/alpine`), which an `--offline` berth
+//! serves as the mirror of `docker.io`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use berth_manifest::{Kind, Manifest};
+use berth_reference::{Digest, ImageReference, RepositoryName};
+use futures::StreamExt;
+use serde::Serialize;
+use url::Url;
+
+use crate::archive::{write_layout_tar, TarIndex};
+use crate::copy::{copy, CopyOptions, CopyReport, Selection};
+use crate::error::{Result, TransferError};
+use crate::layout::{blob_path, parse_index_json, LayoutDest, LayoutFiles, LayoutSource};
+use crate::registry::{RegistryDest, RegistryOptions, RegistrySource};
+use crate::source::ManifestBlob;
+
+/// berth's own annotation carrying an image's original reference.
+pub const ANNOTATION_BUNDLE_REF: &str = "io.berth.bundle.reference";
+
+/// One image put into, or loaded from, a bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleImage {
+    pub reference: String,
+    /// Where it was pushed (load only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub digest: Digest,
+    pub report: CopyReport,
+}
+
+/// Read a list of references: one per line, `#` comments and blank lines ignored.
+pub fn parse_list(text: &str) -> Result<Vec<ImageReference>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.strip_prefix("docker://").unwrap_or(line);
+        let r: ImageReference = line
+            .parse()
+            .map_err(|e| TransferError::Invalid(format!("line {}: {e}", n + 1)))?;
+        if seen.insert(r.to_string()) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Fetch `images` from their registries into a bundle at `out`.
+/// `on_image` is told about each image as it completes.
+pub async fn create(
+    images: &[ImageReference],
+    out: &Path,
+    registry: &RegistryOptions,
+    opts: &CopyOptions,
+    on_image: &(dyn Fn(&BundleImage) + Send + Sync),
+) -> Result<Vec<BundleImage>> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let stage = tempfile::Builder::new()
+        .prefix(".berth-bundle-")
+        .tempdir_in(&parent)
+        .map_err(|e| TransferError::io(&parent, e))?;
+    let layout = LayoutDest::create(stage.path(), None).await?;
+    let mut done = Vec::new();
+    for r in images {
+        let name = r.to_string();
+        let src = RegistrySource::open(r, registry).await?;
+        let mut annotations = BTreeMap::new();
+        annotations.insert(ANNOTATION_BUNDLE_REF.to_string(), name.clone());
+        let dest = layout.for_image(Some(name.clone()), annotations);
+        let report = copy(&src, &dest, opts).await?;
+        let img = BundleImage {
+            reference: name,
+            target: None,
+            digest: report.digest.clone(),
+            report,
+        };
+        on_image(&img);
+        done.push(img);
+    }
+    let dir = stage.path().to_path_buf();
+    let target = out.to_path_buf();
+    tokio::task::spawn_blocking(move || write_layout_tar(&dir, &target))
+        .await
+        .map_err(|e| TransferError::Invalid(format!("tar task: {e}")))??;
+    Ok(done)
+}
+
+/// An image listed in a bundle.
+#[derive(Debug, Clone)]
+pub struct BundleEntry {
+    pub reference: ImageReference,
+    pub ref_name: String,
+    pub digest: Digest,
+}
+
+/// Open a bundle and verify it: every blob hashes to its name, and every
+/// image's manifests and blobs are present. Nothing is pushed.
+pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
+    let index = TarIndex::open(file).await?;
+    let what = file.display().to_string();
+    let raw = index
+        .read_small("index.json")
+        .await?
+        .ok_or_else(|| TransferError::Corrupt(format!("{what}: no index.json; is it a bundle?")))?;
+    let entries = parse_index_json(&raw, &what)?;
+    // 1. Every blob matches its digest.
+    let mut names: Vec<String> = index
+        .names()
+        .filter(|n| n.starts_with("blobs/"))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    let mut present = HashSet::new();
+    for n in &names {
+        let parts: Vec<&str> = n.split('/').collect();
+        let [_, alg, hex] = parts.as_slice() else {
+            return Err(TransferError::Corrupt(format!(
+                "{what}: unexpected entry {n}"
+            )));
+        };
+        let digest: Digest = format!("{alg}:{hex}")
+            .parse()
+            .map_err(|e| TransferError::Corrupt(format!("{what}: {n}: {e}")))?;
+        let (size, mut stream) = index
+            .open(n, 0)
+            .await?
+            .ok_or_else(|| TransferError::Corrupt(format!("{what}: {n} vanished")))?;
+        let mut hasher = digest.algorithm().hasher();
+        while let Some(c) = stream.next().await {
+            hasher.update(&c?);
+        }
+        let actual = hasher.finish();
+        if actual != digest {
+            return Err(TransferError::DigestMismatch {
+                what: format!("{what}: {n}"),
+                expected: digest,
+                actual,
+            });
+        }
+        present.insert((digest, size));
+    }
+    // 2. Every image is complete.
+    let mut out = Vec::new();
+    for e in entries {
+        let ref_name = e
+            .annotations
+            .get(ANNOTATION_BUNDLE_REF)
+            .or_else(|| e.annotations.get(crate::layout::ANNOTATION_REF_NAME))
+            .cloned()
+            .ok_or_else(|| {
+                TransferError::Corrupt(format!(
+                    "{what}: image {} has no reference annotation",
+                    e.descriptor.digest
+                ))
+            })?;
+        let reference: ImageReference = ref_name
+            .parse()
+            .map_err(|err| TransferError::Corrupt(format!("{what}: {ref_name:?}: {err}")))?;
+        let mut stack = vec![e.descriptor.clone()];
+        let mut rounds = 0;
+        while let Some(d) = stack.pop() {
+            rounds += 1;
+            if rounds > 100_000 {
+                return Err(TransferError::Corrupt(format!(
+                    "{what}: too many manifests"
+                )));
+            }
+            if !present.contains(&(d.digest.clone(), d.size)) {
+                return Err(TransferError::Corrupt(format!(
+                    "{what}: {ref_name} needs {} ({} bytes), which the bundle lacks",
+                    d.digest, d.size
+                )));
+            }
+            let is_manifest = d.media_type.contains("manifest") || d.media_type.contains("index");
+            if !is_manifest {
+                continue;
+            }
+            let bytes = index
+                .read_small(&blob_path(&d.digest))
+                .await?
+                .ok_or_else(|| TransferError::Corrupt(format!("{what}: {} missing", d.digest)))?;
+            let m = Manifest::parse(&bytes, Some(&d.media_type))
+                .map_err(|err| TransferError::Corrupt(format!("{what}: {}: {err}", d.digest)))?;
+            match m.kind {
+                Kind::Index => stack.extend(m.manifests),
+                Kind::Image => {
+                    for b in m.blobs {
+                        if !present.contains(&(b.digest.clone(), b.size)) {
+                            return Err(TransferError::Corrupt(format!(
+                                "{what}: {ref_name} needs blob {}, which the bundle lacks",
+                                b.digest
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        out.push(BundleEntry {
+            reference,
+            ref_name: e.ref_name().unwrap_or(&ref_name).to_string(),
+            digest: e.descriptor.digest.clone(),
+        });
+    }
+    Ok((index, out))
+}
+
+/// The mirror name an image is stored under in a berth registry `registry`.
+pub fn mirror_target(original: &ImageReference, registry: &str) -> Result<ImageReference> {
+    let repository: RepositoryName = original
+        .mirror_repository()
+        .map_err(|e| TransferError::Invalid(format!("{original}: {e}")))?;
+    Ok(ImageReference {
+        registry: registry.to_string(),
+        repository,
+        tag: original.tag.clone(),
+        digest: original.digest.clone(),
+    })
+}
+
+/// Verify a bundle, then push every image into `registry` under its mirror
+/// name. `base` overrides where the registry answers.
+pub async fn load(
+    file: &Path,
+    registry: &str,
+    base: Option<Url>,
+    options: &RegistryOptions,
+    opts: &CopyOptions,
+    on_image: &(dyn Fn(&BundleImage) + Send + Sync),
+) -> Result<Vec<BundleImage>> {
+    let (index, entries) = verify(file).await?;
+    let mut options = options.clone();
+    if let Some(u) = base {
+        options.upstreams.push((registry.to_string(), u));
+    }
+    let client = options.client(registry, None).await?;
+    let mut opts = opts.clone();
+    opts.selection = Selection::All;
+    let mut done = Vec::new();
+    for e in entries {
+        let target = mirror_target(&e.reference, registry)?;
+        let src = LayoutSource::from_tar(
+            index.clone(),
+            format!("oci-archive:{}", file.display()),
+            Some(e.ref_name.clone()),
+        );
+        let dest = RegistryDest::with_client(client.clone(), target.clone());
+        let report = copy(&src, &dest, &opts).await?;
+        let img = BundleImage {
+            reference: e.reference.to_string(),
+            target: Some(target.to_string()),
+            digest: report.digest.clone(),
+            report,
+        };
+        on_image(&img);
+        done.push(img);
+    }
+    Ok(done)
+}
+
+/// The root manifest of each image, for tests and `--dry-run` listings.
+pub async fn manifests(file: &Path) -> Result<Vec<(BundleEntry, ManifestBlob)>> {
+    let (index, entries) = verify(file).await?;
+    let mut out = Vec::new();
+    for e in entries {
+        let src = LayoutSource::from_tar(
+            index.clone(),
+            file.display().to_string(),
+            Some(e.ref_name.clone()),
+        );
+        let m = crate::source::Source::root(&src).await?;
+        out.push((e, m));
+    }
+    Ok(out)
+}

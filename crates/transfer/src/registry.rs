@@ -1,0 +1,518 @@
+//! `docker://`: images in a registry, through `berth-upstream` (which does
+//! the auth flows, streaming and verification). This module decides how to
+//! reach a registry: credentials (`--creds`, else the Docker/Podman auth
+//! files), plain HTTP for loopback hosts and `--tls-verify=false`, extra CA
+//! certificates (`--cert-dir`, `--ca-file`, the containers/docker `certs.d`
+//! directories), and `--upstream HOST=URL` overrides.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use berth_manifest::Reference;
+use berth_reference::{Digest, ImageReference, ManifestRef, RepositoryName};
+use berth_upstream::{
+    credentials_from_default_files, AuthFile, ByteRange, Credentials, MountOutcome, UpstreamClient,
+    UpstreamConfig, UpstreamError,
+};
+use futures::{StreamExt, TryStreamExt};
+use url::Url;
+
+use crate::error::{Result, TransferError};
+use crate::source::{BlobRead, Destination, ManifestBlob, Source};
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// `--creds USER:PASS`; wins over the auth files.
+    pub credentials: Option<Credentials>,
+    /// `--authfile FILE`, looked at before the default files.
+    pub auth_file: Option<PathBuf>,
+    /// `--tls-verify`: `Some(false)` skips verification (and allows plain HTTP).
+    pub tls_verify: Option<bool>,
+    /// `--cert-dir DIR`: `*.crt` files are trusted CAs.
+    pub cert_dir: Option<PathBuf>,
+    /// `--ca-file FILE`: a PEM bundle of trusted CAs.
+    pub ca_file: Option<PathBuf>,
+    /// `--upstream HOST=URL`: where a registry host really answers.
+    pub upstreams: Vec<(String, Url)>,
+}
+
+/// Whether a registry host is on this machine (served over plain HTTP).
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// A registry named by `--to`: `HOST[:PORT]`, `docker://HOST[:PORT]` or an
+/// `http(s)://` URL. Returns the registry name and, for a URL, its base.
+pub fn parse_registry_target(s: &str) -> Result<(String, Option<Url>)> {
+    let s = s.trim().trim_end_matches('/');
+    if s.starts_with("http://") || s.starts_with("https://") {
+        let url = Url::parse(s).map_err(|e| TransferError::Invalid(format!("{s:?}: {e}")))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| TransferError::Invalid(format!("{s:?} has no host")))?;
+        let name = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        return Ok((name, Some(url)));
+    }
+    let s = s.strip_prefix("docker://").unwrap_or(s);
+    if s.is_empty() || s.contains('/') || s.contains(char::is_whitespace) {
+        return Err(TransferError::Invalid(format!(
+            "{s:?} is not a registry: give HOST[:PORT] or an http(s):// URL"
+        )));
+    }
+    Ok((s.to_ascii_lowercase(), None))
+}
+
+impl RegistryOptions {
+    fn credentials_for(&self, registry: &str, repo: Option<&str>) -> Result<Option<Credentials>> {
+        if let Some(c) = &self.credentials {
+            return Ok(Some(c.clone()));
+        }
+        let auth_err = |e: berth_upstream::AuthFileError| {
+            TransferError::Invalid(format!("reading credentials: {e}"))
+        };
+        if let Some(p) = &self.auth_file {
+            let f = AuthFile::load(p).map_err(auth_err)?;
+            let found = match repo {
+                Some(r) => f.credentials_for_repository(registry, r),
+                None => f.credentials_for(registry),
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        credentials_from_default_files(registry, repo).map_err(auth_err)
+    }
+
+    /// A PEM file of the CAs to trust for `registry`, if any were given or
+    /// are installed in the usual `certs.d` directories. The returned temp
+    /// file (when one was needed) must live until the client is built.
+    fn ca_bundle(
+        &self,
+        registry: &str,
+    ) -> Result<(Option<PathBuf>, Option<tempfile::NamedTempFile>)> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(d) = &self.cert_dir {
+            dirs.push(d.clone());
+        } else {
+            for base in ["/etc/containers/certs.d", "/etc/docker/certs.d"] {
+                let d = Path::new(base).join(registry);
+                if d.is_dir() {
+                    dirs.push(d);
+                }
+            }
+        }
+        let mut pem = Vec::new();
+        if let Some(f) = &self.ca_file {
+            pem.extend(std::fs::read(f).map_err(|e| TransferError::io(f, e))?);
+            pem.push(b'\n');
+        }
+        for d in &dirs {
+            let rd = std::fs::read_dir(d).map_err(|e| TransferError::io(d, e))?;
+            let mut files: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect();
+            files.sort();
+            for f in files {
+                pem.extend(std::fs::read(&f).map_err(|e| TransferError::io(&f, e))?);
+                pem.push(b'\n');
+            }
+        }
+        if pem.iter().all(u8::is_ascii_whitespace) {
+            if self.cert_dir.is_some() {
+                return Err(TransferError::Invalid(format!(
+                    "--cert-dir {}: no *.crt file in it",
+                    self.cert_dir.as_ref().unwrap().display()
+                )));
+            }
+            return Ok((None, None));
+        }
+        let mut tmp = tempfile::NamedTempFile::new()
+            .map_err(|e| TransferError::io(std::env::temp_dir(), e))?;
+        std::io::Write::write_all(&mut tmp, &pem).map_err(|e| TransferError::io(tmp.path(), e))?;
+        Ok((Some(tmp.path().to_path_buf()), Some(tmp)))
+    }
+
+    /// A client for `registry` (credentials looked up for `repo`).
+    pub async fn client(&self, registry: &str, repo: Option<&str>) -> Result<UpstreamClient> {
+        let ctx = |e| TransferError::registry(format!("registry {registry}"), e);
+        let mut config = UpstreamConfig::for_registry(registry).map_err(ctx)?;
+        let explicit = self
+            .upstreams
+            .iter()
+            .find(|(h, _)| h == &config.registry)
+            .map(|(_, u)| u.clone());
+        let creds = self.credentials_for(&config.registry, repo)?;
+        config = config.with_credentials(creds);
+        let (ca, _keep) = self.ca_bundle(&config.registry)?;
+        let has_ca = ca.is_some();
+        config = config.with_ca_file(ca);
+        if let Some(url) = explicit {
+            let insecure = self.tls_verify == Some(false);
+            config = config
+                .with_base_url(url)
+                .with_insecure(insecure)
+                .map_err(ctx)?;
+            return UpstreamClient::new(config).map_err(ctx);
+        }
+        match self.tls_verify {
+            Some(false) => {
+                // Like Docker's insecure registries: HTTPS without
+                // verification, or plain HTTP when TLS is not spoken at all.
+                let https = Url::parse(&format!("https://{}/", host_of(&config)))
+                    .map_err(|e| TransferError::Invalid(e.to_string()))?;
+                let tls = UpstreamClient::new(
+                    config
+                        .clone()
+                        .with_base_url(https)
+                        .with_insecure(true)
+                        .map_err(ctx)?,
+                )
+                .map_err(ctx)?;
+                match tls.ping().await {
+                    Err(UpstreamError::Transport { .. }) => {
+                        UpstreamClient::new(config.with_insecure(true).map_err(ctx)?).map_err(ctx)
+                    }
+                    _ => Ok(tls),
+                }
+            }
+            None if is_loopback(&config.registry) && !has_ca => {
+                let http = Url::parse(&format!("http://{}/", config.registry))
+                    .map_err(|e| TransferError::Invalid(e.to_string()))?;
+                UpstreamClient::new(config.with_base_url(http)).map_err(ctx)
+            }
+            _ => UpstreamClient::new(config).map_err(ctx),
+        }
+    }
+}
+
+fn host_of(config: &UpstreamConfig) -> String {
+    let u = &config.base_url;
+    match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => config.registry.clone(),
+    }
+}
+
+fn repo_of(r: &ImageReference) -> RepositoryName {
+    r.repository.clone()
+}
+
+/// An image in a registry, for reading.
+pub struct RegistrySource {
+    pub(crate) client: UpstreamClient,
+    pub(crate) repo: RepositoryName,
+    reference: ImageReference,
+}
+
+impl RegistrySource {
+    pub async fn open(reference: &ImageReference, opts: &RegistryOptions) -> Result<Self> {
+        let client = opts
+            .client(&reference.registry, Some(reference.repository.as_str()))
+            .await?;
+        Ok(Self::with_client(client, reference.clone()))
+    }
+
+    pub fn with_client(client: UpstreamClient, reference: ImageReference) -> Self {
+        RegistrySource {
+            client,
+            repo: repo_of(&reference),
+            reference,
+        }
+    }
+
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    fn manifest_ref(&self) -> Result<ManifestRef> {
+        let s = self.reference.reference_str();
+        s.parse()
+            .map_err(|e| TransferError::Invalid(format!("reference {s:?}: {e}")))
+    }
+}
+
+#[async_trait]
+impl Source for RegistrySource {
+    fn describe(&self) -> String {
+        format!("docker://{}", self.reference)
+    }
+
+    async fn root(&self) -> Result<ManifestBlob> {
+        let r = self.manifest_ref()?;
+        let m = self
+            .client
+            .manifest_get(&self.repo, &r, &[])
+            .await
+            .map_err(|e| TransferError::registry(format!("reading {}", self.describe()), e))?;
+        Ok(ManifestBlob {
+            bytes: m.bytes,
+            media_type: m.media_type,
+            digest: m.digest,
+        })
+    }
+
+    async fn manifest(&self, desc: &Reference) -> Result<ManifestBlob> {
+        let m = self
+            .client
+            .manifest_get(&self.repo, &ManifestRef::Digest(desc.digest.clone()), &[])
+            .await
+            .map_err(|e| {
+                TransferError::registry(
+                    format!("reading manifest {} of {}", desc.digest, self.describe()),
+                    e,
+                )
+            })?;
+        let media_type = if desc.media_type.is_empty() {
+            m.media_type
+        } else {
+            desc.media_type.clone()
+        };
+        Ok(ManifestBlob {
+            bytes: m.bytes,
+            media_type,
+            digest: m.digest,
+        })
+    }
+
+    async fn blob(&self, desc: &Reference, offset: u64) -> Result<BlobRead> {
+        let range = (offset > 0).then_some(ByteRange {
+            start: offset,
+            end: None,
+        });
+        let what = format!("blob {} of {}", desc.digest, self.describe());
+        let body = self
+            .client
+            .blob_get(&self.repo, &desc.digest, range)
+            .await
+            .map_err(|e| TransferError::registry(format!("reading {what}"), e))?;
+        let start = match (body.partial, body.content_range) {
+            (true, Some(cr)) => cr.start,
+            _ => 0,
+        };
+        let stream = body
+            .stream
+            .map_err(move |e| TransferError::registry(format!("reading {what}"), e));
+        Ok(BlobRead {
+            offset: start,
+            stream: Box::pin(stream),
+        })
+    }
+
+    fn as_registry(&self) -> Option<&RegistrySource> {
+        Some(self)
+    }
+}
+
+/// An image in a registry, for writing.
+pub struct RegistryDest {
+    client: UpstreamClient,
+    repo: RepositoryName,
+    reference: ImageReference,
+}
+
+impl RegistryDest {
+    pub async fn open(reference: &ImageReference, opts: &RegistryOptions) -> Result<Self> {
+        let client = opts
+            .client(&reference.registry, Some(reference.repository.as_str()))
+            .await?;
+        Ok(Self::with_client(client, reference.clone()))
+    }
+
+    pub fn with_client(client: UpstreamClient, reference: ImageReference) -> Self {
+        RegistryDest {
+            client,
+            repo: repo_of(&reference),
+            reference,
+        }
+    }
+
+    fn ctx(&self, what: impl std::fmt::Display) -> impl FnOnce(UpstreamError) -> TransferError {
+        let c = format!("{what} to docker://{}", self.reference);
+        move |e| TransferError::registry(c, e)
+    }
+}
+
+#[async_trait]
+impl Destination for RegistryDest {
+    fn describe(&self) -> String {
+        format!("docker://{}", self.reference)
+    }
+
+    async fn has_blob(&self, desc: &Reference) -> Result<bool> {
+        self.client
+            .blob_exists(&self.repo, &desc.digest)
+            .await
+            .map_err(self.ctx(format!("checking blob {}", desc.digest)))
+    }
+
+    async fn mount_blob(&self, desc: &Reference, source: &dyn Source) -> Result<bool> {
+        let Some(src) = source.as_registry() else {
+            return Ok(false);
+        };
+        if src.client.base_url() != self.client.base_url() || src.repo == self.repo {
+            return Ok(false);
+        }
+        match self
+            .client
+            .blob_mount(&self.repo, &desc.digest, &src.repo)
+            .await
+        {
+            Ok(MountOutcome::Mounted) => Ok(true),
+            Ok(MountOutcome::Upload(session)) => {
+                let _ = self.client.upload_cancel(session).await;
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::debug!(digest = %desc.digest, error = %e, "mount refused; uploading");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn put_blob(
+        &self,
+        desc: &Reference,
+        source: &dyn Source,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let read = source.blob(desc, 0).await?;
+        let (tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes>>(4);
+        let upload = self
+            .client
+            .blob_upload(&self.repo, &desc.digest, desc.size, rx);
+        let mut stream = read.stream;
+        let pump = async move {
+            let mut tx = tx;
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                if let Ok(b) = &item {
+                    progress(b.len() as u64);
+                }
+                if futures::SinkExt::send(&mut tx, item).await.is_err() || failed {
+                    break;
+                }
+            }
+        };
+        let (result, ()) = futures::join!(upload, pump);
+        result.map_err(self.ctx(format!("uploading blob {}", desc.digest)))
+    }
+
+    async fn put_manifest(&self, manifest: &ManifestBlob, root: bool) -> Result<()> {
+        let reference = match (root, &self.reference.tag, &self.reference.digest) {
+            (true, Some(t), _) => ManifestRef::Tag(t.clone()),
+            (true, None, Some(d)) if d != &manifest.digest => {
+                return Err(TransferError::Invalid(format!(
+                    "destination names digest {d}, but the image is {}",
+                    manifest.digest
+                )))
+            }
+            _ => ManifestRef::Digest(manifest.digest.clone()),
+        };
+        self.client
+            .manifest_put(
+                &self.repo,
+                &reference,
+                &manifest.media_type,
+                manifest.bytes.clone(),
+            )
+            .await
+            .map_err(self.ctx(format!("writing manifest {}", manifest.digest)))?;
+        Ok(())
+    }
+}
+
+/// A destination that keeps nothing: every blob and manifest is read in
+/// full (and so verified) and dropped. `berth cache` uses it to make a
+/// pull-through berth fetch an image from its upstream.
+pub struct NullDest {
+    pub name: String,
+}
+
+#[async_trait]
+impl Destination for NullDest {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn has_blob(&self, _desc: &Reference) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn put_blob(
+        &self,
+        desc: &Reference,
+        source: &dyn Source,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let mut read = source.blob(desc, 0).await?;
+        let mut hasher = desc.digest.algorithm().hasher();
+        let mut n = 0u64;
+        while let Some(chunk) = read.stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            n += chunk.len() as u64;
+            progress(chunk.len() as u64);
+        }
+        let actual: Digest = hasher.finish();
+        if actual != desc.digest || n != desc.size {
+            return Err(TransferError::DigestMismatch {
+                what: format!("blob {} ({n} bytes, {} expected)", desc.digest, desc.size),
+                expected: desc.digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    async fn put_manifest(&self, _manifest: &ManifestBlob, _root: bool) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:80",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["docker.io", "10.0.0.1:5000", "registry.local"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn registry_targets() {
+        assert_eq!(
+            parse_registry_target("127.0.0.1:5000").unwrap().0,
+            "127.0.0.1:5000"
+        );
+        let (n, u) = parse_registry_target("http://127.0.0.1:5000/").unwrap();
+        assert_eq!(n, "127.0.0.1:5000");
+        assert_eq!(u.unwrap().scheme(), "http");
+        assert!(parse_registry_target("a/b").is_err());
+    }
+}
