@@ -155,13 +155,22 @@ impl Cache {
         if inner.config.offline {
             return Err(unknown());
         }
-        let client = inner.client(&host).map_err(|f| f.into_error(unknown()))?;
+        let Ok(client) = inner.client(&host) else {
+            return Err(unknown());
+        };
         inner.metrics.upstream_requests.inc();
-        client
-            .blob_head(&remote, digest)
-            .await
-            .map(|m| m.size)
-            .map_err(|e| Failure::from_upstream(&e).into_error(unknown()))
+        match client.blob_head(&remote, digest).await {
+            Ok(meta) => Ok(meta.size),
+            // A HEAD is how pushing clients ask "do you have it?": when the
+            // upstream cannot say, the honest answer is that we don't, so a
+            // preload into a mirror works while its upstream is unreachable.
+            Err(e) => {
+                if !e.is_not_found() {
+                    tracing::info!(repository = %repo, %digest, error = %e, "upstream unavailable for a blob HEAD");
+                }
+                Err(unknown())
+            }
+        }
     }
 
     fn join_or_start(
