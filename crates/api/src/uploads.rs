@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::response::Response;
-use berth_reference::{Digest, RepositoryName};
+use berth_reference::Digest;
 use berth_registry::UploadStatus;
 use http::{header, StatusCode};
 
@@ -71,10 +71,10 @@ pub async fn start(ctx: &Ctx, body: Body) -> Result<Response, ApiError> {
         }
     }
     if let Some(digest) = digest_param(ctx, "mount")? {
-        if let Some(from) = ctx.query.get("from") {
-            let from: RepositoryName = from
-                .parse()
-                .map_err(|e: berth_reference::NameError| ApiError::NameInvalid(e.to_string()))?;
+        if let Some(from) = ctx.query.get("from").filter(|f| !f.is_empty()) {
+            // `from` names a repository as a client pulls it, so it resolves
+            // like one (`docker.io/alpine` is `docker.io/library/alpine`).
+            let from = ctx.state.resolver.resolve(from, None, true).await?;
             if ctx.registry().blob_mount(&ctx.repo, &from, &digest).await? {
                 return Ok(created(ctx, &digest));
             }

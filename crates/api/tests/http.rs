@@ -695,6 +695,27 @@ async fn cross_repository_mount() {
         .await
         .expect(404);
 
+    // An empty `from` is no `from`.
+    let r = h
+        .post(&format!(
+            "/v2/dst/repo/blobs/uploads/?mount={missing}&from="
+        ))
+        .await;
+    r.expect(202);
+    // `from` resolves like a pull of that name: Docker Hub aliases included.
+    let hub = h.push_blob("docker.io/library/alpine", b"hub layer").await;
+    for from in [
+        "docker.io/alpine",
+        "docker.io/library/alpine",
+        "index.docker.io/library/alpine",
+    ] {
+        let r = h
+            .post(&format!("/v2/mine/blobs/uploads/?mount={hub}&from={from}"))
+            .await;
+        r.expect(201);
+        assert_eq!(r.h("location"), format!("/v2/mine/blobs/{hub}"));
+    }
+
     // Invalid `from`.
     for from in ["UPPER", "..", "a//b", "%2e%2e"] {
         let r = h
@@ -2011,4 +2032,123 @@ async fn name_grammar_edges_are_accepted() {
             .expect_error(400, "NAME_INVALID");
     }
     h.assert_store_contained();
+}
+
+#[tokio::test]
+async fn conformance_shaped_manifests_are_accepted() {
+    let h = Harness::new().await;
+    let repo = "conf/shapes";
+    let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\",\"x-custom\":1}".to_vec();
+    let layer = pseudo_random(256, 170);
+    h.push_blob(repo, &config).await;
+    h.push_blob(repo, &layer).await;
+
+    // Unknown fields everywhere, and a descriptor carrying its `data`.
+    let mut cfg = descriptor(OCI_CONFIG, &config);
+    cfg["data"] = json!(base64(&config));
+    cfg["x-unknown"] = json!({"nested": true});
+    let custom = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": cfg,
+        "layers": [descriptor(OCI_LAYER, &layer)],
+        "annotations": {"a": "b"},
+        "org.example.custom": ["anything", 1, null],
+    }))
+    .unwrap();
+    h.put_manifest(repo, "custom", OCI_MANIFEST, &custom)
+        .await
+        .expect(201);
+    check_served(&h, repo, "custom", OCI_MANIFEST, &custom).await;
+
+    // No mediaType in the body: the Content-Type says what it is.
+    let untyped = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "config": descriptor(OCI_CONFIG, &config),
+        "layers": [],
+    }))
+    .unwrap();
+    h.put_manifest(repo, "untyped", OCI_MANIFEST, &untyped)
+        .await
+        .expect(201);
+    check_served(&h, repo, "untyped", OCI_MANIFEST, &untyped).await;
+
+    // An empty index, and an index of indexes.
+    let empty = index_manifest(OCI_INDEX, &[], json!({}));
+    h.put_manifest(repo, "empty-index", OCI_INDEX, &empty)
+        .await
+        .expect(201);
+    let inner = index_manifest(OCI_INDEX, &[(OCI_MANIFEST, &custom)], json!({}));
+    h.put_manifest(repo, &sha256(&inner).to_string(), OCI_INDEX, &inner)
+        .await
+        .expect(201);
+    let outer = index_manifest(
+        OCI_INDEX,
+        &[(OCI_INDEX, &inner), (OCI_INDEX, &empty)],
+        json!({"artifactType": "application/vnd.example.bundle"}),
+    );
+    h.put_manifest(repo, "nested", OCI_INDEX, &outer)
+        .await
+        .expect(201);
+    check_served(&h, repo, "nested", OCI_INDEX, &outer).await;
+
+    // Non-distributable layers with URLs need not be pushed.
+    let nd = pseudo_random(64, 171);
+    let nondist = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, &config),
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                "digest": sha256(&nd).to_string(),
+                "size": 123456,
+                "urls": ["https://store.example.com/blobs/x"],
+            },
+            descriptor(OCI_LAYER, &layer),
+        ],
+    }))
+    .unwrap();
+    h.put_manifest(repo, "nondist", OCI_MANIFEST, &nondist)
+        .await
+        .expect(201);
+
+    // A ~3.9 MB manifest of annotations, as the conformance suite pushes.
+    let mut annotations = serde_json::Map::new();
+    for i in 0..390 {
+        annotations.insert(format!("large-annotation-{i}"), json!("A".repeat(10_000)));
+    }
+    let large = image_manifest(
+        OCI_MANIFEST,
+        &config,
+        std::slice::from_ref(&layer),
+        json!({ "annotations": annotations }),
+    );
+    assert!(large.len() > 3_900_000 && large.len() < 4 * 1024 * 1024);
+    h.put_manifest(repo, "large", OCI_MANIFEST, &large)
+        .await
+        .expect(201);
+    check_served(&h, repo, "large", OCI_MANIFEST, &large).await;
+}
+
+/// Standard base64 with padding (for a descriptor's `data`).
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
