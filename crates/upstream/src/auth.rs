@@ -274,11 +274,15 @@ impl Authenticator {
     }
 
     /// React to a 401's challenges: learn the scheme and say how to retry.
-    /// `Err` when nothing we hold can answer the challenge.
+    /// `refused` says the challenger saw our `Authorization` and rejected it
+    /// (false when there was none, or a redirect to another host dropped
+    /// it: then a cached token is still good). `Err` when nothing we hold
+    /// can answer the challenge.
     pub(crate) fn plan_after_challenge(
         &self,
         challenges: &[Challenge],
         scopes: &[Scope],
+        refused: bool,
     ) -> Result<Plan, UpstreamError> {
         let scopes_of_request = scopes;
         if let Some(b) = challenges.iter().find_map(Challenge::bearer) {
@@ -294,15 +298,19 @@ impl Authenticator {
             let wanted: Vec<Scope> = b.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
             let scopes = merge_scopes(scopes.iter().chain(wanted.iter()));
             let mut state = self.lock();
-            // A token we sent was refused: do not offer it again.
-            for s in [&scopes[..], scopes_of_request] {
-                let key = TokenCache::key(realm.as_str(), b.service.as_deref(), s);
-                state.1.remove(&key);
-            }
             state.0 = Scheme::Bearer {
                 realm: realm.clone(),
                 service: b.service.clone(),
             };
+            for s in [&scopes[..], scopes_of_request] {
+                let key = TokenCache::key(realm.as_str(), b.service.as_deref(), s);
+                if refused {
+                    // A token we sent was refused: do not offer it again.
+                    state.1.remove(&key);
+                } else if let Some(t) = state.1.get(&key, Instant::now()) {
+                    return Ok(Plan::Header(format!("Bearer {}", t.token)));
+                }
+            }
             return Ok(Plan::FetchToken {
                 realm,
                 service: b.service,
@@ -490,7 +498,10 @@ mod tests {
         let ch = parse_www_authenticate(
             r#"Bearer realm="/token",service="reg",scope="repository:a:pull,push""#,
         );
-        match auth.plan_after_challenge(&ch, &[Scope::pull("a")]).unwrap() {
+        match auth
+            .plan_after_challenge(&ch, &[Scope::pull("a")], false)
+            .unwrap()
+        {
             Plan::FetchToken {
                 realm,
                 service,
@@ -522,16 +533,16 @@ mod tests {
         // Basic without credentials is a clear refusal; with them, a header.
         let basic = parse_www_authenticate(r#"Basic realm="r""#);
         assert!(matches!(
-            auth.plan_after_challenge(&basic, &[]),
+            auth.plan_after_challenge(&basic, &[], false),
             Err(UpstreamError::Unauthorized { .. })
         ));
         let auth = Authenticator::new(Some(Credentials::new("u", "p")), base);
         assert!(
-            matches!(auth.plan_after_challenge(&basic, &[]), Ok(Plan::Header(h)) if h.starts_with("Basic "))
+            matches!(auth.plan_after_challenge(&basic, &[], false), Ok(Plan::Header(h)) if h.starts_with("Basic "))
         );
         assert!(matches!(auth.plan(&[]), Plan::Header(_)));
         assert!(auth
-            .plan_after_challenge(&parse_www_authenticate("Negotiate"), &[])
+            .plan_after_challenge(&parse_www_authenticate("Negotiate"), &[], false)
             .is_err());
     }
 

@@ -400,11 +400,24 @@ impl UpstreamClient {
             _ => return Ok(resp),
         };
         // One answer to the challenge, then whatever the registry says is final.
+        // When a redirect led to the challenger (registry.k8s.io sends pulls
+        // on to regional registries), the retry goes straight there: a
+        // redirect to another host would drop the Authorization again.
+        let final_url = resp.url().clone();
+        let redirected = final_url.origin() != req.url.origin();
         let challenges = challenges_from_headers(resp.headers());
-        let plan = self
-            .inner
-            .auth
-            .plan_after_challenge(&challenges, &req.scopes)?;
+        let plan = self.inner.auth.plan_after_challenge(
+            &challenges,
+            &req.scopes,
+            authorization.is_some() && !redirected,
+        )?;
+        if redirected {
+            if matches!(&plan, Plan::Header(h) if h.starts_with("Basic ")) {
+                // Our password goes only to the registry we were pointed at.
+                return Ok(resp);
+            }
+            req.url = final_url;
+        }
         let authorization = self.authorize(plan, &req.scopes).await?;
         self.send_once(
             &req,

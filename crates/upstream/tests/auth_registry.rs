@@ -593,3 +593,72 @@ async fn tokens_are_refetched_when_they_expire() {
     assert!(e.is_not_found(), "{e:?}");
     assert_eq!(t.server.requests.load(Ordering::SeqCst) - before, 4);
 }
+
+/// A redirector in front of the registry, as registry.k8s.io is in front of
+/// regional registries: every request gets a 307 to the same path there.
+async fn start_redirector(target: String, hits: Arc<AtomicUsize>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let target = target.clone();
+        let hits = hits.clone();
+        async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(
+                    header::LOCATION,
+                    format!("{}{}", target.trim_end_matches('/'), path),
+                )],
+            )
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_flow_through_a_redirecting_front() {
+    let t = start_token_registry().await;
+    let layout = Layout::build(1 << 20, 14);
+    blocking(|| {
+        layout.push(
+            "single",
+            &t.reg,
+            "public/app",
+            "v1",
+            Some(&format!("{USER}:{PASSWORD}")),
+        )
+    });
+    let hits = Arc::new(AtomicUsize::new(0));
+    let front = start_redirector(t.reg.url(), hits.clone()).await;
+    let cfg = UpstreamConfig::for_registry("front.example")
+        .expect("config")
+        .with_base_url(Url::parse(&front).expect("url"));
+    let c = UpstreamClient::new(cfg).expect("client");
+    let before = t.server.requests.load(Ordering::SeqCst);
+    let m = c
+        .manifest_get(&repo("public/app"), &tag("v1"), &[])
+        .await
+        .expect("pull through the redirect");
+    assert_eq!(m.digest, layout.manifest.digest);
+    for l in &layout.layers {
+        let b = c
+            .blob_get(&repo("public/app"), &l.digest, None)
+            .await
+            .expect("blob through the redirect");
+        assert_eq!(drain(b.stream).await, l.bytes);
+    }
+    assert!(
+        hits.load(Ordering::SeqCst) >= 3,
+        "requests went through the front"
+    );
+    assert_eq!(
+        t.server.requests.load(Ordering::SeqCst) - before,
+        1,
+        "the token survives redirects that drop the Authorization header"
+    );
+}
