@@ -23,6 +23,11 @@ use serde::Deserialize;
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// An OAuth2 refresh token (`identitytoken` in `config.json`, what
+    /// `docker login` keeps for registries such as ACR). When set, Bearer
+    /// tokens are obtained with it (`POST` to the realm) instead of with
+    /// the password.
+    pub identity_token: Option<String>,
 }
 
 impl Credentials {
@@ -30,6 +35,15 @@ impl Credentials {
         Credentials {
             username: username.into(),
             password: password.into(),
+            identity_token: None,
+        }
+    }
+
+    /// Credentials that hold an OAuth2 refresh token.
+    pub fn with_identity_token(username: impl Into<String>, token: impl Into<String>) -> Self {
+        Credentials {
+            identity_token: Some(token.into()),
+            ..Credentials::new(username, "")
         }
     }
 
@@ -54,6 +68,10 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field(
+                "identity_token",
+                &self.identity_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -84,6 +102,8 @@ struct RawEntry {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
 
 /// The `auths` of one parsed Docker `config.json` or Podman `auth.json`.
@@ -141,8 +161,21 @@ impl AuthFile {
                     })?
                 }
                 (_, Some(u), Some(p)) if !u.is_empty() => Credentials::new(u.clone(), p.clone()),
+                // An identity token alone (the username is informational then).
+                (_, u, _)
+                    if entry
+                        .identitytoken
+                        .as_deref()
+                        .is_some_and(|t| !t.is_empty()) =>
+                {
+                    Credentials::new(u.clone().unwrap_or_default(), "")
+                }
                 // Empty entries are what `docker login` leaves when a helper holds the secret.
                 _ => continue,
+            };
+            let creds = Credentials {
+                identity_token: entry.identitytoken.filter(|t| !t.is_empty()),
+                ..creds
             };
             entries.push((normalise_key(&key), creds));
         }
@@ -322,6 +355,24 @@ mod tests {
         assert!(AuthFile::parse(b"{}", Path::new("c.json"))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn identity_tokens() {
+        let json = format!(
+            r#"{{"auths": {{
+                "acr.example.io": {{"auth": "{}", "identitytoken": "refresh-me"}},
+                "only.example.io": {{"identitytoken": "tok2"}}
+            }}}}"#,
+            b64("00000000-0000-0000-0000-000000000000:")
+        );
+        let f = AuthFile::parse(json.as_bytes(), Path::new("config.json")).unwrap();
+        let c = f.credentials_for("acr.example.io").unwrap();
+        assert_eq!(c.username, "00000000-0000-0000-0000-000000000000");
+        assert_eq!(c.identity_token.as_deref(), Some("refresh-me"));
+        let c = f.credentials_for("only.example.io").unwrap();
+        assert_eq!(c.identity_token.as_deref(), Some("tok2"));
+        assert!(!format!("{c:?}").contains("tok2"));
     }
 
     #[test]

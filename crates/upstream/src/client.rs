@@ -311,11 +311,39 @@ impl UpstreamClient {
                 {
                     return Ok(Some(h));
                 }
-                let url = token_url(&realm, service.as_deref(), &scopes);
-                let mut rb = self.inner.http.get(url).timeout(self.inner.request_timeout);
-                if let Some(c) = self.inner.auth.credentials() {
-                    rb = rb.header(header::AUTHORIZATION, sensitive(&c.basic_header())?);
-                }
+                let rb = match self.inner.auth.credentials() {
+                    // OAuth2: trade the refresh token for an access token.
+                    Some(c) if c.identity_token.is_some() => {
+                        let mut form = url::form_urlencoded::Serializer::new(String::new());
+                        form.append_pair("grant_type", "refresh_token")
+                            .append_pair("client_id", "berth")
+                            .append_pair(
+                                "refresh_token",
+                                c.identity_token.as_deref().unwrap_or_default(),
+                            );
+                        if let Some(s) = &service {
+                            form.append_pair("service", s);
+                        }
+                        let scope: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+                        form.append_pair("scope", &scope.join(" "));
+                        self.inner
+                            .http
+                            .post(realm.clone())
+                            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                            .body(form.finish())
+                    }
+                    // The token spec's GET, with Basic credentials if we have them.
+                    Some(c) => self
+                        .inner
+                        .http
+                        .get(token_url(&realm, service.as_deref(), &scopes))
+                        .header(header::AUTHORIZATION, sensitive(&c.basic_header())?),
+                    None => self
+                        .inner
+                        .http
+                        .get(token_url(&realm, service.as_deref(), &scopes)),
+                };
+                let rb = rb.timeout(self.inner.request_timeout);
                 let obtained = Instant::now();
                 let resp = rb
                     .send()

@@ -35,6 +35,7 @@ use url::Url;
 
 const USER: &str = "berth";
 const PASSWORD: &str = "s3cret:with:colons";
+const REFRESH_TOKEN: &str = "refresh-token-for-berth";
 
 fn repo(s: &str) -> RepositoryName {
     s.parse().expect("repository name")
@@ -180,6 +181,8 @@ struct TokenServer {
     oauth_field: Arc<AtomicBool>,
     /// (account or "-", scopes) per request.
     seen: Arc<Mutex<Vec<TokenRequest>>>,
+    /// OAuth2 POSTs served.
+    posts: Arc<AtomicUsize>,
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -228,6 +231,7 @@ impl TokenServer {
             lifetime_s: Arc::new(AtomicU64::new(300)),
             oauth_field: Arc::default(),
             seen: Arc::default(),
+            posts: Arc::default(),
         };
         (server, cert)
     }
@@ -298,6 +302,40 @@ async fn token_endpoint(
             }
         }
     };
+    let oauth = s.oauth_field.load(Ordering::SeqCst);
+    issue(&s, account, service, scopes, oauth).await
+}
+
+/// The OAuth2 form: `POST` with `grant_type=refresh_token`.
+async fn token_post(State(s): State<TokenServer>, body: String) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    s.posts.fetch_add(1, Ordering::SeqCst);
+    let mut service = String::new();
+    let mut scopes = Vec::new();
+    let mut grant = String::new();
+    let mut refresh = String::new();
+    for (k, v) in url::form_urlencoded::parse(body.as_bytes()) {
+        match k.as_ref() {
+            "service" => service = v.into_owned(),
+            "scope" => scopes.extend(v.split(' ').filter(|x| !x.is_empty()).map(str::to_string)),
+            "grant_type" => grant = v.into_owned(),
+            "refresh_token" => refresh = v.into_owned(),
+            _ => {}
+        }
+    }
+    if grant != "refresh_token" || refresh != REFRESH_TOKEN {
+        return (StatusCode::UNAUTHORIZED, r#"{"error":"invalid_grant"}"#).into_response();
+    }
+    issue(&s, Some(USER.to_string()), service, scopes, true).await
+}
+
+async fn issue(
+    s: &TokenServer,
+    account: Option<String>,
+    service: String,
+    scopes: Vec<String>,
+    oauth: bool,
+) -> Response {
     s.seen.lock().expect("lock").push((
         account.clone().unwrap_or_else(|| "-".into()),
         scopes.clone(),
@@ -335,11 +373,7 @@ async fn token_endpoint(
         "access": access,
     });
     let token = s.sign(claims).await;
-    let field = if s.oauth_field.load(Ordering::SeqCst) {
-        "access_token"
-    } else {
-        "token"
-    };
+    let field = if oauth { "access_token" } else { "token" };
     let body = serde_json::json!({ field: token, "expires_in": lifetime });
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -362,7 +396,10 @@ async fn start_token_registry() -> TokenSetup {
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let app = axum::Router::new()
-        .route("/token", axum::routing::get(token_endpoint))
+        .route(
+            "/token",
+            axum::routing::get(token_endpoint).post(token_post),
+        )
         .with_state(server.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let auth = RegistryAuth::Token {
@@ -522,6 +559,43 @@ async fn bearer_tokens_anonymous_and_credentialed() {
     let mut all = c.catalog(Some(1)).await.expect("catalog");
     all.sort();
     assert_eq!(all, vec!["private/app", "private/copy", "public/app"]);
+
+    // An OAuth2 refresh token (config.json's identitytoken) instead of a password.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg_path = dir.path().join("config.json");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}","identitytoken":"{REFRESH_TOKEN}"}}}}}}"#,
+            reg.host(),
+            base64::engine::general_purpose::STANDARD
+                .encode("00000000-0000-0000-0000-000000000000:")
+        ),
+    )
+    .expect("config.json");
+    let creds = AuthFile::load(&cfg_path)
+        .expect("auth file")
+        .credentials_for(&reg.host());
+    let oauth = client(reg, creds);
+    let posts = t.server.posts.load(Ordering::SeqCst);
+    let m = oauth
+        .manifest_get(&repo("private/app"), &tag("v1"), &[])
+        .await
+        .expect("pull with an identity token");
+    assert_eq!(m.digest, layout.manifest.digest);
+    assert_eq!(t.server.posts.load(Ordering::SeqCst) - posts, 1);
+    let bad = client(
+        reg,
+        Some(Credentials::with_identity_token("x", "not-the-token")),
+    );
+    let e = bad
+        .manifest_get(&repo("private/app"), &tag("v1"), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, UpstreamError::Unauthorized { status: 401, .. }),
+        "{e:?}"
+    );
     let tags = c.tags_list(&dst, Some(10)).await.expect("tags");
     assert_eq!(tags, vec!["v1"]);
     c.manifest_delete(&dst, &ManifestRef::Digest(d.clone()))
