@@ -1367,8 +1367,11 @@ async fn tags_list_sorted_and_paginated() {
     r.expect(400);
     json_error_code(&r);
 
-    // Unknown repository.
+    // Unknown repository, including a mere prefix of a repository's name.
     h.get("/v2/no/such/repo/tags/list")
+        .await
+        .expect_error(404, "NAME_UNKNOWN");
+    h.get("/v2/org/tags/list")
         .await
         .expect_error(404, "NAME_UNKNOWN");
 }
@@ -2151,4 +2154,36 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn default_upstream_serves_missing_local_repositories() {
+    let mut h = Harness::new().await;
+    let storage = berth_storage::fs::FsStorage::open(&h.root).await.unwrap();
+    let registry = std::sync::Arc::new(berth_registry::Registry::new(std::sync::Arc::new(storage)));
+    let mut state = berth_api::ApiState::new(registry.clone());
+    state.resolver = std::sync::Arc::new(berth_api::MirrorResolver::new(
+        registry,
+        Some("docker.io".to_string()),
+    ));
+    h.app = berth_api::router(state);
+
+    let hub = h
+        .push_image("docker.io/library/alpine", "3", OCI_MANIFEST, 180)
+        .await;
+    let team = h.push_image("team/app", "1", OCI_MANIFEST, 181).await;
+    // A read of a name with no local repository goes to the default upstream.
+    let r = h.get("/v2/alpine/manifests/3").await;
+    r.expect(200);
+    assert_eq!(&r.body[..], &hub.manifest[..]);
+    let r = h.get("/v2/library/alpine/manifests/3").await;
+    r.expect(200);
+    // A local repository wins, and a mere prefix of one is not one.
+    let r = h.get("/v2/team/app/manifests/1").await;
+    assert_eq!(&r.body[..], &team.manifest[..]);
+    h.get("/v2/team/tags/list").await.expect(404);
+    // Writes stay local: once `alpine` exists locally, reads see it.
+    let local = h.push_image("alpine", "3", OCI_MANIFEST, 182).await;
+    let r = h.get("/v2/alpine/manifests/3").await;
+    assert_eq!(&r.body[..], &local.manifest[..]);
 }

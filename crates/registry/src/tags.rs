@@ -22,12 +22,17 @@ impl Registry {
     }
 
     /// Whether anything (a blob, manifest or tag) was ever put in `repo`.
+    /// A name that is only a path prefix of other repositories (`a` when
+    /// `a/b` exists) is not a repository.
     pub async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool> {
-        Ok(!self
+        Ok(self
             .storage
             .doc_list(&layout::repository(repo)?)
             .await?
-            .is_empty())
+            .iter()
+            .any(|child| {
+                [layout::LAYERS, layout::MANIFESTS, layout::TAGS].contains(&child.as_str())
+            }))
     }
 
     /// Point a tag at a manifest already in the repository.
