@@ -1224,3 +1224,52 @@ fn repository_names_containing_route_keywords() {
     sorted.sort();
     assert_eq!(cat.json()["repositories"], json!(sorted));
 }
+
+/// Many clients pushing the same blob (and the same manifest) at once, as
+/// parallel CI jobs do: every push succeeds and the stored bytes are whole.
+#[test]
+fn concurrent_pushes_of_the_same_content() {
+    let server = std::sync::Arc::new(Server::start());
+    let data = std::sync::Arc::new(pseudo_random(2 * 1024 * 1024, 95));
+    let digest = sha256(&data);
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let server = server.clone();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let repo = if i % 2 == 0 {
+                    "team/same"
+                } else {
+                    "team/other"
+                };
+                push_blob(&server, repo, &data)
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().expect("pusher thread"), digest);
+    }
+    for repo in ["team/same", "team/other"] {
+        let r = curl("GET", &url(&server, &format!("/v2/{repo}/blobs/{digest}"))).send();
+        r.expect_status(200);
+        assert!(r.body == *data, "blob corrupted by concurrent pushes");
+    }
+    let (_, m) = push_small_image(&server, "team/same", "v1", 96);
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let server = server.clone();
+            let m = m.clone();
+            std::thread::spawn(move || {
+                put_manifest(&server, "team/same", &format!("t{i}"), OCI_MANIFEST, &m).status
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().expect("tagger thread"), 201);
+    }
+    let t = curl("GET", &url(&server, "/v2/team/same/tags/list")).send();
+    assert_eq!(
+        t.json()["tags"],
+        json!(["t0", "t1", "t2", "t3", "t4", "t5", "v1"])
+    );
+}
