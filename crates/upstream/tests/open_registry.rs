@@ -388,3 +388,45 @@ async fn a_monolithic_streamed_upload_is_not_buffered_whole() {
     }
     assert_eq!(n, total as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_dying_mid_blob_is_a_transport_error() {
+    let mut reg = Registry::start(RegistryAuth::None, None);
+    let c = client_for(&reg);
+    let total: usize = 48 << 20;
+    let data = Bytes::from(common::pseudo_random(total, 99));
+    let digest = Digest::sha256_of(&data);
+    c.blob_upload_bytes(&repo("dying"), &digest, data)
+        .await
+        .expect("upload");
+    let body = c
+        .blob_get(&repo("dying"), &digest, None)
+        .await
+        .expect("get");
+    let mut s = body.stream;
+    let first = s.next().await.expect("a first chunk").expect("ok chunk");
+    assert!(!first.is_empty());
+    reg.kill();
+    // Whatever was buffered drains, then the body fails; never a clean end.
+    let mut received = first.len();
+    let mut outcome = None;
+    while let Some(item) = s.next().await {
+        match item {
+            Ok(b) => received += b.len(),
+            Err(e) => {
+                outcome = Some(e);
+                break;
+            }
+        }
+    }
+    let e =
+        outcome.unwrap_or_else(|| panic!("stream ended cleanly after {received} of {total} bytes"));
+    assert!(matches!(e, UpstreamError::Transport { .. }), "{e:?}");
+    assert!(e.is_unavailable());
+    assert!(received < total);
+    let e = c
+        .manifest_head(&repo("dying"), &tag("x"), &[])
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+}

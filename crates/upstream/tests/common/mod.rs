@@ -205,6 +205,12 @@ impl Registry {
         format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
+    /// Stop the registry now (as an upstream going down).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
