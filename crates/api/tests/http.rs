@@ -2187,3 +2187,86 @@ async fn default_upstream_serves_missing_local_repositories() {
     let r = h.get("/v2/alpine/manifests/3").await;
     assert_eq!(&r.body[..], &local.manifest[..]);
 }
+
+/// A request body that delivers `bytes` and then fails, like a client
+/// whose connection drops mid-upload.
+fn broken_body(bytes: Vec<u8>) -> axum::body::Body {
+    let items: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+        Ok(bytes::Bytes::from(bytes)),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ];
+    axum::body::Body::from_stream(futures::stream::iter(items))
+}
+
+#[tokio::test]
+async fn interrupted_chunk_can_be_resumed() {
+    let h = Harness::new().await;
+    let data = pseudo_random(40_000, 190);
+    let d = sha256(&data);
+    let loc = h.start_upload("repo").await;
+    let r = h
+        .request(Method::PATCH, &loc)
+        .raw_body(broken_body(data[..15_000].to_vec()))
+        .send()
+        .await;
+    assert!(
+        r.status.is_client_error() || r.status.is_server_error(),
+        "{r:?}"
+    );
+    assert_ne!(r.status.as_u16(), 202);
+    // What arrived is kept: the client asks where to resume, and does.
+    let s = h.get(&loc).await;
+    s.expect(204);
+    let end: usize = s.h("range").strip_prefix("0-").unwrap().parse().unwrap();
+    assert_eq!(end, 14_999);
+    let r = h
+        .request(Method::PATCH, &loc)
+        .header("content-range", format!("{}-39999", end + 1))
+        .sized_body(data[end + 1..].to_vec())
+        .send()
+        .await;
+    r.expect(202);
+    h.request(Method::PUT, &format!("{loc}?digest={d}"))
+        .send()
+        .await
+        .expect(201);
+    let g = h.get(&format!("/v2/repo/blobs/{d}")).await;
+    assert_eq!(&g.body[..], &data[..]);
+}
+
+#[tokio::test]
+async fn interrupted_monolithic_upload_leaves_nothing() {
+    let h = Harness::new().await;
+    let data = pseudo_random(20_000, 191);
+    let d = sha256(&data);
+    let r = h
+        .request(Method::POST, &format!("/v2/repo/blobs/uploads/?digest={d}"))
+        .raw_body(broken_body(data[..5_000].to_vec()))
+        .send()
+        .await;
+    assert!(
+        r.status.is_client_error() || r.status.is_server_error(),
+        "{r:?}"
+    );
+    json_error_code(&r);
+    h.head(&format!("/v2/repo/blobs/{d}")).await.expect(404);
+    assert!(h.files_under("blobs").is_empty());
+    assert!(h.files_under("uploads").is_empty());
+    assert!(h.files_under("docs/uploads").is_empty());
+    assert!(h.files_under("tmp").is_empty());
+    // An interrupted manifest push changes nothing either.
+    let r = h
+        .request(Method::PUT, "/v2/repo/manifests/t")
+        .header("content-type", OCI_MANIFEST)
+        .raw_body(broken_body(b"{\"schemaVersion\":2".to_vec()))
+        .send()
+        .await;
+    assert!(
+        r.status.is_client_error() || r.status.is_server_error(),
+        "{r:?}"
+    );
+    h.get("/v2/repo/manifests/t").await.expect(404);
+}
