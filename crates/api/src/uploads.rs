@@ -8,6 +8,7 @@ use berth_reference::Digest;
 use berth_registry::UploadStatus;
 use http::{header, StatusCode};
 
+use crate::auth::{Access, Action};
 use crate::error::ApiError;
 use crate::range::parse_content_range;
 use crate::{body_stream, set_header, Ctx};
@@ -75,7 +76,21 @@ pub async fn start(ctx: &Ctx, body: Body) -> Result<Response, ApiError> {
             // `from` names a repository as a client pulls it, so it resolves
             // like one (`docker.io/alpine` is `docker.io/library/alpine`).
             let from = ctx.state.resolver.resolve(from, None, true).await?;
-            if ctx.registry().blob_mount(&ctx.repo, &from, &digest).await? {
+            // Mounting reads `from`: without pull access there, the client
+            // uploads the bytes instead (as Distribution does).
+            let may_pull = ctx
+                .state
+                .authorizer
+                .authorize(
+                    &ctx.headers,
+                    &Access {
+                        repository: Some(&from),
+                        action: Action::Pull,
+                    },
+                )
+                .await
+                .is_ok();
+            if may_pull && ctx.registry().blob_mount(&ctx.repo, &from, &digest).await? {
                 return Ok(created(ctx, &digest));
             }
         }

@@ -2270,3 +2270,53 @@ async fn interrupted_monolithic_upload_leaves_nothing() {
     );
     h.get("/v2/repo/manifests/t").await.expect(404);
 }
+
+/// Denies every access to repositories under `secret/`.
+struct DenySecret;
+
+#[async_trait::async_trait]
+impl berth_api::auth::Authorizer for DenySecret {
+    async fn authorize(
+        &self,
+        _headers: &http::HeaderMap,
+        access: &berth_api::auth::Access<'_>,
+    ) -> Result<(), berth_api::error::ApiError> {
+        match access.repository {
+            Some(r) if r.as_str().starts_with("secret/") => Err(berth_api::error::ApiError::Denied),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn mount_needs_pull_access_to_from() {
+    let mut h = Harness::new().await;
+    let storage = berth_storage::fs::FsStorage::open(&h.root).await.unwrap();
+    let registry = std::sync::Arc::new(berth_registry::Registry::new(std::sync::Arc::new(storage)));
+    // Seed the secret repository directly through the registry.
+    let data = b"secret layer".to_vec();
+    let d = sha256(&data);
+    let secret: berth_reference::RepositoryName = "secret/app".parse().unwrap();
+    let body: berth_registry::ByteStream = Box::pin(futures::stream::iter(vec![Ok(
+        bytes::Bytes::from(data.clone()),
+    )]));
+    registry.blob_put(&secret, &d, body).await.unwrap();
+    let mut state = berth_api::ApiState::new(registry);
+    state.authorizer = std::sync::Arc::new(DenySecret);
+    h.app = berth_api::router(state);
+
+    h.get(&format!("/v2/secret/app/blobs/{d}"))
+        .await
+        .expect_error(403, "DENIED");
+    // The mount is not made: a session is opened instead.
+    let r = h
+        .post(&format!(
+            "/v2/mine/blobs/uploads/?mount={d}&from=secret/app"
+        ))
+        .await;
+    r.expect(202);
+    h.head(&format!("/v2/mine/blobs/{d}")).await.expect(404);
+    // Uploading the bytes themselves is, of course, fine.
+    h.push_blob("mine", &data).await;
+    h.get(&format!("/v2/mine/blobs/{d}")).await.expect(200);
+}
