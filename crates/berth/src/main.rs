@@ -28,6 +28,22 @@ enum Command {
     Secret(cmd::secret::SecretArgs),
     /// Check that this node's runtime is routed through a berth mirror.
     Doctor(cmd::doctor::DoctorArgs),
+    /// Copy an image or a whole multi-arch index between transports.
+    Copy(cmd::copy::CopyArgs),
+    /// Show an image's digest, platforms, layers and config.
+    Inspect(cmd::inspect::InspectArgs),
+    /// List a registry's repositories.
+    Ls(cmd::ls::LsArgs),
+    /// List a repository's tags.
+    Tags(cmd::ls::TagsArgs),
+    /// Delete a manifest from a registry.
+    Rm(cmd::rm::RmArgs),
+    /// Make a berth server fetch images into its pull-through cache.
+    Cache(cmd::cache::CacheArgs),
+    /// List the image references in Kubernetes YAML.
+    Images(cmd::images::ImagesArgs),
+    /// Air-gap bundles: many images in one archive.
+    Bundle(cmd::bundle::BundleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,12 +53,20 @@ fn main() -> std::process::ExitCode {
         Command::RuntimeConfig(args) => cmd::runtime_config::run(args),
         Command::Secret(args) => cmd::secret::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Copy(args) => cmd::copy::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Ls(args) => cmd::ls::run_ls(args),
+        Command::Tags(args) => cmd::ls::run_tags(args),
+        Command::Rm(args) => cmd::rm::run(args),
+        Command::Cache(args) => cmd::cache::run(args),
+        Command::Images(args) => cmd::images::run(args),
+        Command::Bundle(args) => cmd::bundle::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(cmd::imaging::exit_code(&e))
         }
     }
 }

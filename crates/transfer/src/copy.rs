@@ -90,6 +90,7 @@ pub struct CopyReport {
 
 /// The blobs one image manifest needs.
 struct Image {
+    digest: Digest,
     blobs: Vec<Reference>,
 }
 
@@ -147,6 +148,7 @@ async fn plan(
     let parsed = parse(&root, &what)?;
     if parsed.kind == Kind::Image {
         let image = Image {
+            digest: root.digest.clone(),
             blobs: parsed.blobs,
         };
         return Ok((Vec::new(), vec![image], root));
@@ -173,7 +175,10 @@ async fn plan(
                     let m = source.manifest(child).await?;
                     let p = parse(&m, &format!("{what} manifest {}", child.digest))?;
                     match p.kind {
-                        Kind::Image => images.push(Image { blobs: p.blobs }),
+                        Kind::Image => images.push(Image {
+                            digest: m.digest.clone(),
+                            blobs: p.blobs,
+                        }),
                         Kind::Index => queue.push((m.clone(), p)),
                     }
                     children.push(m);
@@ -211,7 +216,14 @@ async fn single(
             "{what}: the platform's entry is itself an index; copy it with --all"
         )));
     }
-    Ok((Vec::new(), vec![Image { blobs: p.blobs }], m))
+    Ok((
+        Vec::new(),
+        vec![Image {
+            digest: m.digest.clone(),
+            blobs: p.blobs,
+        }],
+        m,
+    ))
 }
 
 /// Copy the image `source` names to `dest`.
@@ -269,9 +281,9 @@ pub async fn copy(
         r?;
     }
     for m in &children {
-        dest.put_manifest(m, false).await?;
+        put_manifest(source, dest, m, false, &images).await?;
     }
-    dest.put_manifest(&root, true).await?;
+    put_manifest(source, dest, &root, true, &images).await?;
     dest.commit().await?;
     Ok(CopyReport {
         source: source.describe(),
@@ -285,4 +297,32 @@ pub async fn copy(
         blobs_mounted: mounted.into_inner(),
         bytes_copied: bytes.into_inner(),
     })
+}
+
+/// Put a manifest; when the registry answers that a blob it references is
+/// unknown although the blob was reported present (registries whose blob
+/// HEAD answers for content held in other repositories), upload that
+/// manifest's blobs for real and try once more.
+async fn put_manifest(
+    source: &dyn Source,
+    dest: &dyn Destination,
+    m: &ManifestBlob,
+    root: bool,
+    images: &[Image],
+) -> Result<()> {
+    let err = match dest.put_manifest(m, root).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let Some(image) = images.iter().find(|i| i.digest == m.digest) else {
+        return Err(err);
+    };
+    if !err.is_blob_unknown() {
+        return Err(err);
+    }
+    tracing::info!(manifest = %m.digest, "destination lacks blobs it reported present; uploading them");
+    for b in &image.blobs {
+        dest.put_blob(b, source, &|_| {}).await?;
+    }
+    dest.put_manifest(m, root).await
 }

@@ -99,6 +99,12 @@ impl TransferError {
         }
     }
 
+    /// A registry refused a manifest because a blob it references is unknown.
+    pub fn is_blob_unknown(&self) -> bool {
+        matches!(self, TransferError::Registry { source, .. }
+            if matches!(source.spec_code(), Some("MANIFEST_BLOB_UNKNOWN" | "BLOB_UNKNOWN")))
+    }
+
     /// Whether trying the same transfer again may succeed.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -132,10 +132,10 @@ impl RegistryOptions {
             }
         }
         if pem.iter().all(u8::is_ascii_whitespace) {
-            if self.cert_dir.is_some() {
+            if let Some(d) = &self.cert_dir {
                 return Err(TransferError::Invalid(format!(
                     "--cert-dir {}: no *.crt file in it",
-                    self.cert_dir.as_ref().unwrap().display()
+                    d.display()
                 )));
             }
             return Ok((None, None));

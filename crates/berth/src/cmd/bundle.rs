@@ -1,0 +1,161 @@
+//! `berth bundle create LIST|- -o FILE` and `berth bundle load FILE --to
+//! REGISTRY`: the air-gap bundle (see `berth_transfer::bundle`).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use berth_transfer::bundle::{self, BundleImage};
+use berth_transfer::{parse_registry_target, CopyOptions, Selection};
+use clap::{Args, Subcommand};
+
+use super::imaging::{
+    fail, human, print_json, progress, runtime, OutputFormat, RegistryArgs, SelectArgs,
+};
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    #[command(subcommand)]
+    pub command: BundleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Fetch the images of a list (one reference per line; - for stdin) into one archive.
+    Create(CreateArgs),
+    /// Verify a bundle, then push every image into a registry under its mirror name.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A file of image references, one per line (`berth images` output), or - for stdin.
+    pub list: String,
+    /// The bundle to write.
+    #[arg(short = 'o', long = "archive", value_name = "FILE")]
+    pub archive: PathBuf,
+    /// Every platform by default; --platform keeps one.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: u16,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The bundle.
+    pub archive: PathBuf,
+    /// The registry to push into: HOST[:PORT] or an http(s):// URL.
+    #[arg(long, value_name = "REGISTRY")]
+    pub to: String,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: u16,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+pub fn run(args: BundleArgs) -> anyhow::Result<()> {
+    match args.command {
+        BundleCommand::Create(a) => create(a),
+        BundleCommand::Load(a) => load(a),
+    }
+}
+
+fn report(images: &[BundleImage], output: OutputFormat, what: &str) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => print_json(&images),
+        OutputFormat::Text => {
+            let bytes: u64 = images.iter().map(|i| i.report.bytes_copied).sum();
+            eprintln!(
+                "{what}: {} image(s), {} transferred",
+                images.len(),
+                human(bytes)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let text = if args.list == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the list from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(&args.list).with_context(|| format!("reading {}", args.list))?
+    };
+    let images = bundle::parse_list(&text).map_err(fail)?;
+    let opts = args.registry.options()?;
+    let copy = CopyOptions {
+        selection: args.select.selection(Selection::All)?,
+        parallel: usize::from(args.parallel),
+        progress: progress(args.output),
+    };
+    let text_out = args.output == OutputFormat::Text;
+    let on_image = move |i: &BundleImage| {
+        if text_out {
+            eprintln!(
+                "added {} ({}, {} blob(s))",
+                i.reference, i.digest, i.report.blobs
+            );
+        }
+    };
+    let done = runtime()?
+        .block_on(bundle::create(
+            &images,
+            &args.archive,
+            &opts,
+            &copy,
+            &on_image,
+        ))
+        .map_err(fail)?;
+    report(
+        &done,
+        args.output,
+        &format!("wrote {}", args.archive.display()),
+    )
+}
+
+fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let (registry, base) = parse_registry_target(&args.to).map_err(fail)?;
+    let opts = args.registry.options()?;
+    let copy = CopyOptions {
+        selection: Selection::All,
+        parallel: usize::from(args.parallel),
+        progress: progress(args.output),
+    };
+    let text_out = args.output == OutputFormat::Text;
+    let on_image = move |i: &BundleImage| {
+        if text_out {
+            eprintln!(
+                "loaded {} -> {} ({})",
+                i.reference,
+                i.target.as_deref().unwrap_or("?"),
+                i.digest
+            );
+        }
+    };
+    let done = runtime()?
+        .block_on(bundle::load(
+            &args.archive,
+            &registry,
+            base,
+            &opts,
+            &copy,
+            &on_image,
+        ))
+        .map_err(fail)?;
+    report(
+        &done,
+        args.output,
+        &format!("loaded {} into {registry}", args.archive.display()),
+    )
+}

@@ -1,0 +1,115 @@
+//! `berth copy SRC DST`: one image or a whole index between any two
+//! transports, with per-side registry flags as skopeo has them.
+
+use std::path::PathBuf;
+
+use berth_transfer::{copy, open_destination, open_source, CopyOptions, ImageRef, Selection};
+use clap::Args;
+
+use super::imaging::{
+    fail, human, print_json, progress, runtime, OutputFormat, RegistryArgs, SelectArgs,
+};
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source: docker://REF (or a bare REF), oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF].
+    pub source: String,
+    /// Destination: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG].
+    pub destination: String,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Blobs transferred at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: u16,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Credentials for the source only.
+    #[arg(long, value_name = "USER:PASS")]
+    pub src_creds: Option<String>,
+    /// Credentials for the destination only.
+    #[arg(long, value_name = "USER:PASS")]
+    pub dest_creds: Option<String>,
+    /// TLS verification for the source only.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub src_tls_verify: Option<bool>,
+    /// TLS verification for the destination only.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub dest_tls_verify: Option<bool>,
+    /// CA directory for the source only.
+    #[arg(long, value_name = "DIR")]
+    pub src_cert_dir: Option<PathBuf>,
+    /// CA directory for the destination only.
+    #[arg(long, value_name = "DIR")]
+    pub dest_cert_dir: Option<PathBuf>,
+    /// text or json.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+fn side(
+    base: &RegistryArgs,
+    creds: &Option<String>,
+    tls: Option<bool>,
+    certs: &Option<PathBuf>,
+) -> RegistryArgs {
+    let mut r = base.clone();
+    if creds.is_some() {
+        r.creds = creds.clone();
+    }
+    if tls.is_some() {
+        r.tls_verify = tls;
+    }
+    if certs.is_some() {
+        r.cert_dir = certs.clone();
+    }
+    r
+}
+
+pub fn run(args: CopyArgs) -> anyhow::Result<()> {
+    let src: ImageRef = args.source.parse().map_err(fail)?;
+    let dst: ImageRef = args.destination.parse().map_err(fail)?;
+    let src_opts = side(
+        &args.registry,
+        &args.src_creds,
+        args.src_tls_verify,
+        &args.src_cert_dir,
+    )
+    .options()?;
+    let dst_opts = side(
+        &args.registry,
+        &args.dest_creds,
+        args.dest_tls_verify,
+        &args.dest_cert_dir,
+    )
+    .options()?;
+    let opts = CopyOptions {
+        selection: args.select.selection(Selection::Host)?,
+        parallel: usize::from(args.parallel),
+        progress: progress(args.output),
+    };
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let s = open_source(&src, &src_opts).await?;
+        let d = open_destination(&dst, &dst_opts).await?;
+        copy(s.as_ref(), d.as_ref(), &opts).await
+    });
+    let report = report.map_err(fail)?;
+    match args.output {
+        OutputFormat::Json => print_json(&report)?,
+        OutputFormat::Text => {
+            eprintln!(
+                "copied {} -> {}: {} manifest(s), {} blob(s) ({} copied, {} already there, {} mounted), {} transferred",
+                report.source,
+                report.destination,
+                report.manifests,
+                report.blobs,
+                report.blobs_copied,
+                report.blobs_skipped,
+                report.blobs_mounted,
+                human(report.bytes_copied)
+            );
+            println!("{}", report.digest);
+        }
+    }
+    Ok(())
+}
