@@ -2320,3 +2320,25 @@ async fn mount_needs_pull_access_to_from() {
     h.push_blob("mine", &data).await;
     h.get(&format!("/v2/mine/blobs/{d}")).await.expect(200);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_method_and_status() {
+    let h = Harness::new().await;
+    h.get("/v2/").await.expect(200);
+    h.get(&format!("/v2/x/blobs/{EMPTY_SHA256}"))
+        .await
+        .expect(404);
+    let r = h.get("/metrics").await;
+    r.expect(200);
+    let text = r.text();
+    assert!(r.h("content-type").contains("text"), "{r:?}");
+    for needle in [
+        "berth_http_requests_total{",
+        "status=\"200\"",
+        "status=\"404\"",
+        "berth_http_response_head_seconds",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+}
