@@ -81,18 +81,27 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-/// Wait until something accepts connections on `addr`, or `child` exits.
-fn wait_listening(addr: SocketAddr, child: &mut Child, log: &Path) {
+/// Wait until something accepts connections on `addr` and `child` is still
+/// running shortly after (a registry that lost its port to another process
+/// exits at once). `Err` with the log when it exited.
+fn wait_listening(addr: SocketAddr, child: &mut Child, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
+    let exited = |status: std::process::ExitStatus| {
+        format!(
+            "docker-registry exited ({status}) before serving on {addr}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    };
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
-        }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "process exited ({status}) before listening on {addr}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+            return Err(exited(status));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            std::thread::sleep(Duration::from_millis(150));
+            return match child.try_wait() {
+                Ok(Some(status)) => Err(exited(status)),
+                _ => Ok(()),
+            };
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -134,7 +143,19 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Start a registry; a lost race for the port is retried (3 tries).
     pub fn start(auth: RegistryAuth, tls: Option<ServerTls>) -> Registry {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(&auth, tls.as_ref()) {
+                Ok(r) => return r,
+                Err(e) => last = e,
+            }
+        }
+        panic!("docker-registry did not start in 3 tries; last:\n{last}");
+    }
+
+    fn try_start(auth: &RegistryAuth, tls: Option<&ServerTls>) -> Result<Registry, String> {
         let bin = require_tool("docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -144,14 +165,14 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: berth-upstream-test-secret\n",
             storage.display()
         );
-        if let Some(t) = &tls {
+        if let Some(t) = tls {
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 t.cert.display(),
                 t.key.display()
             ));
         }
-        match &auth {
+        match auth {
             RegistryAuth::None => {}
             RegistryAuth::Htpasswd { user, password } => {
                 require_tool("htpasswd");
@@ -187,13 +208,16 @@ impl Registry {
             .stderr(logf)
             .spawn()
             .expect("start docker-registry");
-        wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, &log);
-        Registry {
+        if let Err(e) = wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, &log) {
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(Registry {
             port,
             dir,
             child,
             tls: tls.is_some(),
-        }
+        })
     }
 
     pub fn host(&self) -> String {
