@@ -74,6 +74,8 @@ pub struct BlobBody {
     pub length: Option<u64>,
     /// True when the upstream answered a range request with 206; then
     /// `content_range` says which part this is and the body is not verified.
+    /// False after a range request means the upstream ignored the range and
+    /// sent (and this verifies) the whole blob.
     pub partial: bool,
     pub content_range: Option<ContentRange>,
     /// The bytes. For a whole blob, the stream ends with an error rather than
