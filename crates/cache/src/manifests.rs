@@ -3,7 +3,7 @@
 //! with a HEAD, which Docker Hub does not count against its rate limit.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use berth_manifest::media_type;
 use berth_reference::{Digest, ManifestRef, RepositoryName, Tag};
@@ -13,6 +13,12 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use crate::{lock, Cache, Failure, Inner};
 
 pub(crate) type Flight = Shared<BoxFuture<'static, Result<StoredManifest, Failure>>>;
+
+/// How long a request for a cached tag waits for its revalidation before
+/// serving what is held. An upstream that accepts connections and never
+/// answers (or a blackholed address) would otherwise hold every pull of a
+/// cached tag for the upstream client's read or connect timeout.
+const REVALIDATE_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Cache {
     /// A manifest of a mirrored repository, from the cache or its upstream.
@@ -64,7 +70,19 @@ impl Cache {
                 let held = local.as_ref().map(|m| m.digest.clone());
                 let (inner2, repo2, tag2) = (self.inner.clone(), repo.clone(), tag.clone());
                 let flight = move || revalidate(inner2, host, remote, repo2, tag2, held).boxed();
-                match (self.fly(key, flight).await, local) {
+                let outcome = match &local {
+                    // The flight goes on without us and refreshes the tag if
+                    // the upstream answers late.
+                    Some(_) => tokio::time::timeout(REVALIDATE_PATIENCE, self.fly(key, flight))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Failure::Unavailable(format!(
+                                "no answer within {REVALIDATE_PATIENCE:?}"
+                            )))
+                        }),
+                    None => self.fly(key, flight).await,
+                };
+                match (outcome, local) {
                     (Ok(m), _) => Ok(m),
                     (Err(f), Some(m)) if f.upstream_down() => {
                         inner.metrics.stale_serves.inc();
@@ -104,16 +122,22 @@ impl Cache {
                 None => {
                     let f = start().shared();
                     flights.insert(key.clone(), f.clone());
+                    // Driven to its end even when every requester stops
+                    // waiting (a client gone, a stale serve), then forgotten,
+                    // so that a finished flight is never joined later.
+                    let (inner, driver, key) = (self.inner.clone(), f.clone(), key.clone());
+                    tokio::spawn(async move {
+                        let _ = driver.clone().await;
+                        let mut flights = lock(&inner.manifest_flights);
+                        if flights.get(&key).is_some_and(|f| f.ptr_eq(&driver)) {
+                            flights.remove(&key);
+                        }
+                    });
                     f
                 }
             }
         };
-        let result = flight.clone().await;
-        let mut flights = lock(&self.inner.manifest_flights);
-        if flights.get(&key).is_some_and(|f| f.ptr_eq(&flight)) {
-            flights.remove(&key);
-        }
-        result
+        flight.await
     }
 }
 
