@@ -195,14 +195,15 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn spawn_berth(port: u16, root: &Path, log: &Path) -> Child {
+fn spawn_berth(port: u16, root: &Path, log: &Path, extra: &[String]) -> Child {
     let logfile = std::fs::File::create(log).expect("create server log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--root")
-        .arg(root);
+        .arg(root)
+        .args(extra);
     // The environment must not change what the test asked for.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("BERTH_") {
@@ -252,14 +253,29 @@ impl Server {
         server
     }
 
+    /// Start on a fresh temporary root with extra `berth serve` arguments
+    /// (`--upstream HOST=URL`, `--offline`, `--config FILE`, ...).
+    pub fn start_with(extra: &[String]) -> Server {
+        let dir = tempfile::tempdir().expect("temp root");
+        let root = dir.path().join("root");
+        let mut server = Server::start_on_with(&root, extra);
+        server._dir = Some(dir);
+        server
+    }
+
     /// Start on `root` (which may hold a previous server's data).
     pub fn start_on(root: &Path) -> Server {
+        Server::start_on_with(root, &[])
+    }
+
+    /// Start on `root` with extra `berth serve` arguments.
+    pub fn start_on_with(root: &Path, extra: &[String]) -> Server {
         let logdir = tempfile::tempdir().expect("temp log dir");
         let mut last_log = String::new();
         for attempt in 0..5 {
             let port = free_port();
             let log = logdir.path().join(format!("berth-{attempt}.log"));
-            let mut child = spawn_berth(port, root, &log);
+            let mut child = spawn_berth(port, root, &log, extra);
             match wait_ready(&mut child, port, &log) {
                 Ok(()) => {
                     return Server {
@@ -871,4 +887,662 @@ impl Layout {
         .expect("write index.json");
         (digest, bytes)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Upstreams: Debian's docker-registry (Distribution 2.8)
+
+/// How a [`Distribution`] registry is set up.
+#[derive(Debug, Clone, Default)]
+pub struct DistributionOptions {
+    /// `auth: htpasswd` with this one user (bcrypt, made by `htpasswd -B`).
+    pub htpasswd: Option<(String, String)>,
+    /// `proxy: remoteurl: URL`: Distribution's own pull-through cache mode.
+    pub proxy_remote: Option<String>,
+}
+
+/// A Distribution registry (`docker-registry serve CONFIG`) on a loopback
+/// port, with its storage in a temporary directory and its access log (one
+/// line per request, written when the response is complete) in its log
+/// file. Killed when dropped; its log is printed when the test is failing.
+pub struct Distribution {
+    child: Option<Child>,
+    pub port: u16,
+    /// Filesystem driver root: blobs are at
+    /// `docker/registry/v2/blobs/sha256/<2>/<hex>/data` below it.
+    pub storage: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    dir: TempDir,
+}
+
+impl Distribution {
+    pub fn start() -> Distribution {
+        Distribution::start_with(DistributionOptions::default())
+    }
+
+    pub fn start_with(opts: DistributionOptions) -> Distribution {
+        require_tool("docker-registry");
+        let dir = tempfile::tempdir().expect("temp dir for docker-registry");
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).expect("registry storage dir");
+        let log = dir.path().join("registry.log");
+        let mut last = String::new();
+        for attempt in 0..5 {
+            let port = free_port();
+            let config = dir.path().join(format!("config-{attempt}.yml"));
+            std::fs::write(
+                &config,
+                distribution_config(dir.path(), &storage, port, &opts),
+            )
+            .expect("write registry config");
+            match spawn_distribution(&config, &log, port) {
+                Ok(child) => {
+                    return Distribution {
+                        child: Some(child),
+                        port,
+                        storage,
+                        config,
+                        log,
+                        dir,
+                    }
+                }
+                // Another process took the port between our probe and the bind.
+                Err(text) if text.contains("address already in use") => last = text,
+                Err(text) => panic!("docker-registry did not start on port {port}\n{text}"),
+            }
+        }
+        panic!("docker-registry could not bind a free port in 5 attempts\n{last}");
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// Everything the registry logged, across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many requests `METHOD PATH` (exact path, query excluded) the
+    /// access log holds. Lines are written when a response is complete.
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        access_log_count(&self.log(), method, path)
+    }
+
+    /// Every access-log request line (`METHOD URI`), in order.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                let start = l.find("] \"")? + 3;
+                let rest = &l[start..];
+                let end = rest.find(" HTTP/")?;
+                Some(rest[..end].to_string())
+            })
+            .collect()
+    }
+
+    /// The file holding a blob's bytes in the registry's storage.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Stop the registry (SIGKILL): the upstream goes away.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill docker-registry");
+            child.wait().expect("reap docker-registry");
+        }
+    }
+
+    /// Start it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        match spawn_distribution(&self.config, &self.log, self.port) {
+            Ok(child) => self.child = Some(child),
+            Err(text) => panic!(
+                "docker-registry did not restart on port {}\n{text}",
+                self.port
+            ),
+        }
+    }
+
+    /// Replace the htpasswd file with this one user and restart (Distribution
+    /// reads it at start): clients with the old password are refused.
+    pub fn set_htpasswd(&mut self, user: &str, password: &str) {
+        let path = self.dir.path().join("htpasswd");
+        assert!(path.is_file(), "this registry was started without htpasswd");
+        let out = run(Command::new(require_tool("htpasswd")).args(["-Bbn", user, password]));
+        std::fs::write(&path, out.stdout_str().trim()).expect("write htpasswd");
+        self.restart();
+    }
+
+    /// Push `src` (a skopeo reference, e.g. `oci:DIR:TAG`) to `REPO:TAG`
+    /// here with `skopeo copy --all --preserve-digests`.
+    pub fn push(&self, scratch: &Path, src: &str, repo_tag: &str, creds: Option<&str>) {
+        let mut cmd = skopeo(scratch);
+        cmd.args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some(c) = creds {
+            cmd.arg("--dest-creds").arg(c);
+        }
+        cmd.arg(src)
+            .arg(format!("docker://{}/{repo_tag}", self.host()));
+        run(&mut cmd);
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- docker-registry log ({}) ---\n{}",
+                self.host(),
+                truncate(&self.log(), 20_000)
+            );
+        }
+    }
+}
+
+/// Start `docker-registry serve CONFIG`, appending to `log`, and wait (bounded)
+/// until it answers on `port`.
+fn spawn_distribution(config: &Path, log: &Path, port: u16) -> Result<Child, String> {
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let logfile = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("registry log file");
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(logfile.try_clone().expect("clone log handle"))
+        .stderr(logfile)
+        .spawn()
+        .expect("start docker-registry");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("(exited with {status})\n{}", read_log()));
+        }
+        if raw_status(addr, "GET", "/v2/").is_some() {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "(not ready after {READY_TIMEOUT:?})\n{}",
+                read_log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn distribution_config(
+    dir: &Path,
+    storage: &Path,
+    port: u16,
+    opts: &DistributionOptions,
+) -> String {
+    let mut config = format!(
+        "version: 0.1\nlog:\n  level: info\n  fields:\n    service: upstream\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: berth-test-secret\n",
+        storage.display()
+    );
+    if let Some((user, password)) = &opts.htpasswd {
+        let out = run(Command::new(require_tool("htpasswd")).args(["-Bbn", user, password]));
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, out.stdout_str().trim()).expect("write htpasswd");
+        let _ = writeln!(
+            config,
+            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}",
+            path.display()
+        );
+    }
+    if let Some(remote) = &opts.proxy_remote {
+        let _ = writeln!(config, "proxy:\n  remoteurl: {remote}");
+    }
+    config
+}
+
+/// Count `"METHOD PATH HTTP/` lines of a Distribution access log.
+pub fn access_log_count(log: &str, method: &str, path: &str) -> usize {
+    let needle = format!("\"{method} {path} HTTP/");
+    log.lines().filter(|l| l.contains(&needle)).count()
+}
+
+// ---------------------------------------------------------------------------
+// Images written by hand into a layout (for sizes umoci makes slowly)
+
+/// A file for [`tar_layer`].
+pub struct TarEntry<'a> {
+    pub name: &'a str,
+    pub data: &'a [u8],
+}
+
+/// An uncompressed POSIX tar of regular files (ustar headers), a valid
+/// `application/vnd.oci.image.layer.v1.tar` layer.
+pub fn tar_layer(files: &[TarEntry<'_>]) -> Vec<u8> {
+    let total: usize = files
+        .iter()
+        .map(|f| 512 + f.data.len().div_ceil(512) * 512)
+        .sum();
+    let mut out = Vec::with_capacity(total + 1024);
+    for f in files {
+        assert!(f.name.len() < 100, "tar name too long: {}", f.name);
+        let mut h = [0u8; 512];
+        h[..f.name.len()].copy_from_slice(f.name.as_bytes());
+        let octal = |h: &mut [u8; 512], at: usize, width: usize, v: u64| {
+            let s = format!("{v:0w$o}\0", w = width - 1);
+            h[at..at + width].copy_from_slice(s.as_bytes());
+        };
+        octal(&mut h, 100, 8, 0o644);
+        octal(&mut h, 108, 8, 0);
+        octal(&mut h, 116, 8, 0);
+        octal(&mut h, 124, 12, f.data.len() as u64);
+        octal(&mut h, 136, 12, 0);
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(f.data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// What [`Layout::add_image`] wrote.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub manifest_digest: String,
+    pub manifest: Vec<u8>,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+}
+
+impl ImageInfo {
+    /// Every blob of the image: config then layers.
+    pub fn blobs(&self) -> Vec<String> {
+        let mut v = vec![self.config_digest.clone()];
+        v.extend(self.layer_digests.iter().cloned());
+        v
+    }
+}
+
+impl Layout {
+    /// An empty OCI layout written directly (no umoci needed).
+    pub fn create(dir: &Path) -> Layout {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).expect("layout blobs dir");
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("oci-layout");
+        std::fs::write(
+            dir.join("index.json"),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+        )
+        .expect("index.json");
+        Layout {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Write an image whose layers are the given uncompressed tars, for
+    /// `arch`, and tag it `tag` in `index.json` (replacing the tag if held).
+    pub fn add_image(&self, tag: &str, arch: &str, layers: &[Vec<u8>]) -> ImageInfo {
+        const OCI_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+        let layer_digests: Vec<String> = layers.iter().map(|l| self.put_blob(l)).collect();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Cmd": ["/bin/true"]},
+            // Uncompressed layers: the diff_ids are the layer digests.
+            "rootfs": {"type": "layers", "diff_ids": layer_digests},
+        }))
+        .expect("config json");
+        let config_digest = self.put_blob(&config);
+        let manifest = image_manifest(
+            descriptor(OCI_CONFIG, &config),
+            layers.iter().map(|l| descriptor(OCI_TAR, l)).collect(),
+            None,
+        );
+        let manifest_digest = self.put_blob(&manifest);
+        self.tag(tag, OCI_MANIFEST, &manifest_digest, manifest.len());
+        ImageInfo {
+            manifest_digest,
+            manifest,
+            config_digest,
+            layer_digests,
+        }
+    }
+
+    /// Point `tag` in `index.json` at a descriptor, replacing any previous one.
+    pub fn tag(&self, tag: &str, media_type: &str, digest: &str, size: usize) {
+        let mut top = self.index();
+        let list = top["manifests"]
+            .as_array_mut()
+            .expect("index.json manifests");
+        list.retain(|d| d["annotations"]["org.opencontainers.image.ref.name"] != tag);
+        list.push(serde_json::json!({
+            "mediaType": media_type,
+            "digest": digest,
+            "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }));
+        std::fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&top).expect("index.json"),
+        )
+        .expect("write index.json");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading a berth server's state
+
+impl Server {
+    /// The value of a counter (or gauge) on `/metrics`, 0 when absent.
+    /// `name` is the full sample name, e.g. `berth_cache_hits_total`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let resp = curl("GET", &format!("{}/metrics", self.url())).send();
+        resp.expect_status(200);
+        parse_metric(&resp.body_str(), name)
+    }
+
+    /// Whether the storage root holds a published blob.
+    pub fn holds_blob(&self, digest: &str) -> bool {
+        let hex = digest.trim_start_matches("sha256:");
+        self.root
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .is_file()
+    }
+
+    /// The bytes of a published blob in the storage root.
+    pub fn stored_blob(&self, digest: &str) -> Vec<u8> {
+        let hex = digest.trim_start_matches("sha256:");
+        std::fs::read(self.root.join("blobs/sha256").join(&hex[..2]).join(hex))
+            .unwrap_or_else(|e| panic!("blob {digest} in berth's root: {e}"))
+    }
+
+    /// Files under the root's upload area (abandoned downloads leave none).
+    pub fn upload_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.join("uploads")];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A sample's value in the Prometheus/OpenMetrics text format (0 if absent).
+pub fn parse_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+// ---------------------------------------------------------------------------
+// containerd
+
+/// A containerd daemon with its own root, state and socket (the CRI plugin
+/// disabled: `ctr` needs only the content store). Killed when dropped.
+pub struct Containerd {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        let bin = require_tool("containerd");
+        require_tool("ctr");
+        let dir = tempfile::tempdir().expect("temp dir for containerd");
+        let socket = dir.path().join("containerd.sock");
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = "{socket}"
+"#,
+            root = dir.path().join("root").display(),
+            state = dir.path().join("state").display(),
+            socket = socket.display(),
+        );
+        let config_file = dir.path().join("config.toml");
+        std::fs::write(&config_file, config).expect("write containerd config");
+        let log = dir.path().join("containerd.log");
+        let logfile = std::fs::File::create(&log).expect("containerd log");
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().expect("clone log handle"))
+            .stderr(logfile)
+            .spawn()
+            .expect("start containerd");
+        let mut c = Containerd {
+            child: Some(child),
+            socket,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while std::os::unix::net::UnixStream::connect(&c.socket).is_err() {
+            if let Some(Ok(Some(status))) = c.child.as_mut().map(|ch| ch.try_wait()) {
+                panic!("containerd exited ({status})\n{}", c.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not listen within {READY_TIMEOUT:?}\n{}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// `ctr --address SOCKET --namespace berth-test`.
+    pub fn ctr(&self) -> Command {
+        let mut cmd = Command::new(require_tool("ctr"));
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "berth-test"]);
+        cmd
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- containerd log ---\n{}", truncate(&self.log(), 20_000));
+        }
+    }
+}
+
+/// A `hosts.toml` directory for containerd (`--hosts-dir`) sending every
+/// pull of `registry` to the mirror at `mirror_url` (`http://127.0.0.1:PORT`).
+/// `server` is left unreachable so that only the mirror can answer.
+pub fn containerd_hosts_dir(dir: &Path, registry: &str, mirror_url: &str) -> PathBuf {
+    let hosts = dir.join("certs.d");
+    let reg_dir = hosts.join(registry);
+    std::fs::create_dir_all(&reg_dir).expect("hosts dir");
+    std::fs::write(
+        reg_dir.join("hosts.toml"),
+        format!(
+            "server = \"http://127.0.0.1:9\"\n\n[host.\"{mirror_url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .expect("write hosts.toml");
+    hosts
+}
+
+// ---------------------------------------------------------------------------
+// A plain HTTP/1.1 client for many concurrent downloads
+
+/// What one `GET` received: status, headers, and either the body or its
+/// digest and length (for large bodies that are hashed as they arrive).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub digest: String,
+    pub len: u64,
+    /// Time from sending the request to the first body byte.
+    pub ttfb: Option<Duration>,
+}
+
+/// `GET path` on one fresh connection to `addr`, hashing the body as it
+/// arrives (and keeping it when `keep`). A connection that breaks before the
+/// body is complete is an `Err`, as it is for a real client. Bounded by
+/// `timeout` in total.
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    keep: bool,
+    timeout: Duration,
+) -> Result<Fetched, String> {
+    tokio::time::timeout(timeout, http_get_inner(addr, path, headers, keep))
+        .await
+        .map_err(|_| format!("GET {path}: no complete answer within {timeout:?}"))?
+}
+
+async fn http_get_inner(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    keep: bool,
+) -> Result<Fetched, String> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let mut req = hyper::Request::get(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let sent = Instant::now();
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let mut body = resp.into_body();
+    let mut hasher = berth_reference::Algorithm::Sha256.hasher();
+    let (mut kept, mut len, mut ttfb) = (Vec::new(), 0u64, None);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("GET {path}: body broke after {len} bytes: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            if ttfb.is_none() && !data.is_empty() {
+                ttfb = Some(sent.elapsed());
+            }
+            hasher.update(&data);
+            len += data.len() as u64;
+            if keep {
+                kept.extend_from_slice(&data);
+            }
+        }
+    }
+    drop(sender);
+    let _ = conn.await;
+    Ok(Fetched {
+        status,
+        headers,
+        body: kept,
+        digest: hasher.finish().to_string(),
+        len,
+        ttfb,
+    })
+}
+
+/// [`http_get`] from synchronous test code, on a runtime of its own.
+pub fn http_get_blocking(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Fetched, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(http_get(
+            addr,
+            path,
+            headers,
+            true,
+            Duration::from_secs(120),
+        ))
 }
