@@ -1,7 +1,8 @@
 //! `docker://`: images in a registry, through `berth-upstream` (which does
 //! the auth flows, streaming and verification). This module decides how to
 //! reach a registry: credentials (`--creds`, else the Docker/Podman auth
-//! files), plain HTTP for loopback hosts and `--tls-verify=false`, extra CA
+//! files), unverified HTTPS falling back to plain HTTP for loopback hosts
+//! and `--tls-verify=false` (Docker's insecure registries), extra CA
 //! certificates (`--cert-dir`, `--ca-file`, the containers/docker `certs.d`
 //! directories), and `--upstream HOST=URL` overrides.
 
@@ -168,33 +169,39 @@ impl RegistryOptions {
                 .map_err(ctx)?;
             return UpstreamClient::new(config).map_err(ctx);
         }
-        match self.tls_verify {
-            Some(false) => {
-                // Like Docker's insecure registries: HTTPS without
-                // verification, or plain HTTP when TLS is not spoken at all.
-                let https = Url::parse(&format!("https://{}/", host_of(&config)))
+        // Loopback registries are insecure registries by default, as in
+        // Docker: HTTPS without verification when spoken, else plain HTTP.
+        // `--tls-verify=false` makes any registry one.
+        let insecure = match self.tls_verify {
+            Some(v) => !v,
+            None => is_loopback(&config.registry) && !has_ca,
+        };
+        if !insecure {
+            return UpstreamClient::new(config).map_err(ctx);
+        }
+        let https = Url::parse(&format!("https://{}/", host_of(&config)))
+            .map_err(|e| TransferError::Invalid(e.to_string()))?;
+        let tls = UpstreamClient::new(
+            config
+                .clone()
+                .with_base_url(https)
+                .with_insecure(true)
+                .map_err(ctx)?,
+        )
+        .map_err(ctx)?;
+        match tls.ping().await {
+            Err(UpstreamError::Transport { .. }) => {
+                let http = Url::parse(&format!("http://{}/", host_of(&config)))
                     .map_err(|e| TransferError::Invalid(e.to_string()))?;
-                let tls = UpstreamClient::new(
+                UpstreamClient::new(
                     config
-                        .clone()
-                        .with_base_url(https)
+                        .with_base_url(http)
                         .with_insecure(true)
                         .map_err(ctx)?,
                 )
-                .map_err(ctx)?;
-                match tls.ping().await {
-                    Err(UpstreamError::Transport { .. }) => {
-                        UpstreamClient::new(config.with_insecure(true).map_err(ctx)?).map_err(ctx)
-                    }
-                    _ => Ok(tls),
-                }
+                .map_err(ctx)
             }
-            None if is_loopback(&config.registry) && !has_ca => {
-                let http = Url::parse(&format!("http://{}/", config.registry))
-                    .map_err(|e| TransferError::Invalid(e.to_string()))?;
-                UpstreamClient::new(config.with_base_url(http)).map_err(ctx)
-            }
-            _ => UpstreamClient::new(config).map_err(ctx),
+            _ => Ok(tls),
         }
     }
 }
