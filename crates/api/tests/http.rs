@@ -1272,6 +1272,17 @@ async fn manifest_with_subject_gets_oci_subject() {
         .await;
     r.expect(201);
     assert_eq!(r.h("oci-subject"), subject.to_string());
+    // By tag too.
+    let r = h.put_manifest("repo", "sig", OCI_MANIFEST, &m).await;
+    r.expect(201);
+    assert_eq!(r.h("oci-subject"), subject.to_string());
+    // Listed for its subject even though the subject is still missing.
+    let v = h.get(&format!("/v2/repo/referrers/{subject}")).await.json();
+    assert_eq!(v["manifests"][0]["digest"], sha256(&m).to_string());
+    assert_eq!(
+        v["manifests"][0]["artifactType"],
+        "application/vnd.example.sig"
+    );
 }
 
 // ---------------------------------------------------------------------------
