@@ -2353,3 +2353,51 @@ async fn metrics_count_requests_by_method_and_status() {
     }
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
 }
+
+#[tokio::test]
+async fn large_blob_chunks_and_ranges_across_buffer_boundaries() {
+    let h = Harness::new().await;
+    let len = 3 * 1024 * 1024 + 12_345;
+    let data = pseudo_random(len, 210);
+    let d = sha256(&data);
+    let mut loc = h.start_upload("big").await;
+    let chunk = 700_001;
+    let mut start = 0;
+    while start < len {
+        let end = (start + chunk).min(len) - 1;
+        let r = h
+            .request(Method::PATCH, &loc)
+            .header("content-range", format!("{start}-{end}"))
+            .sized_body(data[start..=end].to_vec())
+            .send()
+            .await;
+        r.expect(202);
+        assert_eq!(r.h("range"), format!("0-{end}"));
+        loc = r.h("location").to_string();
+        start = end + 1;
+    }
+    h.request(Method::PUT, &format!("{loc}?digest={d}"))
+        .send()
+        .await
+        .expect(201);
+    let g = h.get(&format!("/v2/big/blobs/{d}")).await;
+    g.expect(200);
+    assert!(g.body[..] == data[..], "whole blob differs");
+    for (a, b) in [
+        (0usize, 0usize),
+        (262_143, 262_144),
+        (262_100, 524_400),
+        (1_048_575, 2_097_152),
+        (len - 1, len - 1),
+        (1, len - 2),
+    ] {
+        let r = h
+            .request(Method::GET, &format!("/v2/big/blobs/{d}"))
+            .header("range", format!("bytes={a}-{b}"))
+            .send()
+            .await;
+        r.expect(206);
+        assert_eq!(r.h("content-range"), format!("bytes {a}-{b}/{len}"));
+        assert!(r.body[..] == data[a..=b], "range {a}-{b} differs");
+    }
+}
