@@ -897,3 +897,52 @@ fn private_ca_registry_needs_cert_dir_or_tls_verify_false() {
     let out = run(skopeo(s).args(["inspect", "--raw", "--cert-dir", cert_dir, &dest]));
     assert_eq!(sha256(&out.stdout), img.manifest_digest);
 }
+
+/// A registry with Basic auth: no credentials is exit code 4 with advice;
+/// --creds, ~/.docker/config.json and $XDG_RUNTIME_DIR/containers/auth.json
+/// each work.
+#[test]
+fn credentials_from_flags_and_auth_files() {
+    use base64::Engine as _;
+    let reg = Distribution::start_with(DistributionOptions {
+        htpasswd: Some(("berth".into(), "s3cret".into())),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let l = Layout::create(&s.join("src"));
+    let img = l.add_image("v1", "amd64", &[layer("auth", 70, 600)]);
+    let host = reg.host();
+    let dest = format!("docker://{host}/private/app:v1");
+
+    let out = berth_fails(s, &["copy", &l.oci_ref("v1"), &dest], 4);
+    assert!(out.stderr.contains("--creds"), "{}", out.describe());
+    berth(
+        s,
+        &[
+            "copy",
+            "--dest-creds",
+            "berth:s3cret",
+            &l.oci_ref("v1"),
+            &dest,
+        ],
+    );
+    berth_fails(s, &["inspect", "--creds", "berth:wrong", &dest], 4);
+    let info = berth_json(s, &["inspect", "--creds", "berth:s3cret", &dest]);
+    assert_eq!(info["digest"], img.manifest_digest.as_str());
+
+    let auth = base64::engine::general_purpose::STANDARD.encode("berth:s3cret");
+    let file = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
+    // Docker's config.json under $HOME.
+    let home = s.join("home");
+    std::fs::create_dir_all(home.join(".docker")).unwrap();
+    std::fs::write(home.join(".docker/config.json"), &file).unwrap();
+    let out = berth(&home, &["tags", &format!("{host}/private/app")]);
+    assert_eq!(out.stdout_str(), "v1\n");
+    // Podman's auth.json under $XDG_RUNTIME_DIR.
+    let runtime = s.join("run");
+    std::fs::create_dir_all(runtime.join("containers")).unwrap();
+    std::fs::write(runtime.join("containers/auth.json"), &file).unwrap();
+    let out = run(berth_cmd(s, &["inspect", "--raw", &dest]).env("XDG_RUNTIME_DIR", &runtime));
+    assert_eq!(out.stdout, img.manifest);
+}

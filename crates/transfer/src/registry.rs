@@ -21,6 +21,9 @@ use url::Url;
 use crate::error::{Result, TransferError};
 use crate::source::{BlobRead, Destination, ManifestBlob, Source};
 
+/// Attempts at one blob upload when the failure may pass.
+const BLOB_ATTEMPTS: usize = 3;
+
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -348,6 +351,34 @@ impl RegistryDest {
         }
     }
 
+    async fn upload_once(
+        &self,
+        desc: &Reference,
+        source: &dyn Source,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let read = source.blob(desc, 0).await?;
+        let (tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes>>(4);
+        let upload = self
+            .client
+            .blob_upload(&self.repo, &desc.digest, desc.size, rx);
+        let mut stream = read.stream;
+        let pump = async move {
+            let mut tx = tx;
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                if let Ok(b) = &item {
+                    progress(b.len() as u64);
+                }
+                if futures::SinkExt::send(&mut tx, item).await.is_err() || failed {
+                    break;
+                }
+            }
+        };
+        let (result, ()) = futures::join!(upload, pump);
+        result.map_err(self.ctx(format!("uploading blob {}", desc.digest)))
+    }
+
     fn ctx(&self, what: impl std::fmt::Display) -> impl FnOnce(UpstreamError) -> TransferError {
         let c = format!("{what} to docker://{}", self.reference);
         move |e| TransferError::registry(c, e)
@@ -397,26 +428,19 @@ impl Destination for RegistryDest {
         source: &dyn Source,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
-        let read = source.blob(desc, 0).await?;
-        let (tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes>>(4);
-        let upload = self
-            .client
-            .blob_upload(&self.repo, &desc.digest, desc.size, rx);
-        let mut stream = read.stream;
-        let pump = async move {
-            let mut tx = tx;
-            while let Some(item) = stream.next().await {
-                let failed = item.is_err();
-                if let Ok(b) = &item {
-                    progress(b.len() as u64);
+        // A streamed upload cannot be continued after a broken connection
+        // on every registry; a transient failure starts the blob again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.upload_once(desc, source, progress).await {
+                Err(e) if e.is_transient() && attempt < BLOB_ATTEMPTS => {
+                    tracing::warn!(digest = %desc.digest, error = %e, "blob upload interrupted; starting it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
                 }
-                if futures::SinkExt::send(&mut tx, item).await.is_err() || failed {
-                    break;
-                }
+                other => return other,
             }
-        };
-        let (result, ()) = futures::join!(upload, pump);
-        result.map_err(self.ctx(format!("uploading blob {}", desc.digest)))
+        }
     }
 
     async fn put_manifest(&self, manifest: &ManifestBlob, root: bool) -> Result<()> {
