@@ -675,8 +675,9 @@ fn cache_warms_a_berth_that_then_serves_without_its_upstream() {
     }
 }
 
-/// `docker save`-style archives written by skopeo are read by berth: the
-/// computed Docker schema2 image has the original config and layers.
+/// `docker save`-style archives: written by skopeo and read by berth (the
+/// computed Docker schema2 image has the original config and layers), and
+/// written by berth and read by skopeo.
 #[test]
 fn docker_archive_is_read_as_a_schema2_image() {
     let reg = Distribution::start();
@@ -728,17 +729,49 @@ fn docker_archive_is_read_as_a_schema2_image() {
         skopeo_raw_digest(s, &format!("docker://{host}/from-archive:1")),
         r["digest"].as_str().unwrap()
     );
-    // Writing docker-archive is refused with advice.
-    let out = berth_fails(
+    // berth writes docker-archive (one image); skopeo reads the same
+    // config and layers from it.
+    let written = s.join("berth-saved.tar");
+    berth(
         s,
         &[
             "copy",
             &l.oci_ref("v1"),
+            &format!("docker-archive:{}:example/app:v1", written.display()),
+        ],
+    );
+    let saved = format!("docker-archive:{}", written.display());
+    let raw = run(skopeo(s).args(["inspect", "--raw", &saved]));
+    let m: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(m["config"]["digest"], img.config_digest.as_str());
+    let layers: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        layers,
+        img.layer_digests
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    let config = run(skopeo(s).args(["inspect", "--config", "--raw", &saved]));
+    assert_eq!(sha256(&config.stdout), img.config_digest);
+    // An index does not fit in a docker-archive: exit 2, with advice.
+    l.make_index("idx", &[("v1", "amd64")]);
+    let out = berth_fails(
+        s,
+        &[
+            "copy",
+            "--all",
+            &l.oci_ref("idx"),
             &format!("docker-archive:{}", s.join("x.tar").display()),
         ],
         2,
     );
-    assert!(out.stderr.contains("oci-archive"), "{}", out.describe());
+    assert!(out.stderr.contains("--platform"), "{}", out.describe());
 }
 
 /// A CA, and a certificate for 127.0.0.1 signed by it.

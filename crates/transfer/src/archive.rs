@@ -148,10 +148,17 @@ impl LayoutFiles for TarIndex {
     }
 }
 
-/// Tar a layout directory into `target` (written to a temporary name, then
-/// renamed): `oci-layout`, `index.json`, then the blobs in sorted order,
-/// with fixed metadata so the same content gives the same archive.
-pub fn write_layout_tar(dir: &Path, target: &Path) -> Result<()> {
+/// One entry of a tar being written.
+pub(crate) enum TarItem {
+    Dir,
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// Write `items` as a tar at `target` (through a temporary name, renamed
+/// when complete), with fixed metadata so the same content gives the same
+/// archive. File contents are streamed from disk.
+pub(crate) fn write_tar(items: &[(String, TarItem)], target: &Path) -> Result<()> {
     let tmp = target.with_file_name(format!(
         ".{}.partial-{}",
         target
@@ -160,9 +167,50 @@ pub fn write_layout_tar(dir: &Path, target: &Path) -> Result<()> {
             .unwrap_or("archive"),
         std::process::id()
     ));
-    let out = std::fs::File::create(&tmp).map_err(|e| TransferError::io(&tmp, e))?;
+    let werr = |e: std::io::Error| TransferError::io(&tmp, e);
+    let out = std::fs::File::create(&tmp).map_err(werr)?;
     let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
-    let mut files: Vec<String> = vec!["oci-layout".into(), "index.json".into()];
+    for (name, item) in items {
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(0);
+        match item {
+            TarItem::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                builder
+                    .append_data(&mut h, format!("{name}/"), std::io::empty())
+                    .map_err(werr)?;
+            }
+            TarItem::File(p) => {
+                let f = std::fs::File::open(p).map_err(|e| TransferError::io(p, e))?;
+                let len = f.metadata().map_err(|e| TransferError::io(p, e))?.len();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(len);
+                builder.append_data(&mut h, name, f).map_err(werr)?;
+            }
+            TarItem::Bytes(b) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(b.len() as u64);
+                builder
+                    .append_data(&mut h, name, b.as_slice())
+                    .map_err(werr)?;
+            }
+        }
+    }
+    let buf = builder.into_inner().map_err(werr)?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| TransferError::io(&tmp, e.into_error()))?;
+    file.sync_all().map_err(werr)?;
+    std::fs::rename(&tmp, target).map_err(|e| TransferError::io(target, e))
+}
+
+/// Tar a layout directory into `target`: `oci-layout`, `index.json`, then
+/// the blobs in sorted order.
+pub fn write_layout_tar(dir: &Path, target: &Path) -> Result<()> {
     let mut blobs = Vec::new();
     let blob_root = dir.join("blobs");
     for alg in std::fs::read_dir(&blob_root).map_err(|e| TransferError::io(&blob_root, e))? {
@@ -185,39 +233,23 @@ pub fn write_layout_tar(dir: &Path, target: &Path) -> Result<()> {
         .filter_map(|b| b.rsplit_once('/').map(|(d, _)| d.to_string()))
         .collect();
     dirs.dedup();
-    let werr = |e: std::io::Error| TransferError::io(&tmp, e);
-    let dir_header = |name: &str, builder: &mut tar::Builder<_>| -> Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_mtime(0);
-        h.set_size(0);
-        builder
-            .append_data(&mut h, format!("{name}/"), std::io::empty())
-            .map_err(werr)
-    };
-    dir_header("blobs", &mut builder)?;
-    for d in &dirs {
-        dir_header(d, &mut builder)?;
-    }
-    files.extend(blobs);
-    for rel in &files {
-        let p = dir.join(rel);
-        let f = std::fs::File::open(&p).map_err(|e| TransferError::io(&p, e))?;
-        let len = f.metadata().map_err(|e| TransferError::io(&p, e))?.len();
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_size(len);
-        builder.append_data(&mut h, rel, f).map_err(werr)?;
-    }
-    let buf = builder.into_inner().map_err(werr)?;
-    let file = buf
-        .into_inner()
-        .map_err(|e| TransferError::io(&tmp, e.into_error()))?;
-    file.sync_all().map_err(werr)?;
-    std::fs::rename(&tmp, target).map_err(|e| TransferError::io(target, e))
+    let mut items = vec![
+        (
+            "oci-layout".to_string(),
+            TarItem::File(dir.join("oci-layout")),
+        ),
+        (
+            "index.json".to_string(),
+            TarItem::File(dir.join("index.json")),
+        ),
+        ("blobs".to_string(), TarItem::Dir),
+    ];
+    items.extend(dirs.into_iter().map(|d| (d, TarItem::Dir)));
+    items.extend(blobs.into_iter().map(|b| {
+        let p = dir.join(&b);
+        (b, TarItem::File(p))
+    }));
+    write_tar(&items, target)
 }
 
 /// Writing an image into an `oci-archive:` file: a layout staged beside the

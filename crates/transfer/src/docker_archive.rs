@@ -8,8 +8,9 @@
 //! is opened), and the manifest is serialised by berth. Its digest is
 //! therefore *computed*, and another tool reading the same archive may
 //! arrive at a different one; copies made from it keep berth's bytes.
-//! Writing docker-archive is not supported (use oci-archive:, which keeps
-//! the image's real manifest).
+//! Writing docker-archive (one image, for `docker load`) keeps the config
+//! and layers; the manifest is not stored, as the format has no place for
+//! it (write oci-archive: to keep it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,9 +22,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::archive::TarIndex;
+use crate::archive::{write_tar, TarIndex, TarItem};
 use crate::error::{Result, TransferError};
-use crate::layout::LayoutFiles;
+use crate::layout::{LayoutDest, LayoutFiles};
 use crate::source::{BlobRead, Destination, ManifestBlob, Source};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -206,37 +207,128 @@ impl Source for DockerArchiveSource {
     }
 }
 
-/// Writing docker-archive: refused with advice.
-pub(crate) struct DockerArchiveDest;
+/// Writing one image as `docker load` reads it: `manifest.json`, the
+/// config as `<hex>.json` and each layer as `<hex>.tar`, as they are (docker
+/// load takes compressed layers too). Blobs are staged beside the file and
+/// tarred on commit. An index cannot be written (pick a platform).
+pub(crate) struct DockerArchiveDest {
+    file: PathBuf,
+    reference: Option<String>,
+    _stage: tempfile::TempDir,
+    layout: LayoutDest,
+    root: std::sync::Mutex<Option<ManifestBlob>>,
+}
 
 impl DockerArchiveDest {
-    pub(crate) async fn create(file: &Path, _reference: Option<String>) -> Result<Self> {
-        let f: PathBuf = file.to_path_buf();
-        Err(TransferError::Unsupported(format!(
-            "writing docker-archive:{} is not supported; write oci-archive:{} instead (docker load does not keep manifest digests anyway)",
-            f.display(),
-            f.display()
-        )))
+    pub(crate) async fn create(file: &Path, reference: Option<String>) -> Result<Self> {
+        let parent = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let stage = tempfile::Builder::new()
+            .prefix(".berth-stage-")
+            .tempdir_in(&parent)
+            .map_err(|e| TransferError::io(&parent, e))?;
+        let layout = LayoutDest::create(stage.path(), None).await?;
+        Ok(DockerArchiveDest {
+            file: file.to_path_buf(),
+            reference,
+            _stage: stage,
+            layout,
+            root: std::sync::Mutex::new(None),
+        })
     }
+}
+
+fn single_image_only() -> TransferError {
+    TransferError::Unsupported(
+        "docker-archive holds single images: pick one with --platform, or write oci-archive: to keep the whole index"
+            .into(),
+    )
 }
 
 #[async_trait]
 impl Destination for DockerArchiveDest {
     fn describe(&self) -> String {
-        "docker-archive".into()
+        match &self.reference {
+            Some(r) => format!("docker-archive:{}:{r}", self.file.display()),
+            None => format!("docker-archive:{}", self.file.display()),
+        }
     }
-    async fn has_blob(&self, _desc: &Reference) -> Result<bool> {
-        Ok(false)
+
+    async fn has_blob(&self, desc: &Reference) -> Result<bool> {
+        self.layout.has_blob(desc).await
     }
+
     async fn put_blob(
         &self,
-        _desc: &Reference,
-        _source: &dyn Source,
-        _progress: &(dyn Fn(u64) + Send + Sync),
+        desc: &Reference,
+        source: &dyn Source,
+        progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
-        Err(TransferError::Unsupported("docker-archive output".into()))
+        self.layout.put_blob(desc, source, progress).await
     }
-    async fn put_manifest(&self, _m: &ManifestBlob, _root: bool) -> Result<()> {
-        Err(TransferError::Unsupported("docker-archive output".into()))
+
+    async fn put_manifest(&self, m: &ManifestBlob, root: bool) -> Result<()> {
+        if !root || berth_manifest::media_type::is_index(&m.media_type) {
+            return Err(single_image_only());
+        }
+        if let Ok(mut r) = self.root.lock() {
+            *r = Some(m.clone());
+        }
+        Ok(())
+    }
+
+    async fn commit(&self) -> Result<()> {
+        let root = self
+            .root
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .ok_or_else(|| TransferError::Invalid("no image was written".into()))?;
+        let v: serde_json::Value = serde_json::from_slice(&root.bytes)
+            .map_err(|e| TransferError::Corrupt(format!("manifest {}: {e}", root.digest)))?;
+        let digest_of = |d: &serde_json::Value| -> Result<Digest> {
+            d.get("digest")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    TransferError::Corrupt(format!("manifest {}: bad descriptor", root.digest))
+                })
+        };
+        let config = digest_of(v.get("config").ok_or_else(single_image_only)?)?;
+        let mut items = Vec::new();
+        let blob = |d: &Digest| self.layout.dir().join(crate::layout::blob_path(d));
+        let config_name = format!("{}.json", config.hex());
+        items.push((config_name.clone(), TarItem::File(blob(&config))));
+        let mut layer_names = Vec::new();
+        for l in v
+            .get("layers")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let d = digest_of(l)?;
+            let name = format!("{}.tar", d.hex());
+            if !layer_names.contains(&name) {
+                items.push((name.clone(), TarItem::File(blob(&d))));
+            }
+            layer_names.push(name);
+        }
+        let manifest = serde_json::json!([{
+            "Config": config_name,
+            "RepoTags": self.reference.iter().collect::<Vec<_>>(),
+            "Layers": layer_names,
+        }]);
+        items.push((
+            "manifest.json".to_string(),
+            TarItem::Bytes(
+                serde_json::to_vec(&manifest).map_err(|e| TransferError::Invalid(e.to_string()))?,
+            ),
+        ));
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || write_tar(&items, &file))
+            .await
+            .map_err(|e| TransferError::Invalid(format!("tar task: {e}")))?
     }
 }
