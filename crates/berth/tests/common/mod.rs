@@ -549,6 +549,8 @@ impl Req {
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
+            "--noproxy",
+            "*",
             "--path-as-is",
             "-g",
             "--max-time",
