@@ -292,6 +292,17 @@ fn multi_arch_index_with_all_and_platform() {
     assert_eq!(info["image"]["digest"], arm.manifest_digest.as_str());
     assert_eq!(info["image"]["platform"], "linux/arm64");
     assert_eq!(info["image"]["config"]["cmd"][0], "/bin/true");
+    let config = berth(
+        s,
+        &[
+            "inspect",
+            "--config",
+            "--platform",
+            "linux/arm64",
+            &format!("docker://{host}/multi:1"),
+        ],
+    );
+    assert_eq!(sha256(&config.stdout), arm.config_digest);
 
     // A platform the index lacks: not found, with advice.
     let out = berth_fails(
