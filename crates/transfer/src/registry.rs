@@ -21,6 +21,9 @@ use url::Url;
 use crate::error::{Result, TransferError};
 use crate::source::{BlobRead, Destination, ManifestBlob, Source};
 
+/// How long the HTTPS probe of an insecure registry may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Attempts at one blob upload when the failure may pass.
 const BLOB_ATTEMPTS: usize = 3;
 
@@ -184,15 +187,18 @@ impl RegistryOptions {
         }
         let https = Url::parse(&format!("https://{}/", host_of(&config)))
             .map_err(|e| TransferError::Invalid(e.to_string()))?;
-        let tls = UpstreamClient::new(
-            config
-                .clone()
-                .with_base_url(https)
-                .with_insecure(true)
-                .map_err(ctx)?,
-        )
-        .map_err(ctx)?;
-        match tls.ping().await {
+        let tls_config = config
+            .clone()
+            .with_base_url(https)
+            .with_insecure(true)
+            .map_err(ctx)?;
+        // A short probe: something that is not TLS may not answer at all.
+        let mut probe_config = tls_config.clone();
+        probe_config.connect_timeout = PROBE_TIMEOUT;
+        probe_config.read_timeout = PROBE_TIMEOUT;
+        probe_config.request_timeout = PROBE_TIMEOUT;
+        let probe = UpstreamClient::new(probe_config).map_err(ctx)?;
+        match probe.ping().await {
             Err(UpstreamError::Transport { .. }) => {
                 let http = Url::parse(&format!("http://{}/", host_of(&config)))
                     .map_err(|e| TransferError::Invalid(e.to_string()))?;
@@ -204,7 +210,7 @@ impl RegistryOptions {
                 )
                 .map_err(ctx)
             }
-            _ => Ok(tls),
+            _ => UpstreamClient::new(tls_config).map_err(ctx),
         }
     }
 }
