@@ -4,6 +4,7 @@
 //! - `layout`: where each kind of metadata lives in the document store;
 //! - `blobs`: blob reads, deletes and cross-repository mounts;
 //! - `uploads`: upload sessions, hashed as the bytes stream through;
+//! - `hashing`: that hashing, on the blocking pool beside the network;
 //! - `manifests`: manifest validation, storage and deletion;
 //! - `tags`: tag resolution and listing;
 //! - `catalog`: the repository list;
@@ -16,6 +17,7 @@
 mod blobs;
 mod catalog;
 mod error;
+mod hashing;
 mod layout;
 mod manifests;
 mod referrers;

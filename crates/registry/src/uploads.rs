@@ -10,6 +10,7 @@ use berth_storage::UploadId;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::hashing::BackgroundHasher;
 use crate::{layout, ByteStream, Registry, RegistryError, Result, Session};
 
 /// Where an upload session stands.
@@ -108,14 +109,15 @@ impl Registry {
             Some(h) if session.hashed == current => Some(h),
             None if current == 0 => Some(berth_reference::Algorithm::Sha256.hasher()),
             _ => None,
-        };
+        }
+        .map(BackgroundHasher::new);
         let mut writer = self.storage.upload_writer(uid, current).await?;
         let mut failure = None;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(chunk) => {
                     if let Some(h) = hasher.as_mut() {
-                        h.update(&chunk);
+                        h.update(chunk.clone()).await;
                     }
                     if let Err(e) = writer.write(chunk).await {
                         // What reached the disk is unknown: stop trusting the hash.
@@ -142,7 +144,10 @@ impl Registry {
             }
         };
         session.hashed = total;
-        session.hasher = hasher;
+        session.hasher = match hasher {
+            Some(h) => h.finish().await,
+            None => None,
+        };
         match failure {
             Some(e) => Err(e),
             None => Ok(total),
