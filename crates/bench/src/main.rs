@@ -58,6 +58,22 @@ struct Args {
     /// Give up after this many seconds [default: 1500, quick: 240]
     #[arg(long)]
     max_seconds: Option<u64>,
+    /// Run only these workloads (for profiling one path); comma-separated
+    /// from: push, chunked, get, manifest, listing [default: all]
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Workload>,
+    /// Repeats per workload and server [default: 3, quick: 1]
+    #[arg(long)]
+    repeats: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Workload {
+    Push,
+    Chunked,
+    Get,
+    Manifest,
+    Listing,
 }
 
 fn main() -> ExitCode {
@@ -130,11 +146,17 @@ fn version_of(bin: &Path) -> String {
 }
 
 async fn run(args: Args) -> Result<bool> {
-    let plan = if args.quick {
+    let mut plan = if args.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
+    if let Some(r) = args.repeats {
+        plan.repeats = r.max(1);
+        plan.listing_repeats = plan.listing_repeats.max(r);
+    }
+    let only = args.only.clone();
+    let wanted = move |w: Workload| only.is_empty() || only.contains(&w);
     let berth_bin = match args.berth {
         Some(b) => b,
         None => default_berth()?,
@@ -190,6 +212,9 @@ async fn run(args: Args) -> Result<bool> {
         let dir = workdir.path().to_path_buf();
         let berth = servers::start_berth(&berth_bin, &dir).await?;
         let dist = servers::start_distribution(&dist_bin, &dir).await?;
+        for s in [&berth, &dist] {
+            eprintln!("==> {} (pid {}) listening on {}", s.name, s.pid(), s.addr);
+        }
         let mut b = Bench {
             plan,
             servers: [&berth, &dist],
@@ -199,11 +224,21 @@ async fn run(args: Args) -> Result<bool> {
             idle_rss: [Err("not measured".into()), Err("not measured".into())],
         };
         b.idle_memory().await;
-        b.monolithic_push().await;
-        b.chunked_push().await;
-        b.blob_get_and_memory().await;
-        b.manifest_get().await;
-        b.listings().await;
+        if wanted(Workload::Push) {
+            b.monolithic_push().await;
+        }
+        if wanted(Workload::Chunked) {
+            b.chunked_push().await;
+        }
+        if wanted(Workload::Get) {
+            b.blob_get_and_memory().await;
+        }
+        if wanted(Workload::Manifest) {
+            b.manifest_get().await;
+        }
+        if wanted(Workload::Listing) {
+            b.listings().await;
+        }
         for s in [&berth, &dist] {
             if let Err(e) = s.rss() {
                 eprintln!(
