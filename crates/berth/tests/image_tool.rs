@@ -990,3 +990,140 @@ fn credentials_from_flags_and_auth_files() {
     let out = run(berth_cmd(s, &["inspect", "--raw", &dest]).env("XDG_RUNTIME_DIR", &runtime));
     assert_eq!(out.stdout, img.manifest);
 }
+
+/// A TCP proxy to `upstream` that breaks the first connection that has
+/// relayed more than `limit` bytes towards the client; the rest pass.
+struct CuttingProxy {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: std::net::SocketAddr, limit: usize) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let (stop2, cut2) = (stop.clone(), cut.clone());
+        let accept = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+            while !stop2.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                let cut = cut2.clone();
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 << 10];
+                    let mut relayed = 0usize;
+                    loop {
+                        let n = match s_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        relayed += n;
+                        if relayed > limit && !cut.swap(true, Ordering::SeqCst) {
+                            let _ = c_write.shutdown(std::net::Shutdown::Both);
+                            let _ = s_read.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        CuttingProxy {
+            port,
+            stop,
+            cut,
+            accept: Some(accept),
+        }
+    }
+
+    fn did_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A blob download broken mid-way resumes from the bytes already written
+/// (a ranged GET), so the whole copy transfers each byte once.
+#[test]
+fn interrupted_download_resumes_with_a_range_request() {
+    let reg = Distribution::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let l = Layout::create(&s.join("src"));
+    let img = l.add_image(
+        "v1",
+        "amd64",
+        &[layer("big", 80, 6_000_000), layer("small", 81, 500)],
+    );
+    berth(
+        s,
+        &[
+            "copy",
+            &l.oci_ref("v1"),
+            &format!("docker://{}/app:v1", reg.host()),
+        ],
+    );
+    let total: u64 = img.blobs().iter().map(|b| l.blob(b).len() as u64).sum();
+
+    let proxy = CuttingProxy::start(reg.addr(), 2_000_000);
+    let out = s.join("out");
+    let r = berth_json(
+        s,
+        &[
+            "copy",
+            &format!("docker://127.0.0.1:{}/app:v1", proxy.port),
+            &format!("oci:{}:v1", out.display()),
+        ],
+    );
+    assert!(proxy.did_cut(), "the proxy never cut a connection");
+    assert_eq!(r["digest"], img.manifest_digest.as_str());
+    // Restarting the blob would have transferred the cut part twice.
+    assert_eq!(r["bytes_copied"], total, "{r}");
+    let copied = Layout { dir: out };
+    for b in img.blobs() {
+        assert_eq!(copied.blob(&b), l.blob(&b));
+    }
+    let big = &img.layer_digests[0];
+    assert_eq!(
+        reg.requests("GET", &format!("/v2/app/blobs/{big}")),
+        2,
+        "{}",
+        reg.log()
+    );
+    assert!(!copied.dir.join(".berth-ingest").exists());
+}

@@ -423,7 +423,6 @@ impl LayoutDest {
         } else if have > 0 {
             tracing::info!(digest = %desc.digest, offset = have, "resuming an interrupted blob");
         }
-        progress(have);
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .write(true)

@@ -193,8 +193,17 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     1
 }
 
-/// A runtime for one verb.
+/// A runtime for one verb; warnings (a resumed or restarted transfer) go
+/// to stderr, more with `RUST_LOG`.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
