@@ -66,7 +66,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e:#}");
-            std::process::ExitCode::from(cmd::imaging::exit_code(&e))
+            std::process::ExitCode::from(cmd::imaging::report_failure(&e))
         }
     }
 }

@@ -353,6 +353,20 @@ fn ls_tags_rm_and_exit_codes() {
     let out = berth_fails(s, &["inspect", &format!("docker://{host}/app:v2")], 3);
     assert!(out.stderr.contains("hint:"), "{}", out.describe());
     berth_fails(s, &["tags", &format!("{host}/nope")], 3);
+    // With --output json the failure is JSON on stdout too.
+    let out = berth_fails(
+        s,
+        &[
+            "inspect",
+            "--output",
+            "json",
+            &format!("docker://{host}/app:v2"),
+        ],
+        3,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["exitCode"], 3);
+    assert!(v["error"]["hint"].as_str().unwrap().contains("berth tags"));
     // Nothing listening: exit 6.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

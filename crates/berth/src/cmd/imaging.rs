@@ -193,6 +193,26 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     1
 }
 
+/// The exit code for a failed verb; with `--output json`, the failure is
+/// also printed on stdout as `{"error":{"message","hint","exitCode"}}`.
+pub fn report_failure(e: &anyhow::Error) -> u8 {
+    let code = exit_code(e);
+    let args: Vec<String> = std::env::args().collect();
+    let json = args
+        .windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json");
+    if json {
+        let (message, hint) = match e.chain().find_map(|c| c.downcast_ref::<Advised>()) {
+            Some(a) => (a.message.clone(), Some(a.hint.clone())),
+            None => (format!("{e:#}"), None),
+        };
+        let v = serde_json::json!({"error": {"message": message, "hint": hint, "exitCode": code}});
+        println!("{v}");
+    }
+    code
+}
+
 /// A runtime for one verb; warnings (a resumed or restarted transfer) go
 /// to stderr, more with `RUST_LOG`.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
