@@ -369,19 +369,32 @@ impl RegistryDest {
             .client
             .blob_upload(&self.repo, &desc.digest, desc.size, rx);
         let mut stream = read.stream;
+        // Reading the source may fail; the upload then sees a stand-in
+        // error, and the source's own error is the one reported.
         let pump = async move {
             let mut tx = tx;
             while let Some(item) = stream.next().await {
-                let failed = item.is_err();
-                if let Ok(b) = &item {
-                    progress(b.len() as u64);
-                }
-                if futures::SinkExt::send(&mut tx, item).await.is_err() || failed {
+                let item = match item {
+                    Ok(b) => {
+                        progress(b.len() as u64);
+                        Ok(b)
+                    }
+                    Err(e) => {
+                        let stand_in = TransferError::Corrupt(format!("source failed: {e}"));
+                        let _ = futures::SinkExt::send(&mut tx, Err(stand_in)).await;
+                        return Some(e);
+                    }
+                };
+                if futures::SinkExt::send(&mut tx, item).await.is_err() {
                     break;
                 }
             }
+            None
         };
-        let (result, ()) = futures::join!(upload, pump);
+        let (result, source_error) = futures::join!(upload, pump);
+        if let Some(e) = source_error {
+            return Err(e);
+        }
         result.map_err(self.ctx(format!("uploading blob {}", desc.digest)))
     }
 
