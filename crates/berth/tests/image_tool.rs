@@ -1005,8 +1005,17 @@ fn credentials_from_flags_and_auth_files() {
     assert_eq!(out.stdout, img.manifest);
 }
 
+/// Which way a [`CuttingProxy`] counts bytes.
+#[derive(Clone, Copy, PartialEq)]
+enum Towards {
+    /// Responses (downloads).
+    Client,
+    /// Requests (uploads).
+    Server,
+}
+
 /// A TCP proxy to `upstream` that breaks the first connection that has
-/// relayed more than `limit` bytes towards the client; the rest pass.
+/// relayed more than `limit` bytes in the direction `towards`; the rest pass.
 struct CuttingProxy {
     port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -1014,9 +1023,39 @@ struct CuttingProxy {
     accept: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Relay `from` to `to`; when `limit` is given, break both connections once
+/// more than that has passed (only the first time `cut` is claimed).
+fn relay(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    limit: Option<usize>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 << 10];
+    let mut relayed = 0usize;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        relayed += n;
+        if limit.is_some_and(|l| relayed > l)
+            && !cut.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
 impl CuttingProxy {
-    fn start(upstream: std::net::SocketAddr, limit: usize) -> CuttingProxy {
-        use std::io::{Read, Write};
+    fn start(upstream: std::net::SocketAddr, limit: usize, towards: Towards) -> CuttingProxy {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1039,34 +1078,15 @@ impl CuttingProxy {
                 let Ok(server) = std::net::TcpStream::connect(upstream) else {
                     continue;
                 };
-                let (mut c_read, mut s_write) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c_read, &mut s_write);
-                    let _ = s_write.shutdown(std::net::Shutdown::Write);
-                });
-                let cut = cut2.clone();
-                let (mut s_read, mut c_write) = (server, client);
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16 << 10];
-                    let mut relayed = 0usize;
-                    loop {
-                        let n = match s_read.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if c_write.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                        relayed += n;
-                        if relayed > limit && !cut.swap(true, Ordering::SeqCst) {
-                            let _ = c_write.shutdown(std::net::Shutdown::Both);
-                            let _ = s_read.shutdown(std::net::Shutdown::Both);
-                            break;
-                        }
-                    }
-                    let _ = c_write.shutdown(std::net::Shutdown::Write);
-                });
+                let (up_limit, down_limit) = match towards {
+                    Towards::Server => (Some(limit), None),
+                    Towards::Client => (None, Some(limit)),
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let cut_up = cut2.clone();
+                std::thread::spawn(move || relay(c2, s2, up_limit, cut_up));
+                let cut_down = cut2.clone();
+                std::thread::spawn(move || relay(server, client, down_limit, cut_down));
             }
         });
         CuttingProxy {
@@ -1114,7 +1134,7 @@ fn interrupted_download_resumes_with_a_range_request() {
     );
     let total: u64 = img.blobs().iter().map(|b| l.blob(b).len() as u64).sum();
 
-    let proxy = CuttingProxy::start(reg.addr(), 2_000_000);
+    let proxy = CuttingProxy::start(reg.addr(), 2_000_000, Towards::Client);
     let out = s.join("out");
     let r = berth_json(
         s,
@@ -1140,4 +1160,47 @@ fn interrupted_download_resumes_with_a_range_request() {
         reg.log()
     );
     assert!(!copied.dir.join(".berth-ingest").exists());
+}
+
+/// A large blob upload cut mid-way resumes where the registry says it
+/// stands (the upload status GET), not from the start.
+#[test]
+fn interrupted_upload_resumes_where_the_registry_stands() {
+    let reg = Distribution::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let l = Layout::create(&s.join("src"));
+    let img = l.add_image("v1", "amd64", &[layer("huge", 90, 40 << 20)]);
+    let proxy = CuttingProxy::start(reg.addr(), 20 << 20, Towards::Server);
+    let r = berth_json(
+        s,
+        &[
+            "copy",
+            &l.oci_ref("v1"),
+            &format!("docker://127.0.0.1:{}/app:v1", proxy.port),
+        ],
+    );
+    assert!(proxy.did_cut(), "the proxy never cut a connection");
+    assert_eq!(r["digest"], img.manifest_digest.as_str());
+    assert_eq!(
+        skopeo_raw_digest(s, &format!("docker://{}/app:v1", reg.host())),
+        img.manifest_digest
+    );
+    let log = reg.log();
+    let status_queries = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/app/blobs/uploads/"))
+        .count();
+    assert_eq!(status_queries, 1, "{log}");
+    // Only one upload session was opened for the big blob: it resumed.
+    let big = &img.layer_digests[0];
+    let out = s.join("back");
+    run(skopeo(s).args([
+        "copy",
+        "--src-tls-verify=false",
+        "--preserve-digests",
+        &format!("docker://{}/app:v1", reg.host()),
+        &format!("oci:{}:x", out.display()),
+    ]));
+    assert_eq!(Layout { dir: out }.blob(big), l.blob(big));
 }

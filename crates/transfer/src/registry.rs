@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use berth_manifest::Reference;
 use berth_reference::{Digest, ImageReference, ManifestRef, RepositoryName};
 use berth_upstream::{
-    credentials_from_default_files, AuthFile, ByteRange, Credentials, MountOutcome, UpstreamClient,
-    UpstreamConfig, UpstreamError,
+    credentials_from_default_files, AuthFile, ByteRange, Credentials, MountOutcome, UploadSession,
+    UpstreamClient, UpstreamConfig, UpstreamError,
 };
 use futures::{StreamExt, TryStreamExt};
 use url::Url;
@@ -23,6 +23,11 @@ use crate::source::{BlobRead, Destination, ManifestBlob, Source};
 
 /// How long the HTTPS probe of an insecure registry may take.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Blobs this large or larger are uploaded in resumable chunks.
+const CHUNKED_FROM: u64 = 32 << 20;
+/// Their chunk size (raised to a registry's minimum).
+const CHUNK_SIZE: usize = 16 << 20;
 
 /// Attempts at one blob upload when the failure may pass.
 const BLOB_ATTEMPTS: usize = 3;
@@ -398,6 +403,117 @@ impl RegistryDest {
         result.map_err(self.ctx(format!("uploading blob {}", desc.digest)))
     }
 
+    /// Upload a large blob in chunks; after a transient failure, ask the
+    /// registry how much it holds and go on from there (the spec's
+    /// resumable upload), reading the source from that offset.
+    async fn upload_chunked(
+        &self,
+        desc: &Reference,
+        source: &dyn Source,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let what = format!("uploading blob {}", desc.digest);
+        let mut session = self
+            .client
+            .upload_start(&self.repo)
+            .await
+            .map_err(self.ctx(&what))?;
+        let chunk_size = session
+            .min_chunk()
+            .and_then(|m| usize::try_from(m).ok())
+            .unwrap_or(0)
+            .max(CHUNK_SIZE);
+        let mut failures = 0;
+        loop {
+            match self
+                .send_chunks(&mut session, desc, source, progress, chunk_size)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && failures + 1 < BLOB_ATTEMPTS => {
+                    failures += 1;
+                    tracing::warn!(digest = %desc.digest, error = %e, "blob upload interrupted; resuming");
+                    tokio::time::sleep(std::time::Duration::from_millis(500 << failures)).await;
+                    match self.client.upload_status(&mut session).await {
+                        Ok(offset) => {
+                            tracing::info!(digest = %desc.digest, offset, "the registry holds part of the upload; resuming there")
+                        }
+                        Err(e) => {
+                            tracing::warn!(digest = %desc.digest, error = %e, "upload status unavailable; starting the blob again");
+                            session = self
+                                .client
+                                .upload_start(&self.repo)
+                                .await
+                                .map_err(self.ctx(&what))?;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.client
+            .upload_complete(session, &desc.digest)
+            .await
+            .map_err(self.ctx(&what))
+    }
+
+    /// Send the blob from the session's offset to its end, in chunks.
+    async fn send_chunks(
+        &self,
+        session: &mut UploadSession,
+        desc: &Reference,
+        source: &dyn Source,
+        progress: &(dyn Fn(u64) + Send + Sync),
+        chunk_size: usize,
+    ) -> Result<()> {
+        let what = format!("uploading blob {}", desc.digest);
+        let offset = session.offset();
+        let read = source.blob(desc, offset).await?;
+        if read.offset > offset {
+            return Err(TransferError::Corrupt(format!(
+                "{what}: the source started at {} instead of {offset}",
+                read.offset
+            )));
+        }
+        let mut skip = offset - read.offset;
+        let mut stream = read.stream;
+        let mut buf = bytes::BytesMut::with_capacity(chunk_size);
+        while let Some(chunk) = stream.next().await {
+            let mut chunk = chunk?;
+            if skip > 0 {
+                let n = skip.min(chunk.len() as u64) as usize;
+                chunk = chunk.slice(n..);
+                skip -= n as u64;
+            }
+            buf.extend_from_slice(&chunk);
+            while buf.len() >= chunk_size {
+                let part = buf.split_to(chunk_size).freeze();
+                let n = part.len() as u64;
+                self.client
+                    .upload_chunk(session, part)
+                    .await
+                    .map_err(self.ctx(&what))?;
+                progress(n);
+            }
+        }
+        if !buf.is_empty() {
+            let n = buf.len() as u64;
+            self.client
+                .upload_chunk(session, buf.freeze())
+                .await
+                .map_err(self.ctx(&what))?;
+            progress(n);
+        }
+        if session.offset() != desc.size {
+            return Err(TransferError::Corrupt(format!(
+                "{what}: sent {} of {} bytes",
+                session.offset(),
+                desc.size
+            )));
+        }
+        Ok(())
+    }
+
     fn ctx(&self, what: impl std::fmt::Display) -> impl FnOnce(UpstreamError) -> TransferError {
         let c = format!("{what} to docker://{}", self.reference);
         move |e| TransferError::registry(c, e)
@@ -447,8 +563,11 @@ impl Destination for RegistryDest {
         source: &dyn Source,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
-        // A streamed upload cannot be continued after a broken connection
-        // on every registry; a transient failure starts the blob again.
+        // Small blobs go in one streamed PUT, started again on a transient
+        // failure; large ones in chunks, resumed where the registry stands.
+        if desc.size >= CHUNKED_FROM {
+            return self.upload_chunked(desc, source, progress).await;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -243,6 +243,47 @@ impl UpstreamClient {
         .await
     }
 
+    /// Ask how much of an upload the upstream holds (`GET` on its
+    /// location, whose `Range: 0-END` says so), and move the session there:
+    /// how an interrupted upload resumes. Returns the new offset.
+    pub async fn upload_status(&self, session: &mut UploadSession) -> Result<u64, UpstreamError> {
+        let req = self.write_req(
+            Method::GET,
+            session.location.clone(),
+            self.push_scopes(&session.repo),
+        );
+        let resp = self.execute(req).await?;
+        let resp = check(resp, &format!("GET upload status {}", session.repo)).await?;
+        let offset = match resp
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+        {
+            None => 0,
+            Some(r) => {
+                let r = r.trim().trim_start_matches("bytes=");
+                let end = r
+                    .split_once('-')
+                    .and_then(|(_, e)| e.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        UpstreamError::Protocol(format!("upload status: bad Range {r:?}"))
+                    })?;
+                // Distribution sends `0-0` for an empty upload (and for
+                // one byte): take it as nothing held.
+                if r.trim() == "0-0" {
+                    0
+                } else {
+                    end + 1
+                }
+            }
+        };
+        if resp.headers().get(header::LOCATION).is_some() {
+            session.location = self.location(&resp)?;
+        }
+        session.offset = offset;
+        Ok(offset)
+    }
+
     /// Abandon an upload.
     pub async fn upload_cancel(&self, session: UploadSession) -> Result<(), UpstreamError> {
         let req = self.write_req(
