@@ -91,7 +91,7 @@ fn copy_between_registry_and_layouts_agrees_with_skopeo() {
         ],
     );
     assert_eq!(r["digest"], img.manifest_digest.as_str());
-    assert_eq!(r["blobs_copied"], 3);
+    assert_eq!(r["blobsCopied"], 3);
     assert_eq!(
         skopeo_raw_digest(s, &format!("docker://{host}/app:v1")),
         img.manifest_digest
@@ -106,8 +106,8 @@ fn copy_between_registry_and_layouts_agrees_with_skopeo() {
             &format!("docker://{host}/app:v2"),
         ],
     );
-    assert_eq!(r["blobs_skipped"], 3, "{r}");
-    assert_eq!(r["bytes_copied"], 0);
+    assert_eq!(r["blobsSkipped"], 3, "{r}");
+    assert_eq!(r["bytesCopied"], 0);
 
     // To another repository of the same registry: mounted, not uploaded.
     let r = berth_json(
@@ -118,7 +118,7 @@ fn copy_between_registry_and_layouts_agrees_with_skopeo() {
             &format!("docker://{host}/other/app:v1"),
         ],
     );
-    assert_eq!(r["blobs_mounted"], 3, "{r}");
+    assert_eq!(r["blobsMounted"], 3, "{r}");
 
     // registry -> oci-archive: written by berth, read by skopeo.
     let archive = s.join("berth.tar");
@@ -1147,7 +1147,7 @@ fn interrupted_download_resumes_with_a_range_request() {
     assert!(proxy.did_cut(), "the proxy never cut a connection");
     assert_eq!(r["digest"], img.manifest_digest.as_str());
     // Restarting the blob would have transferred the cut part twice.
-    assert_eq!(r["bytes_copied"], total, "{r}");
+    assert_eq!(r["bytesCopied"], total, "{r}");
     let copied = Layout { dir: out };
     for b in img.blobs() {
         assert_eq!(copied.blob(&b), l.blob(&b));

@@ -73,12 +73,12 @@ impl Default for CopyOptions {
 
 /// What a copy did.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CopyReport {
     pub source: String,
     pub destination: String,
     /// Digest of the manifest (or index) written as the destination's image.
     pub digest: Digest,
-    #[serde(rename = "mediaType")]
     pub media_type: String,
     pub manifests: usize,
     pub blobs: usize,
