@@ -371,6 +371,46 @@ spec: {imageName: "ubuntu:22.04"}
     }
 
     #[test]
+    fn every_workload_kind() {
+        let mut y = String::new();
+        for kind in [
+            "StatefulSet",
+            "DaemonSet",
+            "ReplicaSet",
+            "ReplicationController",
+            "Job",
+        ] {
+            y.push_str(&format!(
+                "---\napiVersion: apps/v1\nkind: {kind}\nmetadata: {{name: x}}\nspec:\n  template:\n    spec:\n      containers: [{{name: c, image: \"r.example/{}:1\"}}]\n",
+                kind.to_lowercase()
+            ));
+        }
+        y.push_str("---\napiVersion: v1\nkind: PodTemplate\nmetadata: {name: t}\ntemplate:\n  spec:\n    containers: [{name: c, image: r.example/podtemplate:1}]\n    volumes: [{name: v, image: {reference: r.example/artifact:1}}]\n");
+        y.push_str("---\napiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: vmi}\nspec:\n  domain:\n    firmware:\n      kernelBoot:\n        container: {image: r.example/kernel:1}\n  volumes: [{name: d, containerDisk: {image: r.example/disk:1}}]\n");
+        y.push_str("---\napiVersion: cdi.kubevirt.io/v1beta1\nkind: DataImportCron\nmetadata: {name: cron}\nspec:\n  template:\n    spec:\n      source:\n        registry: {url: \"docker://r.example/cron:1\"}\n");
+        let found = find_images(&y).unwrap();
+        let images: Vec<&str> = found.iter().map(|f| f.image.as_str()).collect();
+        assert_eq!(
+            images,
+            [
+                "r.example/statefulset:1",
+                "r.example/daemonset:1",
+                "r.example/replicaset:1",
+                "r.example/replicationcontroller:1",
+                "r.example/job:1",
+                "r.example/podtemplate:1",
+                "r.example/artifact:1",
+                "r.example/disk:1",
+                "r.example/kernel:1",
+                "r.example/cron:1",
+            ]
+        );
+        assert_eq!(found[0].kind, "StatefulSet");
+        assert_eq!(found[0].name.as_deref(), Some("x"));
+        assert_eq!(found[7].field, "spec.volumes[0].containerDisk.image");
+    }
+
+    #[test]
     fn bad_yaml_is_an_error() {
         assert!(find_images("kind: [unclosed").is_err());
     }

@@ -316,3 +316,52 @@ impl Destination for OciArchiveDest {
             .map_err(|e| TransferError::Invalid(format!("tar task: {e}")))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn written_tars_are_read_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        let target = dir.path().join("t.tar");
+        write_tar(
+            &[
+                ("d".to_string(), TarItem::Dir),
+                ("d/small.json".to_string(), TarItem::Bytes(b"{}".to_vec())),
+                ("big.bin".to_string(), TarItem::File(dir.path().join("big"))),
+            ],
+            &target,
+        )
+        .unwrap();
+        let index = TarIndex::open(&target).await.unwrap();
+        assert_eq!(index.size_of("./d/small.json"), Some(2));
+        assert_eq!(
+            index
+                .read_small("d/small.json")
+                .await
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"{}"
+        );
+        let (size, mut s) = index.open("big.bin", 1000).await.unwrap().unwrap();
+        assert_eq!(size, big.len() as u64);
+        let mut got = Vec::new();
+        while let Some(c) = s.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, big[1000..]);
+        assert!(index.open("missing", 0).await.unwrap().is_none());
+        // gzip is refused with advice rather than misread.
+        let gz = dir.path().join("x.tar.gz");
+        std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
+        assert!(matches!(
+            TarIndex::open(&gz).await,
+            Err(TransferError::Unsupported(_))
+        ));
+    }
+}

@@ -290,3 +290,31 @@ pub async fn manifests(file: &Path) -> Result<Vec<(BundleEntry, ManifestBlob)>> 
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_mirror_names() {
+        let refs = parse_list(
+            "# from berth images\ndocker.io/library/alpine:3.20\n\nnginx  # web\ndocker://quay.io/org/app@sha256:0123456789012345678901234567890123456789012345678901234567890123\nalpine:3.20\n",
+        )
+        .unwrap();
+        let names: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io/library/alpine:3.20",
+                "docker.io/library/nginx:latest",
+                "quay.io/org/app@sha256:0123456789012345678901234567890123456789012345678901234567890123",
+            ]
+        );
+        let t = mirror_target(&refs[0], "10.0.0.5:5000").unwrap();
+        assert_eq!(t.to_string(), "10.0.0.5:5000/docker.io/library/alpine:3.20");
+        let t = mirror_target(&refs[2], "localhost:5000").unwrap();
+        assert_eq!(t.repository.as_str(), "quay.io/org/app");
+        assert!(t.tag.is_none() && t.digest.is_some());
+        assert!(parse_list("UPPER/case\n").is_err());
+    }
+}
