@@ -373,6 +373,18 @@ fn ls_tags_rm_and_exit_codes() {
         l.local_addr().unwrap().port()
     };
     berth_fails(s, &["inspect", &format!("127.0.0.1:{port}/x:1")], 6);
+    // Verified TLS against a registry that speaks plain HTTP: a TLS failure (5)
+    // whose hint names --tls-verify=false.
+    let out = berth_fails(
+        s,
+        &["inspect", "--tls-verify=true", &format!("{host}/app:v1")],
+        5,
+    );
+    assert!(
+        out.stderr.contains("--tls-verify=false"),
+        "{}",
+        out.describe()
+    );
     // Plain HTTP without --tls-verify=false on a non-loopback name fails
     // TLS-wise or network-wise, never silently; bad references are usage errors.
     berth_fails(s, &["copy", "Not/A:Ref:x", "oci:/tmp/x"], 2);
@@ -383,6 +395,7 @@ fn ls_tags_rm_and_exit_codes() {
         3,
     );
     assert!(out.stderr.contains("one"), "{}", out.describe());
+    assert!(out.stderr.contains("oci:DIR:NAME"), "{}", out.describe());
 }
 
 #[test]

@@ -99,6 +99,11 @@ impl TransferError {
         }
     }
 
+    /// Whether this came from talking to a registry (rather than files).
+    pub fn is_registry(&self) -> bool {
+        matches!(self, TransferError::Registry { .. })
+    }
+
     /// A registry refused a manifest because a blob it references is unknown.
     pub fn is_blob_unknown(&self) -> bool {
         matches!(self, TransferError::Registry { source, .. }
@@ -136,6 +141,8 @@ fn is_tls_error(e: &UpstreamError) -> bool {
         "handshake",
         "unknownissuer",
         "invalid peer",
+        "corrupt message",
+        "invalidcontenttype",
     ]
     .iter()
     .any(|w| t.contains(w))

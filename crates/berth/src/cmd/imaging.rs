@@ -148,11 +148,12 @@ fn code_of(kind: ErrorKind) -> u8 {
     }
 }
 
-fn hint_of(kind: ErrorKind) -> Option<&'static str> {
+fn hint_of(kind: ErrorKind, registry: bool) -> Option<&'static str> {
     Some(match kind {
+        ErrorKind::NotFound if !registry => "check the path, and the image name after it (oci:DIR:NAME, oci-archive:FILE:NAME, docker-archive:FILE:REPO:TAG)",
         ErrorKind::NotFound => "check the name and tag; `berth tags REPO` lists a repository's tags, `berth ls REGISTRY` its repositories",
         ErrorKind::Auth => "the registry wants credentials: pass --creds USER:PASSWORD, or log in with `docker login`/`podman login` (berth reads ~/.docker/config.json and $XDG_RUNTIME_DIR/containers/auth.json)",
-        ErrorKind::Tls => "TLS verification failed: trust the registry's CA with --cert-dir DIR (*.crt files) or --ca-file FILE, or skip verification with --tls-verify=false",
+        ErrorKind::Tls => "TLS failed: trust the registry's CA with --cert-dir DIR (*.crt files) or --ca-file FILE; for a registry without TLS or with an untrusted certificate, --tls-verify=false",
         ErrorKind::Network => "the registry could not be reached or failed; check the address and that it is up (a registry without TLS needs --tls-verify=false unless it is on loopback)",
         ErrorKind::Integrity => "content does not match its digest: the source is corrupt or was modified; fetch it again",
         ErrorKind::Usage | ErrorKind::Other => return None,
@@ -163,7 +164,7 @@ fn hint_of(kind: ErrorKind) -> Option<&'static str> {
 pub fn fail(e: TransferError) -> anyhow::Error {
     let kind = e.kind();
     let message = e.to_string();
-    match hint_of(kind) {
+    match hint_of(kind, e.is_registry()) {
         Some(h) => anyhow::Error::new(Advised {
             message,
             hint: h.to_string(),
