@@ -17,6 +17,8 @@ pub enum ApiError {
     ReferenceInvalid(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("invalid page size n={0:?}: a non-negative integer is required")]
+    PageSizeInvalid(String),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -55,7 +57,9 @@ impl ApiError {
             }
             ApiError::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
             ApiError::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-            ApiError::ReferenceInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            // Not in the spec's list; Distribution's code for the same case.
+            ApiError::ReferenceInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            ApiError::PageSizeInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN"),

@@ -156,7 +156,18 @@ pub(crate) fn body_stream(body: Body) -> ByteStream {
 
 async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let Some(route) = Route::parse(parts.uri.path())? else {
+    let route = match Route::parse(parts.uri.path()) {
+        // A reference that cannot be a tag names no manifest: reads and
+        // deletes answer 404 (as the conformance suite expects); only a push
+        // under such a name is a client error.
+        Err(ApiError::ReferenceInvalid(r)) if parts.method != Method::PUT => {
+            return Err(ApiError::Registry(
+                berth_registry::RegistryError::ManifestUnknown(r),
+            ))
+        }
+        other => other?,
+    };
+    let Some(route) = route else {
         return Err(ApiError::NotFound);
     };
     let query = query_map(&parts.uri);

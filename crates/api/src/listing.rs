@@ -14,7 +14,7 @@ fn page_params(query: &HashMap<String, String>) -> Result<(Option<usize>, Option
     let n = match query.get("n") {
         Some(n) => Some(
             n.parse::<usize>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid page size n={n:?}")))?,
+                .map_err(|_| ApiError::PageSizeInvalid(n.clone()))?,
         ),
         None => None,
     };
