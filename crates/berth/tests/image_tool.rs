@@ -24,6 +24,23 @@ fn berth_cmd(home: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `sh` with the same environment as [`berth_cmd`].
+fn shell(home: &Path) -> Command {
+    let mut cmd = berth_cmd(home, &[]);
+    let env: Vec<_> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    cmd = Command::new("sh");
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
 fn berth(home: &Path, args: &[&str]) -> Output {
     run(&mut berth_cmd(home, args))
 }
@@ -529,22 +546,20 @@ fn air_gap_round_trip_through_a_bundle() {
     .unwrap();
     let list = berth(s, &["images", yaml.to_str().unwrap()]).stdout_str();
     assert_eq!(list, "docker.io/library/app:v1\ndocker.io/library/tool:1\n");
-    let list_file = s.join("images.txt");
-    std::fs::write(&list_file, &list).unwrap();
 
     let bundle = s.join("bundle.tar");
     let upstream = format!("docker.io=http://{host}");
-    berth(
-        s,
-        &[
-            "bundle",
-            "create",
-            list_file.to_str().unwrap(),
-            "-o",
-            bundle.to_str().unwrap(),
-            "--upstream",
-            &upstream,
-        ],
+    // `berth images` feeds `bundle create` through a pipe.
+    let bin = env!("CARGO_BIN_EXE_berth");
+    let out = run(shell(s).env("BIN", bin).arg("-c").arg(format!(
+        "\"$BIN\" images '{}' | \"$BIN\" bundle create - -o '{}' --upstream '{upstream}'",
+        yaml.display(),
+        bundle.display()
+    )));
+    assert!(
+        out.stderr.contains("added docker.io/library/tool:1"),
+        "{}",
+        out.describe()
     );
     // Each blob once: the layer shared by three images is stored one time.
     let listing = run(Command::new("tar").arg("-tf").arg(&bundle)).stdout_str();
