@@ -958,6 +958,92 @@ fn concurrent_cold_clients_of_a_64_mib_blob_make_one_upstream_get() {
         "every other client joined the fill or found the blob cached"
     );
     assert_eq!(sha256(&berth.stored_blob(&digest)), digest);
+
+    // The same for a cold tag: one upstream GET for all of them.
+    let manifest_path = format!("/v2/{UP}/team/big/manifests/v1");
+    let results = rt.block_on(async {
+        let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (barrier, path, addr) = (barrier.clone(), manifest_path.clone(), berth.addr());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    http_get(
+                        addr,
+                        &path,
+                        &[("accept", ACCEPT)],
+                        false,
+                        Duration::from_secs(60),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("client task"));
+        }
+        out
+    });
+    for (i, r) in results.into_iter().enumerate() {
+        let f = r.unwrap_or_else(|e| panic!("manifest client {i}: {e}"));
+        assert_eq!(f.status, 200, "manifest client {i}");
+        assert_eq!(f.digest, image.manifest_digest, "manifest client {i}");
+    }
+    assert_eq!(
+        upstream_count(&up, "GET", "/v2/team/big/manifests/v1", 1),
+        1,
+        "upstream GETs of a tag for {CLIENTS} concurrent cold clients"
+    );
+    assert_eq!(berth.metric("berth_cache_upstream_requests_total"), 2.0);
+}
+
+/// A client that goes away in the middle of a cold blob does not stop its
+/// download: the blob is cached whole, from one upstream GET.
+#[test]
+fn a_client_leaving_mid_download_does_not_abort_the_fill() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let layout = Layout::create(&scratch.path().join("layout"));
+    let image = layout.add_image("v1", "amd64", &[layer(13, 16 << 20)]);
+    let up = Distribution::start();
+    up.push(scratch.path(), &layout.oci_ref("v1"), "team/app:v1", None);
+    let berth = Server::start_with(&[upstream_flag(UP, &up)]);
+    let digest = image.layer_digests[0].clone();
+    {
+        let mut s = std::net::TcpStream::connect(berth.addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET /v2/{UP}/team/app/blobs/{digest} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            berth.host()
+        )
+        .expect("send");
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).expect("first bytes");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // Dropped here, with most of the blob unread.
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !berth.holds_blob(&digest) {
+        assert!(
+            Instant::now() < deadline,
+            "the fill stopped with its client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sha256(&berth.stored_blob(&digest)), digest);
+    let f = http_get_blocking(
+        berth.addr(),
+        &format!("/v2/{UP}/team/app/blobs/{digest}"),
+        &[],
+    )
+    .expect("from the cache");
+    assert_eq!(f.digest, digest);
+    assert_eq!(
+        upstream_count(&up, "GET", &format!("/v2/team/app/blobs/{digest}"), 1),
+        1
+    );
 }
 
 /// Pushing into a mirrored repository preloads it (the air-gap workflow):
