@@ -1,0 +1,100 @@
+//! Keeps the cache benchmark working: runs `berth-bench-cache --quick`
+//! (a 2 MiB image, 1 and 32 clients) against a real berth and Debian's
+//! docker-registry, and checks its table: a row for every target and client
+//! count, and berth's upstream blob GETs independent of the client count.
+//! docker-registry is required (scripts/test installs it): a missing tool
+//! fails this test, it never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The berth binary of this build profile, built now if it is not there
+/// or might be stale (a no-op when it is fresh).
+fn berth_binary(bench: &Path) -> PathBuf {
+    let berth = bench.with_file_name("berth");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "berth"]);
+    if bench.parent().and_then(Path::file_name) == Some("release".as_ref()) {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("running cargo build -p berth");
+    assert!(status.success(), "cargo build -p berth failed");
+    assert!(berth.is_file(), "no berth binary at {}", berth.display());
+    berth
+}
+
+#[test]
+fn quick_cache_benchmark_prints_every_row() {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("docker-registry").is_file()))
+        .unwrap_or(false);
+    assert!(
+        on_path,
+        "docker-registry is required by the benchmark test (scripts/test installs it)"
+    );
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_berth-bench-cache"));
+    let berth = berth_binary(&bench);
+    let dir = tempfile::tempdir().unwrap();
+    let stdout_path = dir.path().join("stdout");
+    let mut child = Command::new(&bench)
+        .arg("--quick")
+        .arg("--berth")
+        .arg(&berth)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting berth-bench-cache");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "berth-bench-cache --quick ran over {LIMIT:?}:\n{}",
+                std::fs::read_to_string(&stdout_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = std::fs::read_to_string(&stdout_path).unwrap();
+    println!("{out}");
+    assert!(
+        status.success(),
+        "berth-bench-cache --quick failed ({status}):\n{out}"
+    );
+
+    // target clients ttfb-p50 "ms" ttfb-max "ms" total "s" MiB/s reqs blob-GETs
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 11 && w[1].parse::<usize>().is_ok())
+        .collect();
+    for target in ["direct", "berth", "distribution-proxy"] {
+        for clients in ["1", "32"] {
+            assert!(
+                rows.iter().any(|r| r[0] == target && r[1] == clients),
+                "no row for {target} with {clients} clients:\n{out}"
+            );
+        }
+    }
+    let blob_gets = |clients: &str| -> usize {
+        rows.iter()
+            .find(|r| r[0] == "berth" && r[1] == clients)
+            .and_then(|r| r[10].parse().ok())
+            .unwrap_or_else(|| panic!("berth's upstream blob GETs with {clients} clients:\n{out}"))
+    };
+    assert_eq!(
+        blob_gets("1"),
+        blob_gets("32"),
+        "berth's upstream blob GETs grew with the number of clients:\n{out}"
+    );
+}
