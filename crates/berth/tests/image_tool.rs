@@ -1232,3 +1232,62 @@ fn interrupted_upload_resumes_where_the_registry_stands() {
     ]));
     assert_eq!(Layout { dir: out }.blob(big), l.blob(big));
 }
+
+/// Docker schema2 manifests and manifest lists (as skopeo writes them with
+/// `--format v2s2`) keep their bytes through oci-archive: and back: berth
+/// never converts, so digests never change.
+#[test]
+fn docker_schema2_images_and_lists_keep_their_bytes() {
+    let reg = Distribution::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let (l, _amd, _arm, _index) = multi_arch(&s.join("src"));
+    let host = reg.host();
+    run(skopeo(s).args([
+        "copy",
+        "--all",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &l.oci_ref("multi"),
+        &format!("docker://{host}/d2:1"),
+    ]));
+    let list_digest = skopeo_raw_digest(s, &format!("docker://{host}/d2:1"));
+    let info = berth_json(s, &["inspect", &format!("docker://{host}/d2:1")]);
+    assert_eq!(info["digest"], list_digest.as_str());
+    assert_eq!(info["mediaType"], DOCKER_LIST);
+    assert_eq!(info["image"]["mediaType"], DOCKER_MANIFEST);
+
+    let archive = s.join("d2.tar");
+    let a = format!("oci-archive:{}:d2", archive.display());
+    berth(s, &["copy", "--all", &format!("docker://{host}/d2:1"), &a]);
+    // (skopeo reads only OCI-typed images out of a layout, so the list is
+    // checked through berth and the registry.)
+    let info = berth_json(s, &["inspect", &a]);
+    assert_eq!(info["digest"], list_digest.as_str());
+    let r = berth_json(
+        s,
+        &["copy", "--all", &a, &format!("docker://{host}/d2copy:1")],
+    );
+    assert_eq!(r["digest"], list_digest.as_str());
+    assert_eq!(
+        skopeo_raw_digest(s, &format!("docker://{host}/d2copy:1")),
+        list_digest
+    );
+    // One platform of the list.
+    let r = berth_json(
+        s,
+        &[
+            "copy",
+            "--platform",
+            "linux/arm64",
+            &a,
+            &format!("docker://{host}/d2arm:1"),
+        ],
+    );
+    assert_eq!(r["mediaType"], DOCKER_MANIFEST);
+    assert_eq!(
+        skopeo_raw_digest(s, &format!("docker://{host}/d2arm:1")),
+        r["digest"].as_str().unwrap()
+    );
+}

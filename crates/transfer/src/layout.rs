@@ -9,6 +9,11 @@
 //! registry's `Range` GET, a file). The tag is the
 //! `org.opencontainers.image.ref.name` annotation in `index.json`, as skopeo
 //! and umoci write it.
+//!
+//! Manifests are stored as they are, Docker schema2 ones included (with
+//! their Docker media type in `index.json`), so digests never change. skopeo
+//! converts those to OCI when it writes a layout, and reads only OCI-typed
+//! entries back; berth reads both.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
