@@ -1065,6 +1065,24 @@ fn pushing_into_a_mirrored_repository_preloads_it() {
     let tag = format!("/v2/{UP}/team/preloaded/manifests/v1");
     expect_manifest(&berth, &tag, &fx.v1.manifest);
     expect_blobs(&berth, &format!("{UP}/team/preloaded"), &fx.v1.blobs(), "");
+    // The upstream was asked about the tag once (404); within the TTL,
+    // further pulls of it do not ask again.
+    let asked = |up: &Distribution| {
+        up.requests("HEAD", "/v2/team/preloaded/manifests/v1")
+            + up.requests("GET", "/v2/team/preloaded/manifests/v1")
+    };
+    let first = upstream_lines(&up);
+    assert_eq!(asked(&up), 1, "{first:#?}");
+    for _ in 0..3 {
+        expect_manifest(&berth, &tag, &fx.v1.manifest);
+    }
+    let lines = upstream_lines(&up);
+    assert_eq!(
+        asked(&up),
+        1,
+        "a pushed tag was re-asked upstream on every pull: {:#?}",
+        &lines[first.len()..]
+    );
     let out = fx.scratch.path().join("out");
     run(skopeo(fx.scratch.path()).args([
         "copy",

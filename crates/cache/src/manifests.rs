@@ -90,8 +90,12 @@ impl Cache {
                         Ok(m)
                     }
                     // The upstream has no such tag, but one was pushed here
-                    // (an air-gap preload): it is served like a cached one.
-                    (Err(Failure::NotFound), Some(m)) => Ok(m),
+                    // (an air-gap preload): it is served like a cached one,
+                    // and like one it is not asked about again within its TTL.
+                    (Err(Failure::NotFound), Some(m)) => {
+                        mark_validated(inner, repo, tag);
+                        Ok(m)
+                    }
                     (Err(f), _) => Err(f.into_error(unknown())),
                 }
             }
