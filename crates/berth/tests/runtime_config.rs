@@ -7,6 +7,8 @@
 //! a missing tool fails the test, it is never skipped. Every wait is bounded
 //! and every address is 127.0.0.1.
 
+mod common;
+
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -655,64 +657,6 @@ fn push_test_image(berth: &Berth, dir: &Path, image: &str) {
     ]));
 }
 
-/// containerd with its own root, state and socket, whose CRI plugin reads
-/// registry hosts from `config_path`.
-struct Containerd {
-    proc: Proc,
-    socket: PathBuf,
-}
-
-fn start_containerd(dir: &Path, config_path: &Path) -> Containerd {
-    let containerd = require_tool("containerd");
-    require_tool("runc");
-    let socket = dir.join("containerd.sock");
-    let config = format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = "{socket}"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  disable_apparmor = true
-  disable_cgroup = true
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni}/bin"
-    conf_dir = "{cni}/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{config_path}"
-"#,
-        root = dir.join("root").display(),
-        state = dir.join("state").display(),
-        socket = socket.display(),
-        cni = dir.join("cni").display(),
-        config_path = config_path.display(),
-    );
-    let config_file = dir.join("config.toml");
-    fs::write(&config_file, config).unwrap();
-    let mut cmd = Command::new(containerd);
-    cmd.arg("--config").arg(&config_file);
-    let proc = spawn_logged(cmd, "containerd", dir.join("containerd.log"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not start\n{}",
-            proc.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Containerd { proc, socket }
-}
-
 /// Protocol-buffer length-delimited field 1 (`0x0a`, varint length, bytes).
 fn pb_field1(bytes: &[u8]) -> Vec<u8> {
     let mut out = vec![0x0a];
@@ -858,7 +802,7 @@ fn containerd_cri_pulls_through_berth_via_config_path() {
     );
     assert!(certs.join(IMAGE_HOST).join("hosts.toml").is_file());
 
-    let containerd = start_containerd(dir.path(), &certs);
+    let containerd = common::Containerd::start_with_cri(Some(&certs));
     // The CRI service answers "server is not initialized yet" for a moment
     // after the socket appears; retry only that, for at most 30 seconds.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -873,7 +817,7 @@ fn containerd_cri_pulls_through_berth_via_config_path() {
     let image_ref = result.unwrap_or_else(|e| {
         panic!(
             "CRI PullImage failed: {e}\n--- containerd log\n{}\n--- berth log\n{}",
-            containerd.proc.log(),
+            containerd.log(),
             berth_server.proc.log()
         )
     });

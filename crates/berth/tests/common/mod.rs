@@ -1333,8 +1333,8 @@ pub fn parse_metric(text: &str, name: &str) -> f64 {
 // ---------------------------------------------------------------------------
 // containerd
 
-/// A containerd daemon with its own root, state and socket (the CRI plugin
-/// disabled: `ctr` needs only the content store). Killed when dropped.
+/// A containerd daemon with its own root, state and socket. Killed when
+/// dropped; its log is printed when the test is failing.
 pub struct Containerd {
     child: Option<Child>,
     pub socket: PathBuf,
@@ -1343,24 +1343,60 @@ pub struct Containerd {
 }
 
 impl Containerd {
+    /// Without the CRI plugin: `ctr` needs only the content store.
     pub fn start() -> Containerd {
+        Containerd::start_with_cri(None)
+    }
+
+    /// With `Some(certs_dir)`, the CRI plugin (what kubelet talks to) runs,
+    /// reading registry hosts (`hosts.toml`) from `certs_dir`, its
+    /// `config_path`; it needs runc. With `None`, the CRI plugin is disabled.
+    pub fn start_with_cri(cri_config_path: Option<&Path>) -> Containerd {
         let bin = require_tool("containerd");
         require_tool("ctr");
         let dir = tempfile::tempdir().expect("temp dir for containerd");
         let socket = dir.path().join("containerd.sock");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = "{socket}"
-"#,
+        let mut disabled = vec![
+            "io.containerd.snapshotter.v1.btrfs",
+            "io.containerd.snapshotter.v1.zfs",
+            "io.containerd.snapshotter.v1.devmapper",
+            "io.containerd.snapshotter.v1.aufs",
+            "io.containerd.internal.v1.opt",
+            "io.containerd.tracing.processor.v1.otlp",
+        ];
+        if cri_config_path.is_none() {
+            disabled.insert(0, "io.containerd.grpc.v1.cri");
+        }
+        let mut config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = {disabled:?}\n\n[grpc]\n  address = \"{socket}\"\n",
             root = dir.path().join("root").display(),
             state = dir.path().join("state").display(),
             socket = socket.display(),
         );
+        if let Some(config_path) = cri_config_path {
+            require_tool("runc");
+            let _ = write!(
+                config,
+                r#"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  disable_cgroup = true
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni}/bin"
+    conf_dir = "{cni}/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{config_path}"
+"#,
+                cni = dir.path().join("cni").display(),
+                config_path = config_path.display(),
+            );
+        }
         let config_file = dir.path().join("config.toml");
         std::fs::write(&config_file, config).expect("write containerd config");
         let log = dir.path().join("containerd.log");
