@@ -86,6 +86,9 @@ pub struct CopyReport {
     pub blobs_skipped: usize,
     pub blobs_mounted: usize,
     pub bytes_copied: u64,
+    /// When one platform was picked out of an index: that index's digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_index: Option<Digest>,
 }
 
 /// The blobs one image manifest needs.
@@ -232,8 +235,10 @@ pub async fn copy(
     dest: &dyn Destination,
     opts: &CopyOptions,
 ) -> Result<CopyReport> {
-    let root = source.root().await?;
-    let (children, images, root) = plan(source, root, &opts.selection).await?;
+    let top = source.root().await?;
+    let top_digest = top.digest.clone();
+    let (children, images, root) = plan(source, top, &opts.selection).await?;
+    let from_index = (root.digest != top_digest).then_some(top_digest);
     let mut seen = HashSet::new();
     let mut blobs = Vec::new();
     for img in &images {
@@ -296,6 +301,7 @@ pub async fn copy(
         blobs_skipped: skipped.into_inner(),
         blobs_mounted: mounted.into_inner(),
         bytes_copied: bytes.into_inner(),
+        from_index,
     })
 }
 

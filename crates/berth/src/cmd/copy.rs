@@ -108,6 +108,11 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
                 report.blobs_mounted,
                 human(report.bytes_copied)
             );
+            if let Some(index) = &report.from_index {
+                eprintln!(
+                    "note: one platform out of the multi-platform index {index}; --all copies every platform"
+                );
+            }
             println!("{}", report.digest);
         }
     }
