@@ -271,6 +271,7 @@ fn multi_arch_index_with_all_and_platform() {
         ],
     );
     assert_eq!(r["digest"], host_digest.as_str());
+    assert_eq!(r["fromIndex"], index.as_str());
 
     // The whole index into an oci-archive, which skopeo reads.
     let archive = s.join("multi.tar");
