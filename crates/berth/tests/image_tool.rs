@@ -370,6 +370,17 @@ fn ls_tags_rm_and_exit_codes() {
     // Unknown tag: exit 3 and a hint.
     let out = berth_fails(s, &["inspect", &format!("docker://{host}/app:v2")], 3);
     assert!(out.stderr.contains("hint:"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("its tags are: v1"),
+        "{}",
+        out.describe()
+    );
+    let out = berth_fails(s, &["inspect", &format!("docker://{host}/nothing:v2")], 3);
+    assert!(
+        out.stderr.contains("no such repository"),
+        "{}",
+        out.describe()
+    );
     berth_fails(s, &["tags", &format!("{host}/nope")], 3);
     // With --output json the failure is JSON on stdout too.
     let out = berth_fails(

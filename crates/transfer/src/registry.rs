@@ -24,6 +24,9 @@ use crate::source::{BlobRead, Destination, ManifestBlob, Source};
 /// How long the HTTPS probe of an insecure registry may take.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Tags listed when a tag is unknown.
+const TAGS_SHOWN: usize = 20;
+
 /// Blobs this large or larger are uploaded in resumable chunks.
 const CHUNKED_FROM: u64 = 32 << 20;
 /// Their chunk size (raised to a registry's minimum).
@@ -275,11 +278,36 @@ impl Source for RegistrySource {
 
     async fn root(&self) -> Result<ManifestBlob> {
         let r = self.manifest_ref()?;
-        let m = self
-            .client
-            .manifest_get(&self.repo, &r, &[])
-            .await
-            .map_err(|e| TransferError::registry(format!("reading {}", self.describe()), e))?;
+        let m = match self.client.manifest_get(&self.repo, &r, &[]).await {
+            Ok(m) => m,
+            Err(e) if e.is_not_found() && matches!(r, ManifestRef::Tag(_)) => {
+                // An unknown tag: say which tags there are.
+                let note = match self
+                    .client
+                    .tags_page(&self.repo, Some(TAGS_SHOWN), None)
+                    .await
+                {
+                    Ok(p) if p.items.is_empty() => " (the repository has no tags)".to_string(),
+                    Ok(p) => format!(
+                        " (its tags{}: {})",
+                        if p.next.is_some() { " include" } else { " are" },
+                        p.items.join(", ")
+                    ),
+                    Err(t) if t.is_not_found() => " (no such repository)".to_string(),
+                    Err(_) => String::new(),
+                };
+                return Err(TransferError::registry(
+                    format!("reading {}{note}", self.describe()),
+                    e,
+                ));
+            }
+            Err(e) => {
+                return Err(TransferError::registry(
+                    format!("reading {}", self.describe()),
+                    e,
+                ))
+            }
+        };
         Ok(ManifestBlob {
             bytes: m.bytes,
             media_type: m.media_type,
