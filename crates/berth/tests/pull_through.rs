@@ -1183,3 +1183,65 @@ fn a_range_request_on_a_cold_blob() {
         "range requests each started their own download"
     );
 }
+
+/// Two repositories of one upstream share blobs (a common base layer):
+/// clients of both, at once, on cold blobs, all get them, though the
+/// download each joins was started for the other repository.
+#[test]
+fn concurrent_cold_pulls_of_a_blob_shared_by_two_repositories() {
+    const PER_REPO: usize = 24;
+    let fx = fixture(14);
+    let up = Distribution::start();
+    for repo in ["team/a", "team/b"] {
+        fx.push(&up, "v1", &format!("{repo}:v1"));
+        fx.push(&up, "v2", &format!("{repo}:v1"));
+    }
+    let berth = Server::start_with(&[upstream_flag(UP, &up)]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut failures = Vec::new();
+    for digest in fx.v1.blobs().into_iter().chain(fx.v2.blobs()) {
+        let results = rt.block_on(async {
+            let barrier = Arc::new(tokio::sync::Barrier::new(2 * PER_REPO));
+            let tasks: Vec<_> = (0..2 * PER_REPO)
+                .map(|i| {
+                    let repo = if i % 2 == 0 { "team/a" } else { "team/b" };
+                    let path = format!("/v2/{UP}/{repo}/blobs/{digest}");
+                    let (barrier, addr) = (barrier.clone(), berth.addr());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        (
+                            repo,
+                            http_get(addr, &path, &[], false, Duration::from_secs(60)).await,
+                        )
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.expect("client task"));
+            }
+            out
+        });
+        for (repo, r) in results {
+            match r {
+                Ok(f) if f.status == 200 && f.digest == digest => {}
+                Ok(f) => failures.push(format!(
+                    "{repo} {digest}: HTTP {} {}",
+                    f.status,
+                    String::from_utf8_lossy(&f.body)
+                )),
+                Err(e) => failures.push(format!("{repo} {digest}: {e}")),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed pulls:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -108,7 +108,13 @@ impl Cache {
                 fill: Arc::new(FillHandle(fill)),
                 size,
             }),
-            Progress::Done { size } => Ok(BlobLocation::Local { size }),
+            // Finished before we looked: the download linked the repository
+            // it was started for, which need not be ours (a base layer
+            // shared by two images pulled at once).
+            Progress::Done { size } => {
+                inner.registry.link_blob(repo, digest).await?;
+                Ok(BlobLocation::Local { size })
+            }
             Progress::Failed(f) => Err(f.into_error(unknown())),
             Progress::Starting => Err(unknown()),
         }
