@@ -156,6 +156,10 @@ impl Cache {
             return Err(unknown());
         };
         if let Some(size) = inner.registry.storage().blob_size(digest).await? {
+            // Same as a GET: content by digest held for another mirror is
+            // this one's too, and a push that HEADs it before sending a
+            // manifest must then find it linked.
+            inner.registry.link_blob(repo, digest).await?;
             return Ok(size);
         }
         if inner.config.offline {
