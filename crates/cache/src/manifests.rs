@@ -73,13 +73,20 @@ impl Cache {
                 let outcome = match &local {
                     // The flight goes on without us and refreshes the tag if
                     // the upstream answers late.
-                    Some(_) => tokio::time::timeout(REVALIDATE_PATIENCE, self.fly(key, flight))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Failure::Unavailable(format!(
-                                "no answer within {REVALIDATE_PATIENCE:?}"
-                            )))
-                        }),
+                    Some(_) => {
+                        match tokio::time::timeout(REVALIDATE_PATIENCE, self.fly(key, flight)).await
+                        {
+                            Ok(outcome) => outcome,
+                            Err(_) => {
+                                // Trusted for another TTL, rather than every
+                                // pull waiting out the patience again.
+                                mark_validated(inner, repo, tag);
+                                Err(Failure::Unavailable(format!(
+                                    "no answer within {REVALIDATE_PATIENCE:?}"
+                                )))
+                            }
+                        }
+                    }
                     None => self.fly(key, flight).await,
                 };
                 match (outcome, local) {
