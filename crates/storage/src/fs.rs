@@ -368,17 +368,26 @@ impl Storage for FsStorage {
     }
 
     async fn doc_list(&self, prefix: &DocKey) -> Result<Vec<String>> {
-        let Some(mut rd) = not_found_as_none(fs::read_dir(self.doc_path(prefix)).await)? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        while let Some(e) = rd.next_entry().await? {
-            if let Some(name) = e.file_name().to_str() {
-                out.push(name.to_string());
+        // One blocking job for the whole directory: tokio's `ReadDir` hops to
+        // the blocking pool every 32 entries, which dominated listing a
+        // repository with thousands of tags.
+        let dir = self.doc_path(prefix);
+        let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let Some(rd) = not_found_as_none(std::fs::read_dir(dir))? else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for e in rd {
+                if let Ok(name) = e?.file_name().into_string() {
+                    out.push(name);
+                }
             }
-        }
-        out.sort();
-        Ok(out)
+            out.sort_unstable();
+            Ok(out)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(listed)
     }
 }
 
