@@ -8,7 +8,8 @@
 //! - `manifests`: manifest validation, storage and deletion;
 //! - `tags`: tag resolution and listing;
 //! - `catalog`: the repository list;
-//! - `referrers`: the referrers API's index.
+//! - `referrers`: the referrers API's index;
+//! - `memo`: in-memory copies of tags, manifests and tag lists for pulls.
 //!
 //! The pull-through cache wraps a [`Registry`]: it serves what the registry
 //! holds and fills it from upstreams through the same methods.
@@ -20,6 +21,7 @@ mod error;
 mod hashing;
 mod layout;
 mod manifests;
+mod memo;
 mod referrers;
 mod tags;
 mod uploads;
@@ -90,7 +92,18 @@ pub struct Registry {
     sessions: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>,
     /// Repository names, loaded on first use and kept current by writes.
     catalog: tokio::sync::RwLock<Option<BTreeSet<String>>>,
+    /// `<repository> <tag>` → the digest it points at.
+    tag_memo: memo::Memo<berth_reference::Digest>,
+    /// `<repository> <digest>` → the manifest as stored there.
+    manifest_memo: memo::Memo<StoredManifest>,
+    /// `<repository>` → its tag names, sorted.
+    tag_list_memo: memo::Memo<Arc<BTreeSet<String>>>,
 }
+
+/// Memory the memos may use (approximately; see `memo`).
+const TAG_MEMO_BUDGET: usize = 8 << 20;
+const MANIFEST_MEMO_BUDGET: usize = 32 << 20;
+const TAG_LIST_MEMO_BUDGET: usize = 32 << 20;
 
 impl Registry {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
@@ -98,6 +111,14 @@ impl Registry {
             storage,
             sessions: Mutex::new(HashMap::new()),
             catalog: tokio::sync::RwLock::new(None),
+            tag_memo: memo::Memo::new(TAG_MEMO_BUDGET, |k, _| k.len() + 120),
+            manifest_memo: memo::Memo::new(MANIFEST_MEMO_BUDGET, |k, m| {
+                k.len() + m.bytes.len() + m.media_type.len() + 200
+            }),
+            // Tag names are short: a flat estimate keeps weighing O(1).
+            tag_list_memo: memo::Memo::new(TAG_LIST_MEMO_BUDGET, |k, set| {
+                k.len() + 64 * set.len() + 64
+            }),
         }
     }
 

@@ -6,6 +6,7 @@ use berth_manifest::{Manifest, ManifestError};
 use berth_reference::{Digest, ManifestRef, RepositoryName};
 use bytes::Bytes;
 
+use crate::memo::key;
 use crate::{layout, Registry, RegistryError, Result};
 
 /// A manifest as stored: the exact bytes, their digest and media type.
@@ -128,20 +129,24 @@ impl Registry {
     ) -> Result<()> {
         let size = bytes.len() as u64;
         self.storage.blob_put(digest, bytes).await?;
-        self.storage
+        let revision = layout::manifest_revision(repo, digest)?;
+        let written = self
+            .storage
             .doc_put(
-                &layout::manifest_revision(repo, digest)?,
+                &revision,
                 Bytes::copy_from_slice(manifest.media_type.as_bytes()),
             )
-            .await?;
+            .await;
+        // A re-push may change the media type it is served with.
+        self.manifest_memo
+            .remove(&key(repo.as_str(), &digest.to_string()));
+        written?;
         if let Some(subject) = &manifest.subject {
             self.referrer_add(repo, &subject.digest, digest, size, manifest)
                 .await?;
         }
         if let Some(tag) = tag {
-            self.storage
-                .doc_put(&layout::tag(repo, tag)?, Bytes::from(digest.to_string()))
-                .await?;
+            self.tag_write(repo, tag, digest).await?;
         }
         self.note_repository(repo).await;
         Ok(())
@@ -158,6 +163,11 @@ impl Registry {
             ManifestRef::Digest(d) => d.clone(),
             ManifestRef::Tag(t) => self.tag_resolve(repo, t).await?.ok_or_else(unknown)?,
         };
+        let k = key(repo.as_str(), &digest.to_string());
+        if let Some(stored) = self.manifest_memo.get(&k) {
+            return Ok(stored);
+        }
+        let token = self.manifest_memo.token();
         let media_type = self
             .storage
             .doc_get(&layout::manifest_revision(repo, &digest)?)
@@ -171,11 +181,13 @@ impl Registry {
         let bytes = berth_storage::fs::collect(stream)
             .await
             .map_err(berth_storage::StorageError::from)?;
-        Ok(StoredManifest {
+        let stored = StoredManifest {
             digest,
             media_type: String::from_utf8_lossy(&media_type).into_owned(),
             bytes: Bytes::from(bytes),
-        })
+        };
+        self.manifest_memo.fill(token, k, stored.clone());
+        Ok(stored)
     }
 
     /// Delete by digest (the manifest, every tag pointing at it, and its
@@ -188,7 +200,7 @@ impl Registry {
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
         match reference {
             ManifestRef::Tag(t) => {
-                if self.storage.doc_delete(&layout::tag(repo, t)?).await? {
+                if self.tag_remove(repo, t).await? {
                     Ok(())
                 } else {
                     Err(unknown())
@@ -204,13 +216,15 @@ impl Registry {
                     }
                 }
                 for tag in self.tags_pointing_at(repo, d).await? {
-                    self.storage.doc_delete(&layout::tag(repo, &tag)?).await?;
+                    self.tag_remove(repo, &tag).await?;
                 }
-                if self
+                let removed = self
                     .storage
                     .doc_delete(&layout::manifest_revision(repo, d)?)
-                    .await?
-                {
+                    .await;
+                self.manifest_memo
+                    .remove(&key(repo.as_str(), &d.to_string()));
+                if removed? {
                     Ok(())
                 } else {
                     Err(unknown())
