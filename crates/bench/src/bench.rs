@@ -614,9 +614,7 @@ impl Bench<'_> {
                 if !catalog.failed(i) {
                     let r = async {
                         let mut c = self.conn(i).await?;
-                        let t = Instant::now();
-                        let count = ops::catalog_all(&mut c, p.catalog_page).await?;
-                        let elapsed = t.elapsed();
+                        let (elapsed, count) = ops::catalog_all(&mut c, p.catalog_page).await?;
                         if count < n {
                             bail!("catalog listed {count} repositories, expected at least {n}");
                         }
@@ -628,9 +626,7 @@ impl Bench<'_> {
                 if !tags.failed(i) {
                     let r = async {
                         let mut c = self.conn(i).await?;
-                        let t = Instant::now();
-                        let count = ops::tags_list(&mut c, "bench/tags").await?;
-                        let elapsed = t.elapsed();
+                        let (elapsed, count) = ops::tags_list(&mut c, "bench/tags").await?;
                         if count != n {
                             bail!("tag list had {count} tags, expected {n}");
                         }

@@ -209,10 +209,14 @@ fn next_link(link: Option<&str>) -> Option<String> {
 }
 
 /// Every repository in the catalog, in pages of `n` following `Link`.
-pub async fn catalog_all(c: &mut Conn, n: usize) -> Result<usize> {
+/// Returns the time spent in the HTTP exchanges (request sent to last body
+/// byte received; the client parsing the JSON is not counted) and the count.
+pub async fn catalog_all(c: &mut Conn, n: usize) -> Result<(Duration, usize)> {
     let mut url = format!("/v2/_catalog?n={n}");
     let mut total = 0;
+    let mut spent = Duration::ZERO;
     for _ in 0..100_000 {
+        let t = Instant::now();
         let r = c
             .get(&url, &[])
             .await?
@@ -220,6 +224,7 @@ pub async fn catalog_all(c: &mut Conn, n: usize) -> Result<usize> {
             .await?;
         let next = next_link(r.header("link"));
         let body = r.bytes(SMALL).await?;
+        spent += t.elapsed();
         let v: serde_json::Value = serde_json::from_slice(&body).context("catalog JSON")?;
         total += v["repositories"]
             .as_array()
@@ -227,22 +232,26 @@ pub async fn catalog_all(c: &mut Conn, n: usize) -> Result<usize> {
             .len();
         match next {
             Some(next) => url = next,
-            None => return Ok(total),
+            None => return Ok((spent, total)),
         }
     }
     bail!("the catalog never ended")
 }
 
-/// The number of tags `tags/list` returns for `repo` (one request).
-pub async fn tags_list(c: &mut Conn, repo: &str) -> Result<usize> {
+/// The tags `tags/list` returns for `repo` (one request): the time of the
+/// HTTP exchange (not the client's JSON parsing) and the count.
+pub async fn tags_list(c: &mut Conn, repo: &str) -> Result<(Duration, usize)> {
+    let t = Instant::now();
     let r = c
         .get(&format!("/v2/{repo}/tags/list"), &[])
         .await?
         .expect(StatusCode::OK, "listing tags")
         .await?;
     let body = r.bytes(SMALL).await?;
+    let spent = t.elapsed();
     let v: serde_json::Value = serde_json::from_slice(&body).context("tag list JSON")?;
-    Ok(v["tags"].as_array().context("tag list without tags")?.len())
+    let count = v["tags"].as_array().context("tag list without tags")?.len();
+    Ok((spent, count))
 }
 
 #[cfg(test)]
