@@ -64,6 +64,10 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<cmd::AlreadyReported>() => {
+            eprintln!("berth: {e}");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("berth: {e:#}");
             std::process::ExitCode::from(cmd::imaging::report_failure(&e))

@@ -86,7 +86,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     if report.worst() == Level::Fail {
-        anyhow::bail!("some checks failed; see the fixes above");
+        return Err(super::AlreadyReported("some checks failed; see the fixes above").into());
     }
     Ok(())
 }

@@ -13,3 +13,17 @@ pub mod imaging;
 pub mod inspect;
 pub mod ls;
 pub mod rm;
+
+/// A failure the verb has already reported in its own output (the doctor's
+/// report, for one): the caller only sets the exit status, and prints no
+/// second, machine-readable error after it.
+#[derive(Debug)]
+pub struct AlreadyReported(pub &'static str);
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
