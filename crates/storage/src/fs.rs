@@ -104,24 +104,77 @@ impl FsStorage {
         Ok(result?)
     }
 
+    /// Stream a published (so immutable) file, or a range of it.
     async fn open_range(path: &Path, range: Option<ByteRange>) -> Result<ByteStream> {
-        let mut f = match not_found_as_none(fs::File::open(path).await)? {
-            Some(f) => f,
-            None => return Err(StorageError::BlobNotFound),
-        };
-        let size = f.metadata().await?.len();
-        let stream: ByteStream = match range {
-            None => Box::pin(ReaderStream::with_capacity(f, READ_CHUNK)),
-            Some(r) => {
-                if r.start > r.end || r.end > size {
-                    return Err(StorageError::RangeNotSatisfiable);
+        let path = path.to_path_buf();
+        // Open, size and seek in one trip to the blocking pool.
+        let opened = tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64)> {
+            use std::io::Seek;
+            let Some(mut f) = not_found_as_none(std::fs::File::open(&path))? else {
+                return Err(StorageError::BlobNotFound);
+            };
+            let size = f.metadata()?.len();
+            let len = match range {
+                None => size,
+                Some(r) => {
+                    if r.start > r.end || r.end > size {
+                        return Err(StorageError::RangeNotSatisfiable);
+                    }
+                    f.seek(std::io::SeekFrom::Start(r.start))?;
+                    r.len()
                 }
-                f.seek(std::io::SeekFrom::Start(r.start)).await?;
-                Box::pin(ReaderStream::with_capacity(f.take(r.len()), READ_CHUNK))
-            }
-        };
-        Ok(stream)
+            };
+            Ok((f, len))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let (file, len) = opened?;
+        Ok(file_stream(file, len))
     }
+}
+
+/// A pending read of the next chunk of a [`file_stream`].
+type ChunkRead = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Bytes)>>;
+
+/// Read the next chunk (at most [`READ_CHUNK`] of the `remaining` bytes)
+/// on the blocking pool, straight into the buffer that will be sent.
+fn read_chunk(mut file: std::fs::File, remaining: u64) -> ChunkRead {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let n = remaining.min(READ_CHUNK as u64);
+        let mut chunk = Vec::with_capacity(n as usize);
+        (&mut file).take(n).read_to_end(&mut chunk)?;
+        Ok((file, Bytes::from(chunk)))
+    })
+}
+
+/// The next `len` bytes of `file` as a stream. Each chunk is read directly
+/// into the buffer that is sent (tokio's file API read into a buffer of its
+/// own and copied), and the next read already runs while the previous chunk
+/// is being sent, so disk (or page cache) and network overlap. A file that
+/// turns out shorter than `len` is an error, never a short body.
+fn file_stream(file: std::fs::File, len: u64) -> ByteStream {
+    let first = (len > 0).then(|| read_chunk(file, len));
+    Box::pin(futures::stream::unfold(
+        (first, len),
+        |(pending, remaining): (Option<ChunkRead>, u64)| async move {
+            let result = match pending?.await {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(e)),
+            };
+            let (file, chunk) = match result {
+                Ok((_, chunk)) if chunk.is_empty() => {
+                    let e = std::io::Error::new(ErrorKind::UnexpectedEof, "blob file is short");
+                    return Some((Err(e), (None, 0)));
+                }
+                Ok(v) => v,
+                Err(e) => return Some((Err(e), (None, 0))),
+            };
+            let remaining = remaining - chunk.len() as u64;
+            let next = (remaining > 0).then(|| read_chunk(file, remaining));
+            Some((Ok(chunk), (next, remaining)))
+        },
+    ))
 }
 
 impl FsStorage {
