@@ -331,6 +331,28 @@ impl Server {
         }
     }
 
+    /// Send SIGTERM and wait (bounded) for a graceful exit; the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let pid = child.id().to_string();
+        run(Command::new("kill").args(["-TERM", &pid]));
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("poll berth") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "berth did not exit within {within:?} of SIGTERM\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),
