@@ -34,6 +34,8 @@ pub struct Plan {
     pub listing: usize,
     pub catalog_page: usize,
     pub listing_repeats: usize,
+    /// Blob GETs are short and the noisiest figure: more repeats.
+    pub get_repeats: usize,
     pub downloads: usize,
 }
 
@@ -49,7 +51,8 @@ impl Plan {
             wrk_connections: 32,
             listing: 10_000,
             catalog_page: 1000,
-            listing_repeats: 5,
+            listing_repeats: 10,
+            get_repeats: 10,
             downloads: 64,
         }
     }
@@ -67,6 +70,7 @@ impl Plan {
             listing: 40,
             catalog_page: 15,
             listing_repeats: 1,
+            get_repeats: 1,
             downloads: 4,
         }
     }
@@ -303,7 +307,7 @@ impl Bench<'_> {
         };
         let mut nginx_vals = Vec::new();
         let mut nginx_err = nginx.as_ref().err().cloned();
-        for rep in 0..p.repeats {
+        for rep in 0..p.get_repeats.max(p.repeats) {
             for i in order(rep) {
                 if s.failed(i) {
                     continue;

@@ -154,6 +154,7 @@ async fn run(args: Args) -> Result<bool> {
     if let Some(r) = args.repeats {
         plan.repeats = r.max(1);
         plan.listing_repeats = plan.listing_repeats.max(r);
+        plan.get_repeats = plan.get_repeats.max(r);
     }
     let only = args.only.clone();
     let wanted = move |w: Workload| only.is_empty() || only.contains(&w);
@@ -195,13 +196,16 @@ async fn run(args: Args) -> Result<bool> {
         None => println!("  nginx: not installed (the sendfile comparison is left out)"),
     }
     println!(
-        "  mode: {}; each figure is the best of {} alternated run(s) per server",
+        "  mode: {}; each figure is the best of {} alternated run(s) per server \
+         (blob GETs {}, listings {})",
         if plan.quick {
             "QUICK (small sizes: checks the tooling, the figures mean nothing)"
         } else {
             "full"
         },
-        plan.repeats
+        plan.repeats,
+        plan.get_repeats.max(plan.repeats),
+        plan.listing_repeats
     );
     println!(
         "  WARNING: absolute figures vary from run to run (other work on this machine, \
