@@ -244,7 +244,17 @@ struct FsUploadWriter {
     pending_len: usize,
     in_flight: Option<tokio::task::JoinHandle<(std::fs::File, std::io::Result<()>)>>,
     size: u64,
+    /// Bytes handed to writes since the last background `fdatasync` began.
+    unsynced: u64,
+    /// A background `fdatasync` of what was written so far: it starts the
+    /// disk writing while the upload still streams in, so that the `fsync`
+    /// that publishes the blob has little left to do. Its error is ours
+    /// (a failed fsync may not be reported twice, so it is never dropped).
+    syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
+
+/// Start a background `fdatasync` after this many bytes.
+const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 
 impl FsUploadWriter {
     fn new(file: std::fs::File, size: u64) -> Self {
@@ -254,7 +264,35 @@ impl FsUploadWriter {
             pending_len: 0,
             in_flight: None,
             size,
+            unsynced: 0,
+            syncing: None,
         }
+    }
+
+    /// Collect the background sync: when it is done, or (`wait`) always.
+    async fn reap_sync(&mut self, wait: bool) -> Result<()> {
+        if let Some(job) = self.syncing.take() {
+            if !wait && !job.is_finished() {
+                self.syncing = Some(job);
+                return Ok(());
+            }
+            job.await.map_err(std::io::Error::other)??;
+        }
+        Ok(())
+    }
+
+    /// Begin a background sync if enough was written and none is running.
+    async fn maybe_sync(&mut self) -> Result<()> {
+        self.reap_sync(false).await?;
+        if self.unsynced < SYNC_EVERY || self.syncing.is_some() {
+            return Ok(());
+        }
+        if let Some(file) = &self.file {
+            let file = file.try_clone()?;
+            self.unsynced = 0;
+            self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        }
+        Ok(())
     }
 
     /// Wait for the batch being written, if any; its error is ours.
@@ -270,6 +308,7 @@ impl FsUploadWriter {
     /// Start writing what is queued (after the previous batch finished).
     async fn submit(&mut self) -> Result<()> {
         self.wait().await?;
+        self.maybe_sync().await?;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -277,6 +316,7 @@ impl FsUploadWriter {
             return Err(std::io::Error::other("an earlier write to this upload failed").into());
         };
         let batch = std::mem::take(&mut self.pending);
+        self.unsynced += self.pending_len as u64;
         self.pending_len = 0;
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let result = write_all_vectored(&mut file, &batch);
@@ -322,6 +362,7 @@ impl UploadWriter for FsUploadWriter {
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
         self.flush().await?;
+        self.reap_sync(true).await?;
         Ok(self.size)
     }
 }
