@@ -483,6 +483,29 @@ impl UpstreamClient {
         check(resp, "GET /v2/").await.map(|_| ())
     }
 
+    /// Send a HEAD or GET for a manifest and check its status (an upstream
+    /// 404 carries MANIFEST_UNKNOWN even without a body).
+    async fn manifest_request(
+        &self,
+        method: Method,
+        repo: &RepositoryName,
+        reference: &ManifestRef,
+        accept: &[&str],
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let what = format!("{method} manifest {repo}:{reference}");
+        let mut req = self.req(
+            method,
+            self.repo_url(repo, &format!("manifests/{reference}"))?,
+            vec![Scope::pull(&self.remote_name(repo))],
+        );
+        req.headers
+            .insert(header::ACCEPT, Self::accept_header(accept)?);
+        let resp = self.execute(req).await?;
+        check(resp, &what)
+            .await
+            .map_err(|e| with_code(e, "MANIFEST_UNKNOWN"))
+    }
+
     /// HEAD a manifest: its digest, media type and size. Falls back to a GET
     /// when the upstream's HEAD lacks any of them.
     pub async fn manifest_head(
@@ -491,18 +514,9 @@ impl UpstreamClient {
         reference: &ManifestRef,
         accept: &[&str],
     ) -> Result<ManifestMeta, UpstreamError> {
-        let what = format!("HEAD manifest {repo}:{reference}");
-        let mut req = self.req(
-            Method::HEAD,
-            self.repo_url(repo, &format!("manifests/{reference}"))?,
-            vec![Scope::pull(&self.remote_name(repo))],
-        );
-        req.headers
-            .insert(header::ACCEPT, Self::accept_header(accept)?);
-        let resp = self.execute(req).await?;
-        let resp = check(resp, &what)
-            .await
-            .map_err(|e| with_code(e, "MANIFEST_UNKNOWN"))?;
+        let resp = self
+            .manifest_request(Method::HEAD, repo, reference, accept)
+            .await?;
         let h = resp.headers();
         let header_digest =
             header_str(h, DOCKER_CONTENT_DIGEST).and_then(|d| d.trim().parse::<Digest>().ok());
@@ -552,17 +566,9 @@ impl UpstreamClient {
         accept: &[&str],
     ) -> Result<Manifest, UpstreamError> {
         let what = format!("GET manifest {repo}:{reference}");
-        let mut req = self.req(
-            Method::GET,
-            self.repo_url(repo, &format!("manifests/{reference}"))?,
-            vec![Scope::pull(&self.remote_name(repo))],
-        );
-        req.headers
-            .insert(header::ACCEPT, Self::accept_header(accept)?);
-        let resp = self.execute(req).await?;
-        let resp = check(resp, &what)
-            .await
-            .map_err(|e| with_code(e, "MANIFEST_UNKNOWN"))?;
+        let resp = self
+            .manifest_request(Method::GET, repo, reference, accept)
+            .await?;
         let hint = header_str(resp.headers(), DOCKER_CONTENT_DIGEST)
             .and_then(|d| d.trim().parse::<Digest>().ok());
         let content_type = header_str(resp.headers(), "content-type")
