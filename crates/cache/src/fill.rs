@@ -228,6 +228,14 @@ async fn download(
     digest: &Digest,
     tx: &watch::Sender<Progress>,
 ) -> Result<u64, Failure> {
+    // A fill of the same digest may have published it and left the map
+    // between this request's local lookup and its joining: look once more,
+    // so that finishing and starting never overlap into a second GET.
+    let storage = inner.registry.storage();
+    if let Some(size) = storage.blob_size(digest).await.map_err(storage_failure)? {
+        inner.registry.link_blob(repo, digest).await?;
+        return Ok(size);
+    }
     let client = inner.client(host)?;
     inner.metrics.upstream_requests.inc();
     let mut body = client
@@ -235,7 +243,6 @@ async fn download(
         .await
         .map_err(|e| Failure::from_upstream(&e))?;
     let size = body.length;
-    let storage = inner.registry.storage();
     let upload = storage.upload_create().await.map_err(storage_failure)?;
     let result = async {
         let mut writer = storage
