@@ -16,12 +16,13 @@ pub async fn get(ctx: &Ctx, digest: &Digest, head: bool) -> Result<Response, Api
     if let Some(cache) = ctx.mirror() {
         return get_mirrored(ctx, cache, digest, head).await;
     }
-    let size = ctx.registry().blob_size(&ctx.repo, digest).await?;
+    let blob = ctx.registry().blob_open(&ctx.repo, digest).await?;
+    let size = blob.size;
     let range = requested_range(ctx, Some(size))?;
     let body = if head {
         Body::empty()
     } else {
-        Body::from_stream(ctx.registry().blob_read(&ctx.repo, digest, range).await?)
+        Body::from_stream(ctx.registry().blob_stream(&blob, range).await?)
     };
     Ok(respond(body, digest, Some(size), range))
 }
@@ -41,9 +42,7 @@ async fn get_mirrored(
     let location = cache.blob_locate(&ctx.repo, digest).await?;
     let size = location.size();
     let range = requested_range(ctx, size)?;
-    let stream = cache
-        .blob_stream(&ctx.repo, digest, location, range)
-        .await?;
+    let stream = cache.blob_stream(digest, location, range).await?;
     Ok(respond(Body::from_stream(stream), digest, size, range))
 }
 

@@ -75,24 +75,14 @@ impl Cache {
         digest: &Digest,
     ) -> Result<BlobLocation, RegistryError> {
         let inner = &self.inner;
-        match inner.registry.blob_size(repo, digest).await {
-            Ok(size) => {
-                inner.metrics.hits.inc();
-                return Ok(BlobLocation::Local { size });
-            }
-            Err(RegistryError::BlobUnknown(_)) => {}
-            Err(e) => return Err(e),
+        if let Some(size) = self.held(repo, digest).await? {
+            inner.metrics.hits.inc();
+            return Ok(BlobLocation::Local { size });
         }
         let unknown = || RegistryError::BlobUnknown(digest.clone());
         let Some((host, remote)) = Cache::upstream_of(repo) else {
             return Err(unknown());
         };
-        // Held for another repository already: content by digest is the same.
-        if let Some(size) = inner.registry.storage().blob_size(digest).await? {
-            inner.registry.link_blob(repo, digest).await?;
-            inner.metrics.hits.inc();
-            return Ok(BlobLocation::Local { size });
-        }
         if inner.config.offline {
             return Err(unknown());
         }
@@ -123,19 +113,51 @@ impl Cache {
     /// The blob's bytes (or a range of them) from wherever they are.
     pub async fn blob_stream(
         &self,
-        repo: &RepositoryName,
         digest: &Digest,
         location: BlobLocation,
         range: Option<ByteRange>,
     ) -> Result<ByteStream, RegistryError> {
         match location {
-            BlobLocation::Local { .. } => self.inner.registry.blob_read(repo, digest, range).await,
+            // `blob_locate` found it linked here (or linked it): read it directly.
+            BlobLocation::Local { .. } => self
+                .inner
+                .registry
+                .storage()
+                .blob_read(digest, range)
+                .await
+                .map_err(|e| match e {
+                    StorageError::BlobNotFound => RegistryError::BlobUnknown(digest.clone()),
+                    other => other.into(),
+                }),
             BlobLocation::Filling { fill, .. } => Ok(follow(
                 self.inner.clone(),
                 fill.0.clone(),
                 digest.clone(),
                 range,
             )),
+        }
+    }
+
+    /// The blob's size when the cache holds it for this repository, or for
+    /// another one: content by digest is the same, so it is linked here too
+    /// (a push that HEADs a blob before its manifest must then find it).
+    async fn held(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let registry = &self.inner.registry;
+        match registry.blob_size(repo, digest).await {
+            Ok(size) => return Ok(Some(size)),
+            Err(RegistryError::BlobUnknown(_)) => {}
+            Err(e) => return Err(e),
+        }
+        match registry.storage().blob_size(digest).await? {
+            Some(size) => {
+                registry.link_blob(repo, digest).await?;
+                Ok(Some(size))
+            }
+            None => Ok(None),
         }
     }
 
@@ -146,22 +168,13 @@ impl Cache {
         digest: &Digest,
     ) -> Result<u64, RegistryError> {
         let inner = &self.inner;
-        match inner.registry.blob_size(repo, digest).await {
-            Ok(size) => return Ok(size),
-            Err(RegistryError::BlobUnknown(_)) => {}
-            Err(e) => return Err(e),
+        if let Some(size) = self.held(repo, digest).await? {
+            return Ok(size);
         }
         let unknown = || RegistryError::BlobUnknown(digest.clone());
         let Some((host, remote)) = Cache::upstream_of(repo) else {
             return Err(unknown());
         };
-        if let Some(size) = inner.registry.storage().blob_size(digest).await? {
-            // Same as a GET: content by digest held for another mirror is
-            // this one's too, and a push that HEADs it before sending a
-            // manifest must then find it linked.
-            inner.registry.link_blob(repo, digest).await?;
-            return Ok(size);
-        }
         if inner.config.offline {
             return Err(unknown());
         }

@@ -7,6 +7,13 @@ use bytes::Bytes;
 
 use crate::{layout, ByteRange, ByteStream, Registry, RegistryError, Result};
 
+/// A blob known to be in a repository, with its size.
+#[derive(Debug, Clone)]
+pub struct OpenBlob {
+    pub size: u64,
+    digest: Digest,
+}
+
 impl Registry {
     /// Whether `digest` belongs to `repo` (as a layer/config or a manifest).
     pub(crate) async fn blob_linked(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
@@ -39,6 +46,34 @@ impl Registry {
             .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
     }
 
+    /// Check that a blob is in a repository and how big it is, once, for a
+    /// read that follows (a GET needs the size for its headers and ranges,
+    /// then the bytes: the membership lookup is not repeated).
+    pub async fn blob_open(&self, repo: &RepositoryName, digest: &Digest) -> Result<OpenBlob> {
+        let size = self.blob_size(repo, digest).await?;
+        Ok(OpenBlob {
+            size,
+            digest: digest.clone(),
+        })
+    }
+
+    /// Stream a blob found by [`Registry::blob_open`], or a range of it.
+    pub async fn blob_stream(
+        &self,
+        blob: &OpenBlob,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream> {
+        self.storage
+            .blob_read(&blob.digest, range)
+            .await
+            .map_err(|e| match e {
+                berth_storage::StorageError::BlobNotFound => {
+                    RegistryError::BlobUnknown(blob.digest.clone())
+                }
+                other => other.into(),
+            })
+    }
+
     /// Stream a blob (or a range of it) from a repository.
     pub async fn blob_read(
         &self,
@@ -46,18 +81,8 @@ impl Registry {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<ByteStream> {
-        if !self.blob_linked(repo, digest).await? {
-            return Err(RegistryError::BlobUnknown(digest.clone()));
-        }
-        self.storage
-            .blob_read(digest, range)
-            .await
-            .map_err(|e| match e {
-                berth_storage::StorageError::BlobNotFound => {
-                    RegistryError::BlobUnknown(digest.clone())
-                }
-                other => other.into(),
-            })
+        let blob = self.blob_open(repo, digest).await?;
+        self.blob_stream(&blob, range).await
     }
 
     /// Remove a blob from a repository. Its bytes stay until garbage

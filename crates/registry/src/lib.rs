@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use berth_storage::{Storage, UploadId};
 
 pub use berth_storage::{ByteRange, ByteStream};
+pub use blobs::OpenBlob;
 pub use error::{RegistryError, Result};
 pub use manifests::{PutManifest, StoredManifest};
 pub use uploads::UploadStatus;
