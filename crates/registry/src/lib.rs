@@ -84,7 +84,8 @@ fn paginate<I: IntoIterator<Item = String>>(
 /// re-hashed from storage when it completes.
 #[derive(Default)]
 struct Session {
-    hasher: Option<berth_reference::DigestHasher>,
+    /// The running hash of the bytes stored so far (`hashed` of them).
+    hasher: Option<hashing::PendingHash>,
     hashed: u64,
 }
 
@@ -99,6 +100,8 @@ pub struct Registry {
     manifest_memo: memo::Memo<StoredManifest>,
     /// `<repository>` → its tag names, sorted.
     tag_list_memo: memo::Memo<Arc<BTreeSet<String>>>,
+    /// Upload requests streaming right now (they share the batch budget).
+    active_appends: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Memory the memos may use (approximately; see `memo`).
@@ -120,6 +123,7 @@ impl Registry {
             tag_list_memo: memo::Memo::new(TAG_LIST_MEMO_BUDGET, |k, set| {
                 k.len() + 64 * set.len() + 64
             }),
+            active_appends: Arc::default(),
         }
     }
 

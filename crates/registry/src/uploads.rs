@@ -3,15 +3,50 @@
 //! mid-session, when the stored bytes are re-hashed once). A blob becomes
 //! visible only after its digest verified.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use berth_reference::{Digest, RepositoryName};
+use berth_storage::batch::Batcher;
 use berth_storage::UploadId;
 use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::hashing::BackgroundHasher;
 use crate::{layout, ByteStream, Registry, RegistryError, Result, Session};
+
+/// The memory all upload requests streaming at once share for their
+/// batches. One upload alone gets 4 MiB batches (a 256 MiB push ran at
+/// 1,066-1,346 MiB/s with 4 MiB against 1,085-1,132 with 1 MiB: fewer
+/// hand-offs, and direct writes big enough to keep the disk busy); many share
+/// the budget down to 256 KiB each, so that a burst of pushes stays at about
+/// 1 MiB of batches per connection.
+const BATCH_BUDGET: usize = 32 * 1024 * 1024;
+const BATCH_MAX: usize = 4 * 1024 * 1024;
+const BATCH_MIN: usize = 256 * 1024;
+
+/// One upload request streaming, counted while it lives.
+struct ActiveAppend(Arc<AtomicUsize>);
+
+impl ActiveAppend {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        ActiveAppend(counter.clone())
+    }
+
+    /// This request's share of the batch budget (a batch is held by the
+    /// writer and the hasher while the next one fills, so about three live).
+    fn batch_size(&self) -> usize {
+        let active = self.0.load(Ordering::Relaxed).max(1);
+        (BATCH_BUDGET / 3 / active).clamp(BATCH_MIN, BATCH_MAX)
+    }
+}
+
+impl Drop for ActiveAppend {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Where an upload session stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,34 +141,60 @@ impl Registry {
         }
         // Keep hashing only if the running hash covers exactly what is stored.
         let mut hasher = match session.hasher.take() {
-            Some(h) if session.hashed == current => Some(h),
-            None if current == 0 => Some(berth_reference::Algorithm::Sha256.hasher()),
+            Some(h) if session.hashed == current => Some(BackgroundHasher::resume(h)),
+            None if current == 0 => Some(BackgroundHasher::new(
+                berth_reference::Algorithm::Sha256.hasher(),
+            )),
             _ => None,
-        }
-        .map(BackgroundHasher::new);
+        };
         let mut writer = self.storage.upload_writer(uid, current).await?;
+        let active = ActiveAppend::new(&self.active_appends);
+        let mut batcher = Batcher::new(current, active.batch_size());
         let mut failure = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    if let Some(h) = hasher.as_mut() {
-                        h.update(chunk.clone()).await;
-                    }
-                    if let Err(e) = writer.write(chunk).await {
-                        // What reached the disk is unknown: stop trusting the hash.
-                        hasher = None;
-                        failure = Some(RegistryError::from(e));
-                        break;
-                    }
-                }
-                Err(e) => {
+        // Each frame is copied once, into a batch; the batch is then shared
+        // by the hasher and the writer (see `berth_storage::batch`).
+        'body: loop {
+            let chunk = match body.next().await {
+                Some(Ok(chunk)) => Some(chunk),
+                Some(Err(e)) => {
                     failure = Some(RegistryError::BlobUploadInvalid(format!(
                         "request body: {e}"
                     )));
+                    None
+                }
+                None => None,
+            };
+            let mut rest = chunk.as_deref().unwrap_or_default();
+            loop {
+                let n = batcher.fill(rest);
+                rest = &rest[n..];
+                // The last, partial batch goes too once the body has ended
+                // (or broke off: what arrived is kept so the client can resume).
+                let batch = if batcher.is_full() || chunk.is_none() {
+                    batcher.take()
+                } else {
+                    None
+                };
+                if let Some(batch) = batch {
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(batch.clone()).await;
+                    }
+                    if let Err(e) = writer.write(batch).await {
+                        // What reached the disk is unknown: stop trusting the hash.
+                        hasher = None;
+                        failure = Some(RegistryError::from(e));
+                        break 'body;
+                    }
+                }
+                if rest.is_empty() {
                     break;
                 }
             }
+            if chunk.is_none() {
+                break;
+            }
         }
+        drop(active);
         // Flush what arrived even when the client went away, so that the
         // session's offset and its hash agree and the client can resume.
         let total = match writer.finish().await {
@@ -144,10 +205,7 @@ impl Registry {
             }
         };
         session.hashed = total;
-        session.hasher = match hasher {
-            Some(h) => h.finish().await,
-            None => None,
-        };
+        session.hasher = hasher.map(BackgroundHasher::detach);
         match failure {
             Some(e) => Err(e),
             None => Ok(total),
@@ -175,8 +233,12 @@ impl Registry {
                 .await?
                 .ok_or(RegistryError::BlobUploadUnknown)?,
         };
-        let actual = match session.hasher.take() {
-            Some(h) if session.hashed == size && h.algorithm() == digest.algorithm() => h.finish(),
+        let running = match session.hasher.take() {
+            Some(h) if session.hashed == size => h.resolve().await,
+            _ => None,
+        };
+        let actual = match running {
+            Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
             _ => self.rehash_upload(&uid, digest).await?,
         };
         if &actual != digest {
