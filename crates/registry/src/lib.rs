@@ -87,6 +87,11 @@ struct Session {
     /// The running hash of the bytes stored so far (`hashed` of them).
     hasher: Option<hashing::PendingHash>,
     hashed: u64,
+    /// The previous request's last writes, still reaching storage: it
+    /// answered as soon as its body was in, and what storage makes of the
+    /// bytes (the session's new size, or the error) is settled by whoever
+    /// touches the session next.
+    writing: Option<tokio::task::JoinHandle<berth_storage::Result<u64>>>,
 }
 
 pub struct Registry {

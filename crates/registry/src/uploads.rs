@@ -15,6 +15,33 @@ use futures::StreamExt;
 use crate::hashing::BackgroundHasher;
 use crate::{layout, ByteStream, Registry, RegistryError, Result, Session};
 
+/// Wait for the previous request's writes to reach storage. Returns the
+/// size storage reports, if there were writes to wait for. On a failure
+/// the running hash no longer matches what is stored and is dropped (the
+/// upload is re-hashed from storage if it completes).
+async fn settle(session: &mut Session) -> Result<Option<u64>> {
+    let Some(job) = session.writing.take() else {
+        return Ok(None);
+    };
+    let result = match job.await {
+        Ok(result) => result.map_err(RegistryError::from),
+        Err(e) => Err(RegistryError::from(berth_storage::StorageError::from(
+            std::io::Error::other(e),
+        ))),
+    };
+    match result {
+        Ok(size) if size == session.hashed => Ok(Some(size)),
+        Ok(size) => {
+            session.hasher = None;
+            Ok(Some(size))
+        }
+        Err(e) => {
+            session.hasher = None;
+            Err(e)
+        }
+    }
+}
+
 /// The memory all upload requests streaming at once share for their
 /// batches. One upload alone gets 4 MiB batches (a 256 MiB push ran at
 /// 1,066-1,346 MiB/s with 4 MiB against 1,085-1,132 with 1 MiB: fewer
@@ -90,8 +117,29 @@ impl Registry {
         })
     }
 
+    /// Wait until every upload's last writes have reached storage (before
+    /// the process exits: a chunk already answered must not be lost).
+    pub async fn settle_uploads(&self) {
+        let sessions: Vec<_> = {
+            let map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            map.values().cloned().collect()
+        };
+        for session in sessions {
+            let mut session = session.lock().await;
+            if let Err(e) = settle(&mut session).await {
+                tracing::warn!("an upload's last writes failed: {e}");
+            }
+        }
+    }
+
     pub async fn upload_status(&self, repo: &RepositoryName, id: &str) -> Result<UploadStatus> {
         let uid = self.owned_upload(repo, id).await?;
+        // While a chunk is streaming in, report what storage holds; between
+        // chunks, first let the last one's writes land.
+        let session = self.session(&uid);
+        if let Ok(mut session) = session.try_lock() {
+            settle(&mut session).await?;
+        }
         let offset = self
             .storage
             .upload_size(&uid)
@@ -129,6 +177,7 @@ impl Registry {
         start: Option<u64>,
         mut body: ByteStream,
     ) -> Result<u64> {
+        settle(session).await?;
         let current = self
             .storage
             .upload_size(uid)
@@ -151,6 +200,7 @@ impl Registry {
         let active = ActiveAppend::new(&self.active_appends);
         let mut batcher = Batcher::new(current, active.batch_size());
         let mut failure = None;
+        let mut given = 0u64;
         // Each frame is copied once, into a batch; the batch is then shared
         // by the hasher and the writer (see `berth_storage::batch`).
         'body: loop {
@@ -179,6 +229,7 @@ impl Registry {
                     if let Some(h) = hasher.as_mut() {
                         h.update(batch.clone()).await;
                     }
+                    given += batch.len() as u64;
                     if let Err(e) = writer.write(batch).await {
                         // What reached the disk is unknown: stop trusting the hash.
                         hasher = None;
@@ -195,6 +246,17 @@ impl Registry {
             }
         }
         drop(active);
+        session.hasher = hasher.map(BackgroundHasher::detach);
+        if failure.is_none() {
+            // The body is in: answer now, and let the last batches reach the
+            // disk meanwhile (a 16 MiB chunk waited 1.3-3 ms for them, a
+            // fifth of its time). A write that fails is reported to the
+            // session's next request, and the session keeps the offset
+            // storage really has, so the client can resume from there.
+            session.hashed = current + given;
+            session.writing = Some(tokio::spawn(writer.finish()));
+            return Ok(current + given);
+        }
         // Flush what arrived even when the client went away, so that the
         // session's offset and its hash agree and the client can resume.
         let total = match writer.finish().await {
@@ -205,7 +267,6 @@ impl Registry {
             }
         };
         session.hashed = total;
-        session.hasher = hasher.map(BackgroundHasher::detach);
         match failure {
             Some(e) => Err(e),
             None => Ok(total),
@@ -227,12 +288,22 @@ impl Registry {
         let mut session = session.lock().await;
         let size = match body {
             Some(body) => self.append_locked(&uid, &mut session, None, body).await?,
-            None => self
-                .storage
-                .upload_size(&uid)
-                .await?
-                .ok_or(RegistryError::BlobUploadUnknown)?,
+            None => {
+                settle(&mut session).await?;
+                self.storage
+                    .upload_size(&uid)
+                    .await?
+                    .ok_or(RegistryError::BlobUploadUnknown)?
+            }
         };
+        // Publishing needs every byte in storage.
+        let stored = settle(&mut session).await?;
+        if stored.is_some_and(|stored| stored != size) {
+            return Err(RegistryError::BlobUploadInvalid(format!(
+                "storage holds {} bytes of the {size} received",
+                stored.unwrap_or_default()
+            )));
+        }
         let running = match session.hasher.take() {
             Some(h) if session.hashed == size => h.resolve().await,
             _ => None,
@@ -274,7 +345,10 @@ impl Registry {
     pub async fn upload_cancel(&self, repo: &RepositoryName, id: &str) -> Result<()> {
         let uid = self.owned_upload(repo, id).await?;
         let session = self.session(&uid);
-        let _guard = session.lock().await;
+        let mut session = session.lock().await;
+        // Writes still landing would go to a file about to be removed; any
+        // error they meet no longer matters.
+        let _ = settle(&mut session).await;
         self.discard_upload(&uid).await
     }
 

@@ -262,6 +262,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("offline: no upstream will be contacted");
     }
     let cache = Cache::new(registry.clone(), settings.cache);
+    let uploads = registry.clone();
     let app = router(ApiState::with_cache(
         registry,
         cache,
@@ -288,6 +289,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting")
         }
     }
+    uploads.settle_uploads().await;
     Ok(())
 }
 

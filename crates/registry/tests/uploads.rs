@@ -1,0 +1,198 @@
+//! Upload sessions when storage fails after a chunk was answered.
+//!
+//! A chunk's response goes out as soon as its body is in; its last writes
+//! land afterwards. These tests put a storage backend under the registry
+//! that loses one request's writes (as a full disk would) and check that the
+//! failure reaches the client on its next request, that the session then
+//! reports the offset storage really holds, and that the client can resume
+//! from there to a verified blob.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_reference::{Digest, RepositoryName};
+use berth_registry::{ByteStream, Registry, RegistryError};
+use berth_storage::fs::FsStorage;
+use berth_storage::{
+    ByteRange, DocKey, Result as StorageResult, Storage, StorageError, UploadId, UploadWriter,
+};
+use bytes::Bytes;
+
+/// The fs backend, except that while `fail` is set an upload writer keeps
+/// nothing and its `finish` reports a full disk.
+struct LosingStorage {
+    inner: FsStorage,
+    fail: Arc<AtomicBool>,
+}
+
+struct LosingWriter {
+    inner: Box<dyn UploadWriter>,
+    fail: bool,
+}
+
+#[async_trait]
+impl UploadWriter for LosingWriter {
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+        if self.fail {
+            return Ok(());
+        }
+        self.inner.write(chunk).await
+    }
+    async fn flush(&mut self) -> StorageResult<()> {
+        self.inner.flush().await
+    }
+    async fn finish(self: Box<Self>) -> StorageResult<u64> {
+        let size = self.inner.finish().await?;
+        if self.fail {
+            return Err(StorageError::StorageFull);
+        }
+        Ok(size)
+    }
+}
+
+#[async_trait]
+impl Storage for LosingStorage {
+    async fn blob_size(&self, d: &Digest) -> StorageResult<Option<u64>> {
+        self.inner.blob_size(d).await
+    }
+    async fn blob_read(&self, d: &Digest, r: Option<ByteRange>) -> StorageResult<ByteStream> {
+        self.inner.blob_read(d, r).await
+    }
+    async fn blob_put(&self, d: &Digest, b: Bytes) -> StorageResult<()> {
+        self.inner.blob_put(d, b).await
+    }
+    async fn blob_delete(&self, d: &Digest) -> StorageResult<bool> {
+        self.inner.blob_delete(d).await
+    }
+    async fn blob_list(&self) -> StorageResult<Vec<Digest>> {
+        self.inner.blob_list().await
+    }
+    async fn upload_create(&self) -> StorageResult<UploadId> {
+        self.inner.upload_create().await
+    }
+    async fn upload_size(&self, id: &UploadId) -> StorageResult<Option<u64>> {
+        self.inner.upload_size(id).await
+    }
+    async fn upload_writer(
+        &self,
+        id: &UploadId,
+        offset: u64,
+    ) -> StorageResult<Box<dyn UploadWriter>> {
+        Ok(Box::new(LosingWriter {
+            inner: self.inner.upload_writer(id, offset).await?,
+            fail: self.fail.load(Ordering::SeqCst),
+        }))
+    }
+    async fn upload_read(&self, id: &UploadId, r: Option<ByteRange>) -> StorageResult<ByteStream> {
+        self.inner.upload_read(id, r).await
+    }
+    async fn upload_publish(&self, id: &UploadId, d: &Digest) -> StorageResult<u64> {
+        self.inner.upload_publish(id, d).await
+    }
+    async fn upload_delete(&self, id: &UploadId) -> StorageResult<bool> {
+        self.inner.upload_delete(id).await
+    }
+    async fn doc_get(&self, k: &DocKey) -> StorageResult<Option<Bytes>> {
+        self.inner.doc_get(k).await
+    }
+    async fn doc_put(&self, k: &DocKey, v: Bytes) -> StorageResult<()> {
+        self.inner.doc_put(k, v).await
+    }
+    async fn doc_delete(&self, k: &DocKey) -> StorageResult<bool> {
+        self.inner.doc_delete(k).await
+    }
+    async fn doc_list(&self, k: &DocKey) -> StorageResult<Vec<String>> {
+        self.inner.doc_list(k).await
+    }
+}
+
+fn body(data: &[u8]) -> ByteStream {
+    let frames: Vec<std::io::Result<Bytes>> = data
+        .chunks(100_000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Box::pin(futures::stream::iter(frames))
+}
+
+async fn registry() -> (tempfile::TempDir, Registry, Arc<AtomicBool>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let storage = LosingStorage {
+        inner: FsStorage::open(dir.path()).await.unwrap(),
+        fail: fail.clone(),
+    };
+    (dir, Registry::new(Arc::new(storage)), fail)
+}
+
+#[tokio::test]
+async fn lost_chunk_is_reported_next_and_the_upload_resumes() {
+    let (_dir, registry, fail) = registry().await;
+    let repo: RepositoryName = "app/web".parse().unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 249) as u8).collect();
+    let (a, b, c) = (1_000_000, 2_000_000, data.len());
+
+    let id = registry.upload_start(&repo).await.unwrap().id;
+    let s = registry
+        .upload_append(&repo, &id, Some(0), body(&data[..a]))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, a as u64);
+
+    // The second chunk is answered, then its writes are lost.
+    fail.store(true, Ordering::SeqCst);
+    let s = registry
+        .upload_append(&repo, &id, Some(a as u64), body(&data[a..b]))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, b as u64, "answered with what was received");
+    fail.store(false, Ordering::SeqCst);
+
+    // The next request learns of it...
+    let err = registry
+        .upload_append(&repo, &id, Some(b as u64), body(&data[b..c]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::StorageFull), "{err:?}");
+    // ...the session says where storage really is...
+    let s = registry.upload_status(&repo, &id).await.unwrap();
+    assert_eq!(s.offset, a as u64);
+    // ...and the client resumes from there to a verified blob.
+    registry
+        .upload_append(&repo, &id, Some(a as u64), body(&data[a..b]))
+        .await
+        .unwrap();
+    let digest = Digest::sha256_of(&data);
+    let size = registry
+        .upload_complete(&repo, &id, &digest, Some(body(&data[b..c])))
+        .await
+        .unwrap();
+    assert_eq!(size, data.len() as u64);
+    let stored = registry.blob_read(&repo, &digest, None).await.unwrap();
+    let stored = berth_storage::fs::collect(stored).await.unwrap();
+    assert!(stored == data, "the stored blob is the pushed bytes");
+}
+
+#[tokio::test]
+async fn completing_right_after_a_lost_chunk_publishes_nothing() {
+    let (_dir, registry, fail) = registry().await;
+    let repo: RepositoryName = "app/web".parse().unwrap();
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 247) as u8).collect();
+    let id = registry.upload_start(&repo).await.unwrap().id;
+    fail.store(true, Ordering::SeqCst);
+    registry
+        .upload_append(&repo, &id, Some(0), body(&data))
+        .await
+        .unwrap();
+    fail.store(false, Ordering::SeqCst);
+    let digest = Digest::sha256_of(&data);
+    let err = registry
+        .upload_complete(&repo, &id, &digest, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::StorageFull), "{err:?}");
+    assert!(
+        registry.blob_size(&repo, &digest).await.is_err(),
+        "nothing published"
+    );
+}
