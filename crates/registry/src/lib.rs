@@ -91,7 +91,7 @@ struct Session {
     /// answered as soon as its body was in, and what storage makes of the
     /// bytes (the session's new size, or the error) is settled by whoever
     /// touches the session next.
-    writing: Option<tokio::task::JoinHandle<berth_storage::Result<u64>>>,
+    writing: Option<uploads::PendingWrites>,
 }
 
 pub struct Registry {

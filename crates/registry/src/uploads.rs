@@ -8,38 +8,44 @@ use std::sync::Arc;
 
 use berth_reference::{Digest, RepositoryName};
 use berth_storage::batch::Batcher;
-use berth_storage::UploadId;
+use berth_storage::{StorageError, UploadId, UploadWriter};
 use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::hashing::BackgroundHasher;
 use crate::{layout, ByteStream, Registry, RegistryError, Result, Session};
 
-/// Wait for the previous request's writes to reach storage. Returns the
-/// size storage reports, if there were writes to wait for. On a failure
-/// the running hash no longer matches what is stored and is dropped (the
-/// upload is re-hashed from storage if it completes).
-async fn settle(session: &mut Session) -> Result<Option<u64>> {
-    let Some(job) = session.writing.take() else {
-        return Ok(None);
+/// A request's last writes, still reaching storage after its response.
+pub(crate) struct PendingWrites {
+    job: tokio::task::JoinHandle<berth_storage::Result<u64>>,
+    /// The session's size once they have landed.
+    size: u64,
+}
+
+/// Wait for the previous request's writes to reach storage. If they failed,
+/// or storage holds other than the bytes received, the running hash no
+/// longer matches what is stored and is dropped (the upload is re-hashed
+/// from storage if it completes), and the error is this request's.
+async fn settle(session: &mut Session) -> Result<()> {
+    let Some(pending) = session.writing.take() else {
+        return Ok(());
     };
-    let result = match job.await {
+    let result = match pending.job.await {
         Ok(result) => result.map_err(RegistryError::from),
-        Err(e) => Err(RegistryError::from(berth_storage::StorageError::from(
+        Err(e) => Err(RegistryError::from(StorageError::from(
             std::io::Error::other(e),
         ))),
     };
-    match result {
-        Ok(size) if size == session.hashed => Ok(Some(size)),
-        Ok(size) => {
-            session.hasher = None;
-            Ok(Some(size))
-        }
-        Err(e) => {
-            session.hasher = None;
-            Err(e)
-        }
-    }
+    let failure = match result {
+        Ok(size) if size == pending.size => return Ok(()),
+        Ok(size) => RegistryError::BlobUploadInvalid(format!(
+            "storage holds {size} bytes of the {} received",
+            pending.size
+        )),
+        Err(e) => e,
+    };
+    session.hasher = None;
+    Err(failure)
 }
 
 /// The memory all upload requests streaming at once share for their
@@ -177,12 +183,16 @@ impl Registry {
         start: Option<u64>,
         mut body: ByteStream,
     ) -> Result<u64> {
-        settle(session).await?;
-        let current = self
-            .storage
-            .upload_size(uid)
-            .await?
-            .ok_or(RegistryError::BlobUploadUnknown)?;
+        // Where this body starts: after the previous request's bytes, which
+        // may still be reaching storage (see `Session::writing`).
+        let current = match &session.writing {
+            Some(pending) => pending.size,
+            None => self
+                .storage
+                .upload_size(uid)
+                .await?
+                .ok_or(RegistryError::BlobUploadUnknown)?,
+        };
         if let Some(start) = start {
             if start != current {
                 return Err(RegistryError::RangeInvalid { offset: current });
@@ -196,7 +206,9 @@ impl Registry {
             )),
             _ => None,
         };
-        let mut writer = self.storage.upload_writer(uid, current).await?;
+        // Opened when the first batch is ready: by then the previous
+        // request's writes have had the time it took to arrive to land.
+        let mut writer: Option<Box<dyn UploadWriter>> = None;
         let active = ActiveAppend::new(&self.active_appends);
         let mut batcher = Batcher::new(current, active.batch_size());
         let mut failure = None;
@@ -216,7 +228,14 @@ impl Registry {
             };
             let mut rest = chunk.as_deref().unwrap_or_default();
             loop {
-                let n = batcher.fill(rest);
+                let n = match batcher.fill(rest) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        hasher = None;
+                        failure = Some(RegistryError::from(StorageError::from(e)));
+                        break 'body;
+                    }
+                };
                 rest = &rest[n..];
                 // The last, partial batch goes too once the body has ended
                 // (or broke off: what arrived is kept so the client can resume).
@@ -226,11 +245,22 @@ impl Registry {
                     None
                 };
                 if let Some(batch) = batch {
+                    let w = match &mut writer {
+                        Some(w) => w,
+                        None => match self.open_writer(uid, session, current).await {
+                            Ok(w) => writer.insert(w),
+                            Err(e) => {
+                                hasher = None;
+                                failure = Some(e);
+                                break 'body;
+                            }
+                        },
+                    };
                     if let Some(h) = hasher.as_mut() {
                         h.update(batch.clone()).await;
                     }
                     given += batch.len() as u64;
-                    if let Err(e) = writer.write(batch).await {
+                    if let Err(e) = w.write(batch).await {
                         // What reached the disk is unknown: stop trusting the hash.
                         hasher = None;
                         failure = Some(RegistryError::from(e));
@@ -247,15 +277,26 @@ impl Registry {
         }
         drop(active);
         session.hasher = hasher.map(BackgroundHasher::detach);
+        let Some(writer) = writer else {
+            // Nothing to store (an empty body), or the writer never opened.
+            return match failure {
+                Some(e) => Err(e),
+                None => Ok(current),
+            };
+        };
         if failure.is_none() {
             // The body is in: answer now, and let the last batches reach the
             // disk meanwhile (a 16 MiB chunk waited 1.3-3 ms for them, a
             // fifth of its time). A write that fails is reported to the
             // session's next request, and the session keeps the offset
             // storage really has, so the client can resume from there.
-            session.hashed = current + given;
-            session.writing = Some(tokio::spawn(writer.finish()));
-            return Ok(current + given);
+            let size = current + given;
+            session.hashed = size;
+            session.writing = Some(PendingWrites {
+                job: tokio::spawn(writer.finish()),
+                size,
+            });
+            return Ok(size);
         }
         // Flush what arrived even when the client went away, so that the
         // session's offset and its hash agree and the client can resume.
@@ -271,6 +312,17 @@ impl Registry {
             Some(e) => Err(e),
             None => Ok(total),
         }
+    }
+
+    /// A writer at `offset`, once the previous request's writes have landed.
+    async fn open_writer(
+        &self,
+        uid: &UploadId,
+        session: &mut Session,
+        offset: u64,
+    ) -> Result<Box<dyn UploadWriter>> {
+        settle(session).await?;
+        Ok(self.storage.upload_writer(uid, offset).await?)
     }
 
     /// Finish an upload: append the final chunk (if any), verify the digest
@@ -297,13 +349,7 @@ impl Registry {
             }
         };
         // Publishing needs every byte in storage.
-        let stored = settle(&mut session).await?;
-        if stored.is_some_and(|stored| stored != size) {
-            return Err(RegistryError::BlobUploadInvalid(format!(
-                "storage holds {} bytes of the {size} received",
-                stored.unwrap_or_default()
-            )));
-        }
+        settle(&mut session).await?;
         let running = match session.hasher.take() {
             Some(h) if session.hashed == size => h.resolve().await,
             _ => None,

@@ -447,7 +447,7 @@ impl UploadWriter for FsUploadWriter {
         }
         let mut rest = &chunk[..];
         while !rest.is_empty() {
-            let n = self.batcher.fill(rest);
+            let n = self.batcher.fill(rest)?;
             rest = &rest[n..];
             if self.batcher.is_full() {
                 if let Some(batch) = self.batcher.take() {

@@ -211,7 +211,7 @@ async fn uploads_of_awkward_shapes_keep_every_byte() {
                 let mut b = Batcher::new(at as u64, piece);
                 let mut rest = &data[at..end];
                 while !rest.is_empty() {
-                    let n = b.fill(rest);
+                    let n = b.fill(rest).unwrap();
                     rest = &rest[n..];
                     if b.is_full() {
                         w.write(b.take().unwrap()).await.unwrap();
