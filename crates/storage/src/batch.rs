@@ -9,10 +9,9 @@
 //! then go back to the connection at once, and the batch is shared (not
 //! copied) between the hasher and the writer. Batch buffers are pooled.
 
-use std::sync::Mutex;
-
 use bytes::Bytes;
-use memmap2::MmapMut;
+
+use crate::pool::{Buffer, BATCHES};
 
 /// The block size direct I/O needs the buffer address, the length and the
 /// file offset to be multiples of; 4096 covers every common device.
@@ -20,62 +19,6 @@ pub const BLOCK: usize = 4096;
 
 /// The largest batch; every pooled buffer has room for one.
 pub const MAX_BATCH: usize = 4 * 1024 * 1024;
-
-/// Batch buffers kept for reuse. A push of 256 MiB in fresh 4 MiB heap
-/// buffers paid for 64 new mappings, their page faults and zeroing, and left
-/// glibc's allocator with a raised mmap threshold that kept 1 MiB download
-/// buffers in its heap afterwards (peak memory during 64 downloads rose from
-/// 56 to 93 MiB); mimalloc made the push fast but held over 1 GiB in
-/// per-thread heaps during those downloads. Batches are therefore anonymous
-/// mappings of their own (page-aligned, as direct I/O wants), a few kept for
-/// reuse and the rest unmapped, which returns their memory at once. Only
-/// pages a batch used are resident, so a small batch costs only its size.
-static POOL: Mutex<Vec<MmapMut>> = Mutex::new(Vec::new());
-/// Buffers the pool keeps: one push's batches being filled, hashed and
-/// written.
-const POOL_KEEP: usize = 4;
-
-fn pooled_buffer() -> std::io::Result<MmapMut> {
-    let reused = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop();
-    match reused {
-        Some(buf) => Ok(buf),
-        None => {
-            let buf = MmapMut::map_anon(MAX_BATCH)?;
-            // Huge pages: direct I/O pins a batch's pages for every write,
-            // and 4 KiB pages made that pinning 4% of a push's CPU.
-            #[cfg(target_os = "linux")]
-            let _ = buf.advise(memmap2::Advice::HugePage);
-            Ok(buf)
-        }
-    }
-}
-
-/// A filled batch buffer; it goes back to the pool when the last `Bytes`
-/// referring to it is dropped.
-struct PooledBatch {
-    buf: Option<MmapMut>,
-    len: usize,
-}
-
-impl AsRef<[u8]> for PooledBatch {
-    fn as_ref(&self) -> &[u8] {
-        match &self.buf {
-            Some(buf) => &buf[..self.len],
-            None => &[],
-        }
-    }
-}
-
-impl Drop for PooledBatch {
-    fn drop(&mut self) {
-        if let Some(buf) = self.buf.take() {
-            let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < POOL_KEEP {
-                pool.push(buf);
-            }
-        }
-    }
-}
 
 /// True when `bytes`, written at file `offset`, is whole aligned blocks.
 pub fn is_aligned(bytes: &[u8], offset: u64) -> bool {
@@ -89,14 +32,13 @@ pub fn is_aligned(bytes: &[u8], offset: u64) -> bool {
 /// boundary. The batches follow the file's block boundaries too: when the
 /// upload resumes mid-block, the first batch only fills that block, so every
 /// later one is aligned.
-#[derive(Debug)]
 pub struct Batcher {
     size: usize,
     /// The file offset the next batch starts at.
     offset: u64,
     /// The batch being filled (its first `len` bytes), once one was taken
     /// from the pool.
-    buf: Option<MmapMut>,
+    buf: Option<Buffer>,
     len: usize,
 }
 
@@ -137,9 +79,9 @@ impl Batcher {
         }
         let buf = match &mut self.buf {
             Some(buf) => buf,
-            None => self.buf.insert(pooled_buffer()?),
+            None => self.buf.insert(BATCHES.get()?),
         };
-        buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+        buf.as_mut_slice()[self.len..self.len + n].copy_from_slice(&data[..n]);
         self.len += n;
         Ok(n)
     }
@@ -150,10 +92,10 @@ impl Batcher {
         if self.is_empty() {
             return None;
         }
-        let batch = Bytes::from_owner(PooledBatch {
-            buf: self.buf.take(),
-            len: self.len,
-        });
+        let batch = match self.buf.take() {
+            Some(buf) => buf.freeze(self.len),
+            None => Bytes::new(),
+        };
         self.len = 0;
         self.offset += batch.len() as u64;
         Some(batch)
@@ -163,16 +105,6 @@ impl Batcher {
     pub fn advance(&mut self, n: u64) {
         debug_assert!(self.is_empty());
         self.offset += n;
-    }
-}
-
-impl Drop for Batcher {
-    fn drop(&mut self) {
-        // A batch never taken (the body broke off) still returns its buffer.
-        drop(PooledBatch {
-            buf: self.buf.take(),
-            len: 0,
-        });
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use crate::batch::{is_aligned, Batcher, BLOCK};
+use crate::pool::READS;
 use crate::{ByteRange, ByteStream, DocKey, Result, Storage, StorageError, UploadId, UploadWriter};
 
 /// Read size when streaming uploads still being written out.
@@ -191,10 +192,18 @@ impl Drop for ActiveRead {
 fn read_chunk(mut file: std::fs::File, remaining: u64, chunk: u64) -> ChunkRead {
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let n = remaining.min(chunk);
-        let mut chunk = Vec::with_capacity(n as usize);
-        (&mut file).take(n).read_to_end(&mut chunk)?;
-        Ok((file, Bytes::from(chunk)))
+        let n = remaining.min(chunk).min(READS.size() as u64) as usize;
+        let mut buf = READS.get()?;
+        let mut filled = 0;
+        while filled < n {
+            match file.read(&mut buf.as_mut_slice()[filled..n]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((file, buf.freeze(filled)))
     })
 }
 

@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod fs;
 mod key;
+mod pool;
 
 use std::pin::Pin;
 
