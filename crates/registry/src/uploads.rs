@@ -48,14 +48,17 @@ async fn settle(session: &mut Session) -> Result<()> {
     Err(failure)
 }
 
-/// The memory all upload requests streaming at once share for their
-/// batches. One upload alone gets 4 MiB batches (a 256 MiB push ran at
-/// 1,066-1,346 MiB/s with 4 MiB against 1,085-1,132 with 1 MiB: fewer
-/// hand-offs, and direct writes big enough to keep the disk busy); many share
-/// the budget down to 256 KiB each, so that a burst of pushes stays at about
-/// 1 MiB of batches per connection.
-const BATCH_BUDGET: usize = 32 * 1024 * 1024;
-const BATCH_MAX: usize = 4 * 1024 * 1024;
+/// Batch sizes. One or two uploads streaming at once get 4 MiB batches (a
+/// 256 MiB push ran at 1,066-1,346 MiB/s with 4 MiB against 1,085-1,132
+/// with 1 MiB: fewer hand-offs, and direct writes big enough to keep the
+/// disk busy). Those come from huge-page buffers (see `berth_storage`'s
+/// pool), which are resident in whole 2 MiB pages, so with more uploads the
+/// batches drop to 1 MiB or less, from ordinary pages: about
+/// `BATCH_BUDGET` shared, at least 256 KiB each. An upload holds a few
+/// batches at once (filling, queued for the hasher and the writer).
+const BATCH_BUDGET: usize = 16 * 1024 * 1024;
+const BATCH_LARGE: usize = 4 * 1024 * 1024;
+const BATCH_SMALL_MAX: usize = 1024 * 1024;
 const BATCH_MIN: usize = 256 * 1024;
 
 /// One upload request streaming, counted while it lives.
@@ -67,11 +70,12 @@ impl ActiveAppend {
         ActiveAppend(counter.clone())
     }
 
-    /// This request's share of the batch budget (a batch is held by the
-    /// writer and the hasher while the next one fills, so about three live).
+    /// This request's batch size (see `BATCH_BUDGET`).
     fn batch_size(&self) -> usize {
-        let active = self.0.load(Ordering::Relaxed).max(1);
-        (BATCH_BUDGET / 3 / active).clamp(BATCH_MIN, BATCH_MAX)
+        match self.0.load(Ordering::Relaxed).max(1) {
+            1 | 2 => BATCH_LARGE,
+            active => (BATCH_BUDGET / active).clamp(BATCH_MIN, BATCH_SMALL_MAX),
+        }
     }
 }
 
@@ -141,10 +145,14 @@ impl Registry {
     pub async fn upload_status(&self, repo: &RepositoryName, id: &str) -> Result<UploadStatus> {
         let uid = self.owned_upload(repo, id).await?;
         // While a chunk is streaming in, report what storage holds; between
-        // chunks, first let the last one's writes land.
+        // chunks, first let the last one's writes land. If they failed, the
+        // offset storage really holds is the answer the client needs to
+        // resume, so the failure is only logged here.
         let session = self.session(&uid);
         if let Ok(mut session) = session.try_lock() {
-            settle(&mut session).await?;
+            if let Err(e) = settle(&mut session).await {
+                tracing::warn!(upload = %uid, "an upload's last writes failed: {e}");
+            }
         }
         let offset = self
             .storage

@@ -196,3 +196,32 @@ async fn completing_right_after_a_lost_chunk_publishes_nothing() {
         "nothing published"
     );
 }
+
+#[tokio::test]
+async fn status_after_a_lost_chunk_gives_the_offset_to_resume_from() {
+    let (_dir, registry, fail) = registry().await;
+    let repo: RepositoryName = "app/web".parse().unwrap();
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    let half = data.len() / 2;
+    let id = registry.upload_start(&repo).await.unwrap().id;
+    registry
+        .upload_append(&repo, &id, Some(0), body(&data[..half]))
+        .await
+        .unwrap();
+    fail.store(true, Ordering::SeqCst);
+    registry
+        .upload_append(&repo, &id, Some(half as u64), body(&data[half..]))
+        .await
+        .unwrap();
+    fail.store(false, Ordering::SeqCst);
+    // The client asks where to go on from (as after a 416 or a reconnect).
+    let s = registry.upload_status(&repo, &id).await.unwrap();
+    assert_eq!(s.offset, half as u64);
+    let digest = Digest::sha256_of(&data);
+    registry
+        .upload_complete(&repo, &id, &digest, Some(body(&data[half..])))
+        .await
+        .unwrap();
+    let stored = registry.blob_read(&repo, &digest, None).await.unwrap();
+    assert!(berth_storage::fs::collect(stored).await.unwrap() == data);
+}

@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 
-use crate::pool::{Buffer, BATCHES};
+use crate::pool::{self, Buffer};
 
 /// The block size direct I/O needs the buffer address, the length and the
 /// file offset to be multiples of; 4096 covers every common device.
@@ -79,7 +79,7 @@ impl Batcher {
         }
         let buf = match &mut self.buf {
             Some(buf) => buf,
-            None => self.buf.insert(BATCHES.get()?),
+            None => self.buf.insert(pool::for_size(self.size).get()?),
         };
         buf.as_mut_slice()[self.len..self.len + n].copy_from_slice(&data[..n]);
         self.len += n;

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use crate::batch::{is_aligned, Batcher, BLOCK};
-use crate::pool::READS;
+use crate::pool::SMALL;
 use crate::{ByteRange, ByteStream, DocKey, Result, Storage, StorageError, UploadId, UploadWriter};
 
 /// Read size when streaming uploads still being written out.
@@ -192,8 +192,8 @@ impl Drop for ActiveRead {
 fn read_chunk(mut file: std::fs::File, remaining: u64, chunk: u64) -> ChunkRead {
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let n = remaining.min(chunk).min(READS.size() as u64) as usize;
-        let mut buf = READS.get()?;
+        let n = remaining.min(chunk).min(SMALL.size() as u64) as usize;
+        let mut buf = SMALL.get()?;
         let mut filled = 0;
         while filled < n {
             match file.read(&mut buf.as_mut_slice()[filled..n]) {

@@ -13,12 +13,14 @@
 //! buffer used are resident.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use memmap2::MmapMut;
 
 pub(crate) struct Pool {
-    free: Mutex<Vec<MmapMut>>,
+    /// Free buffers, each with when it was freed.
+    free: Mutex<Vec<(MmapMut, Instant)>>,
     /// Bytes in every buffer.
     size: usize,
     /// Free buffers kept; more are unmapped.
@@ -27,15 +29,39 @@ pub(crate) struct Pool {
     huge: bool,
 }
 
-/// Upload batches: one push's batches being filled, hashed and written.
-/// Huge pages, because direct I/O pins a batch's pages for every write and
-/// pinning 4 KiB pages was 3.7% of a push's CPU (push 1,151-1,367 MiB/s
-/// without, 1,500-1,516 with).
-pub(crate) static BATCHES: Pool = Pool::new(crate::batch::MAX_BATCH, 4, true);
+/// Large upload batches (over 1 MiB: a lone push's 4 MiB batches being
+/// filled, hashed and written). Huge pages, because direct I/O pins a
+/// batch's pages for every write and pinning 4 KiB pages was 3.7% of a
+/// push's CPU (push 1,151-1,367 MiB/s without, 1,500-1,516 with).
+pub(crate) static LARGE: Pool = Pool::new(crate::batch::MAX_BATCH, 4, true);
 
-/// Blob read chunks (up to 1 MiB). Not huge pages: 64 downloads read
-/// 256 KiB chunks, and a huge page would make each cost 2 MiB.
-pub(crate) static READS: Pool = Pool::new(1024 * 1024, 8, false);
+/// Blob read chunks and small batches (up to 1 MiB: busy servers, cache
+/// fills). Not huge pages: a huge page would make a 256 KiB chunk cost
+/// 2 MiB of memory, defeating the budgets that shrink chunks under load.
+pub(crate) static SMALL: Pool = Pool::new(1024 * 1024, 8, false);
+
+/// Free buffers unused this long are unmapped by the next use of any pool,
+/// so that memory a burst of pushes left behind does not stay resident
+/// while the server goes on serving (peak memory during 64 downloads right
+/// after the push benchmark: 70-81 MiB keeping them, against a limit of 81).
+const IDLE: Duration = Duration::from_secs(2);
+
+fn trim_idle() {
+    let now = Instant::now();
+    for pool in [&LARGE, &SMALL] {
+        let mut free = pool.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.retain(|(_, since)| now.duration_since(*since) < IDLE);
+    }
+}
+
+/// The pool whose buffers fit `size` bytes.
+pub(crate) fn for_size(size: usize) -> &'static Pool {
+    if size <= SMALL.size {
+        &SMALL
+    } else {
+        &LARGE
+    }
+}
 
 impl Pool {
     const fn new(size: usize, keep: usize, huge: bool) -> Self {
@@ -53,9 +79,10 @@ impl Pool {
 
     /// A buffer of `size()` bytes (their content is whatever was left).
     pub fn get(&'static self) -> std::io::Result<Buffer> {
+        trim_idle();
         let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let map = match reused {
-            Some(map) => map,
+            Some((map, _)) => map,
             None => {
                 let map = MmapMut::map_anon(self.size)?;
                 #[cfg(target_os = "linux")]
@@ -98,7 +125,7 @@ impl Drop for Buffer {
         if let Some(map) = self.map.take() {
             let mut free = self.pool.free.lock().unwrap_or_else(|p| p.into_inner());
             if free.len() < self.pool.keep {
-                free.push(map);
+                free.push((map, Instant::now()));
             }
         }
     }
