@@ -595,9 +595,22 @@ impl Storage for FsStorage {
             None => return Err(StorageError::UploadNotFound),
         };
         let size = f.metadata().await?.len();
+        let dest = self.blob_path(digest);
+        if not_found_as_none(fs::metadata(&dest).await)?.is_some_and(|m| m.len() == size) {
+            // Already stored (pushed before, or by a concurrent session):
+            // keep the blob as it is. Renaming over it, or deleting the
+            // upload inline, frees the replaced file's blocks before
+            // returning (31 ms for 256 MiB here); moving the upload into
+            // `tmp/` ends the session at once, and the blocks are freed in
+            // the background (or by the next start-up's sweep of `tmp/`).
+            drop(f);
+            let doomed = self.tmp_path();
+            fs::rename(&src, &doomed).await?;
+            tokio::task::spawn_blocking(move || std::fs::remove_file(doomed));
+            return Ok(size);
+        }
         f.sync_all().await?;
         drop(f);
-        let dest = self.blob_path(digest);
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).await?;
         }

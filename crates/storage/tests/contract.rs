@@ -241,3 +241,24 @@ async fn uploads_of_awkward_shapes_keep_every_byte() {
         assert!(got == data);
     }
 }
+
+/// Publishing a blob that is already stored ends the session and leaves
+/// the stored blob as it was.
+#[tokio::test]
+async fn publishing_a_stored_blob_again_ends_the_session() {
+    for (_dir, s) in backends().await {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 199) as u8).collect();
+        let d = Digest::sha256_of(&body);
+        for round in 0..2 {
+            let id = s.upload_create().await.unwrap();
+            let mut w = s.upload_writer(&id, 0).await.unwrap();
+            w.write(Bytes::from(body.clone())).await.unwrap();
+            w.finish().await.unwrap();
+            assert_eq!(s.upload_publish(&id, &d).await.unwrap(), body.len() as u64);
+            assert_eq!(s.upload_size(&id).await.unwrap(), None, "round {round}");
+            let got = collect(s.blob_read(&d, None).await.unwrap()).await.unwrap();
+            assert!(got == body, "round {round}");
+        }
+        assert_eq!(s.blob_list().await.unwrap(), vec![d]);
+    }
+}
