@@ -12,7 +12,7 @@ use berth_storage::{StorageError, UploadId, UploadWriter};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::hashing::BackgroundHasher;
+use crate::hashing::PendingHash;
 use crate::{layout, ByteStream, Registry, RegistryError, Result, Session};
 
 /// A request's last writes, still reaching storage after its response.
@@ -208,8 +208,8 @@ impl Registry {
         }
         // Keep hashing only if the running hash covers exactly what is stored.
         let mut hasher = match session.hasher.take() {
-            Some(h) if session.hashed == current => Some(BackgroundHasher::resume(h)),
-            None if current == 0 => Some(BackgroundHasher::new(
+            Some(h) if session.hashed == current => Some(h),
+            None if current == 0 => Some(PendingHash::new(
                 berth_reference::Algorithm::Sha256.hasher(),
             )),
             _ => None,
@@ -284,7 +284,7 @@ impl Registry {
             }
         }
         drop(active);
-        session.hasher = hasher.map(BackgroundHasher::detach);
+        session.hasher = hasher;
         let Some(writer) = writer else {
             // Nothing to store (an empty body), or the writer never opened.
             return match failure {

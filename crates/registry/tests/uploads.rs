@@ -225,3 +225,74 @@ async fn status_after_a_lost_chunk_gives_the_offset_to_resume_from() {
     let stored = registry.blob_read(&repo, &digest, None).await.unwrap();
     assert!(berth_storage::fs::collect(stored).await.unwrap() == data);
 }
+
+/// Uploads whose clients stall mid-body hold no thread: with more of them
+/// than the runtime has blocking threads (512), a blob can still be pushed
+/// and read (its file I/O runs on those threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_do_not_starve_the_blocking_pool() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FsStorage::open(dir.path()).await.unwrap();
+    let registry = Arc::new(Registry::new(Arc::new(storage)));
+    let repo: RepositoryName = "app/slow".parse().unwrap();
+    const STALLED: usize = 600;
+    const FIRST: usize = 256 * 1024;
+    const IDLE: usize = 100;
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    // Idle uploads first, so that the stalled ones below get the smallest
+    // batches (256 KiB: many uploads share the batch budget) and their
+    // first chunk is a whole batch, handed to the writer.
+    for _ in 0..IDLE {
+        let id = registry.upload_start(&repo).await.unwrap().id;
+        let (registry, repo) = (registry.clone(), repo.clone());
+        tasks.push(tokio::spawn(async move {
+            let body: ByteStream = Box::pin(futures::stream::pending());
+            let _ = registry.upload_append(&repo, &id, Some(0), body).await;
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for _ in 0..STALLED {
+        let id = registry.upload_start(&repo).await.unwrap().id;
+        ids.push(id.clone());
+        let (registry, repo) = (registry.clone(), repo.clone());
+        tasks.push(tokio::spawn(async move {
+            // One batch's worth, then nothing more, ever.
+            let body: ByteStream = Box::pin(
+                futures::stream::iter(vec![Ok(Bytes::from(vec![1u8; FIRST]))])
+                    .chain(futures::stream::pending()),
+            );
+            let _ = registry.upload_append(&repo, &id, Some(0), body).await;
+        }));
+    }
+    // Wait until every stalled upload has had its first batch written
+    // (status reads storage on the blocking pool, so it starves too).
+    let written = async {
+        for id in &ids {
+            while registry.upload_status(&repo, id).await.unwrap().offset != FIRST as u64 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), written)
+        .await
+        .expect("every stalled upload's first batch is written, and status answers");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 239) as u8).collect();
+    let digest = Digest::sha256_of(&data);
+    let push_and_read = async {
+        registry
+            .blob_put(&repo, &digest, body(&data))
+            .await
+            .unwrap();
+        let stored = registry.blob_read(&repo, &digest, None).await.unwrap();
+        berth_storage::fs::collect(stored).await.unwrap()
+    };
+    let stored = tokio::time::timeout(std::time::Duration::from_secs(20), push_and_read)
+        .await
+        .expect("a push and a read finish while 600 uploads are stalled");
+    assert!(stored == data);
+    for t in tasks {
+        t.abort();
+    }
+}

@@ -25,6 +25,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::batch::{is_aligned, Batcher, BLOCK};
 use crate::pool::SMALL;
+use crate::worker::Worker;
 use crate::{ByteRange, ByteStream, DocKey, Result, Storage, StorageError, UploadId, UploadWriter};
 
 /// Read size when streaming uploads still being written out.
@@ -318,17 +319,15 @@ fn write_all_at(file: &std::fs::File, mut buf: &[u8], mut offset: u64) -> std::i
 /// written as it is; anything else is first copied into an aligned batch of
 /// our own (a memory copy is far cheaper than the page-cache copy that
 /// direct I/O saves). Batches go through a short queue to a writing job on
-/// the blocking pool, so that receiving (and hashing) go on while the device
-/// writes: with one write in flight and none queued, a 256 MiB push waited
-/// on the disk between batches.
+/// the blocking pool ([`Worker`]), so that receiving (and hashing) go on
+/// while the device writes: with one write in flight and none queued, a
+/// 256 MiB push waited on the disk between batches.
 struct FsUploadWriter {
-    /// `None` once the job failed (its error is then collected from `job`).
-    queue: Option<tokio::sync::mpsc::Sender<WriteMsg>>,
-    job: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    worker: Worker<Appending, Bytes>,
     batcher: Batcher,
-    /// Bytes handed to the job so far: the offset the next batch lands at.
+    /// Bytes handed to the worker so far: the offset the next batch lands at.
     written: u64,
-    /// Whether the job may write directly (whole blocks skip the page cache).
+    /// Whether the worker may write directly (whole blocks skip the page cache).
     direct: bool,
     /// The file again, to sync what went through the page cache.
     sync_file: std::fs::File,
@@ -342,10 +341,25 @@ struct FsUploadWriter {
     syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-enum WriteMsg {
-    Write(Bytes),
-    /// Answered once every batch queued before it is written.
-    Flush(tokio::sync::oneshot::Sender<()>),
+/// The writing job's state.
+struct Appending {
+    file: UploadFile,
+    offset: u64,
+    /// The write that failed; nothing is written after it.
+    error: Option<std::io::Error>,
+}
+
+fn append(state: &mut Appending, batch: Bytes) -> bool {
+    match state.file.write_at(&batch, state.offset) {
+        Ok(()) => {
+            state.offset += batch.len() as u64;
+            true
+        }
+        Err(e) => {
+            state.error = Some(e);
+            false
+        }
+    }
 }
 
 /// Batches waiting for the writing job, besides the one being written.
@@ -354,30 +368,16 @@ const WRITE_QUEUE: usize = 2;
 const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 
 impl FsUploadWriter {
-    fn new(mut file: UploadFile, size: u64) -> std::io::Result<Self> {
+    fn new(file: UploadFile, size: u64) -> std::io::Result<Self> {
         let sync_file = file.buffered.try_clone()?;
         let direct = file.direct.is_some();
-        let (queue, mut rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
-        // The job stops at the first error; the writer then finds the queue
-        // closed and collects the error from the job.
-        let job = tokio::task::spawn_blocking(move || {
-            let mut offset = size;
-            while let Some(msg) = rx.blocking_recv() {
-                match msg {
-                    WriteMsg::Write(batch) => {
-                        file.write_at(&batch, offset)?;
-                        offset += batch.len() as u64;
-                    }
-                    WriteMsg::Flush(done) => {
-                        let _ = done.send(());
-                    }
-                }
-            }
-            Ok(())
-        });
+        let state = Appending {
+            file,
+            offset: size,
+            error: None,
+        };
         Ok(FsUploadWriter {
-            queue: Some(queue),
-            job: Some(job),
+            worker: Worker::new(state, WRITE_QUEUE, append),
             batcher: Batcher::new(size, WRITE_BATCH),
             written: size,
             direct,
@@ -387,28 +387,16 @@ impl FsUploadWriter {
         })
     }
 
-    /// The error that stopped the writing job.
-    async fn failure(&mut self) -> StorageError {
-        self.queue = None;
-        let Some(job) = self.job.take() else {
-            return std::io::Error::other("an earlier write to this upload failed").into();
-        };
-        match job.await {
-            Ok(Err(e)) => e.into(),
-            Ok(Ok(())) => std::io::Error::other("the upload's writer stopped").into(),
-            Err(e) => std::io::Error::other(e).into(),
-        }
-    }
-
-    async fn send(&mut self, msg: WriteMsg) -> Result<()> {
-        let sent = match &self.queue {
-            Some(queue) => queue.send(msg).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err(self.failure().await)
+    /// Wait for every queued batch; the first failed write's error is ours.
+    async fn drain(&mut self) -> Result<()> {
+        let state = self.worker.settle().await.map_err(|_| lost())?;
+        match state.error.take() {
+            Some(e) => Err(e.into()),
+            // Reported once; the worker stays stopped.
+            None if state.offset != self.written => {
+                Err(std::io::Error::other("an earlier write to this upload failed").into())
+            }
+            None => Ok(()),
         }
     }
 
@@ -443,8 +431,17 @@ impl FsUploadWriter {
             self.unsynced += batch.len() as u64;
         }
         self.written += batch.len() as u64;
-        self.send(WriteMsg::Write(batch)).await
+        match self.worker.send(batch).await {
+            Ok(true) => Ok(()),
+            // Stopped by a failed write: report it now.
+            Ok(false) => self.drain().await,
+            Err(_) => Err(lost()),
+        }
     }
+}
+
+fn lost() -> StorageError {
+    std::io::Error::other("the upload's writing job was lost").into()
 }
 
 #[async_trait]
@@ -471,12 +468,7 @@ impl UploadWriter for FsUploadWriter {
         if let Some(batch) = self.batcher.take() {
             self.submit(batch).await?;
         }
-        let (done, written) = tokio::sync::oneshot::channel();
-        self.send(WriteMsg::Flush(done)).await?;
-        if written.await.is_err() {
-            return Err(self.failure().await);
-        }
-        Ok(())
+        self.drain().await
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {

@@ -22,6 +22,7 @@ pub mod batch;
 pub mod fs;
 mod key;
 mod pool;
+pub mod worker;
 
 use std::pin::Pin;
 
