@@ -106,7 +106,7 @@ pub struct Registry {
     /// `<repository>` → its tag names, sorted.
     tag_list_memo: memo::Memo<Arc<BTreeSet<String>>>,
     /// Upload requests streaming right now (they share the batch budget).
-    active_appends: Arc<std::sync::atomic::AtomicUsize>,
+    active_appends: berth_storage::active::ActiveCount,
 }
 
 /// Memory the memos may use (approximately; see `memo`).
@@ -128,7 +128,7 @@ impl Registry {
             tag_list_memo: memo::Memo::new(TAG_LIST_MEMO_BUDGET, |k, set| {
                 k.len() + 64 * set.len() + 64
             }),
-            active_appends: Arc::default(),
+            active_appends: Default::default(),
         }
     }
 

@@ -3,10 +3,10 @@
 //! mid-session, when the stored bytes are re-hashed once). A blob becomes
 //! visible only after its digest verified.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use berth_reference::{Digest, RepositoryName};
+use berth_storage::active::Active;
 use berth_storage::batch::Batcher;
 use berth_storage::{StorageError, UploadId, UploadWriter};
 use bytes::Bytes;
@@ -61,27 +61,11 @@ const BATCH_LARGE: usize = 4 * 1024 * 1024;
 const BATCH_SMALL_MAX: usize = 1024 * 1024;
 const BATCH_MIN: usize = 256 * 1024;
 
-/// One upload request streaming, counted while it lives.
-struct ActiveAppend(Arc<AtomicUsize>);
-
-impl ActiveAppend {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        ActiveAppend(counter.clone())
-    }
-
-    /// This request's batch size (see `BATCH_BUDGET`).
-    fn batch_size(&self) -> usize {
-        match self.0.load(Ordering::Relaxed).max(1) {
-            1 | 2 => BATCH_LARGE,
-            active => (BATCH_BUDGET / active).clamp(BATCH_MIN, BATCH_SMALL_MAX),
-        }
-    }
-}
-
-impl Drop for ActiveAppend {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+/// This upload request's batch size (see `BATCH_BUDGET`).
+fn batch_size(upload: &Active) -> usize {
+    match upload.count() {
+        1 | 2 => BATCH_LARGE,
+        active => (BATCH_BUDGET / active).clamp(BATCH_MIN, BATCH_SMALL_MAX),
     }
 }
 
@@ -217,8 +201,8 @@ impl Registry {
         // Opened when the first batch is ready: by then the previous
         // request's writes have had the time it took to arrive to land.
         let mut writer: Option<Box<dyn UploadWriter>> = None;
-        let active = ActiveAppend::new(&self.active_appends);
-        let mut batcher = Batcher::new(current, active.batch_size());
+        let active = self.active_appends.enter();
+        let mut batcher = Batcher::new(current, batch_size(&active));
         let mut failure = None;
         let mut given = 0u64;
         // Each frame is copied once, into a batch; the batch is then shared
@@ -346,18 +330,20 @@ impl Registry {
         let uid = self.owned_upload(repo, id).await?;
         let session = self.session(&uid);
         let mut session = session.lock().await;
-        let size = match body {
-            Some(body) => self.append_locked(&uid, &mut session, None, body).await?,
-            None => {
-                settle(&mut session).await?;
-                self.storage
-                    .upload_size(&uid)
-                    .await?
-                    .ok_or(RegistryError::BlobUploadUnknown)?
-            }
+        let appended = match body {
+            Some(body) => Some(self.append_locked(&uid, &mut session, None, body).await?),
+            None => None,
         };
         // Publishing needs every byte in storage.
         settle(&mut session).await?;
+        let size = match appended {
+            Some(size) => size,
+            None => self
+                .storage
+                .upload_size(&uid)
+                .await?
+                .ok_or(RegistryError::BlobUploadUnknown)?,
+        };
         let running = match session.hasher.take() {
             Some(h) if session.hashed == size => h.resolve().await,
             _ => None,

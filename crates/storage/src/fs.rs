@@ -12,8 +12,6 @@
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth_reference::{Algorithm, Digest};
@@ -23,6 +21,7 @@ use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use crate::active::{Active, ActiveCount};
 use crate::batch::{is_aligned, Batcher, BLOCK};
 use crate::pool::SMALL;
 use crate::worker::Worker;
@@ -49,7 +48,7 @@ pub struct FsStorage {
     /// Write whole blocks of uploads with `O_DIRECT` (see [`UploadFile`]).
     direct_io: bool,
     /// Blob downloads streaming right now (they share the read-ahead budget).
-    active_reads: Arc<AtomicU64>,
+    active_reads: ActiveCount,
 }
 
 fn not_found_as_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
@@ -76,7 +75,7 @@ impl FsStorage {
         Ok(FsStorage {
             root,
             direct_io: true,
-            active_reads: Arc::new(AtomicU64::new(0)),
+            active_reads: ActiveCount::default(),
         })
     }
 
@@ -159,33 +158,16 @@ impl FsStorage {
         .await
         .map_err(std::io::Error::other)?;
         let (file, len) = opened?;
-        Ok(file_stream(file, len, ActiveRead::new(&self.active_reads)))
+        Ok(file_stream(file, len, self.active_reads.enter()))
     }
 }
 
 /// A pending read of the next chunk of a [`file_stream`].
 type ChunkRead = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Bytes)>>;
 
-/// One blob download in progress, counted while it lives.
-struct ActiveRead(Arc<AtomicU64>);
-
-impl ActiveRead {
-    fn new(counter: &Arc<AtomicU64>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        ActiveRead(counter.clone())
-    }
-
-    /// This download's share of the read-ahead budget.
-    fn chunk(&self) -> u64 {
-        let active = self.0.load(Ordering::Relaxed).max(1);
-        (READ_AHEAD_BUDGET / active).clamp(BLOB_CHUNK_MIN, BLOB_CHUNK_MAX)
-    }
-}
-
-impl Drop for ActiveRead {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+/// A download's share of the read-ahead budget.
+fn chunk_size(download: &Active) -> u64 {
+    (READ_AHEAD_BUDGET / download.count() as u64).clamp(BLOB_CHUNK_MIN, BLOB_CHUNK_MAX)
 }
 
 /// Read the next chunk (at most `chunk` of the `remaining` bytes) on the
@@ -213,11 +195,11 @@ fn read_chunk(mut file: std::fs::File, remaining: u64, chunk: u64) -> ChunkRead 
 /// own and copied), and the next read already runs while the previous chunk
 /// is being sent, so disk (or page cache) and network overlap. A file that
 /// turns out shorter than `len` is an error, never a short body.
-fn file_stream(file: std::fs::File, len: u64, active: ActiveRead) -> ByteStream {
-    let first = (len > 0).then(|| read_chunk(file, len, active.chunk()));
+fn file_stream(file: std::fs::File, len: u64, active: Active) -> ByteStream {
+    let first = (len > 0).then(|| read_chunk(file, len, chunk_size(&active)));
     Box::pin(futures::stream::unfold(
         (first, len, active),
-        |(pending, remaining, active): (Option<ChunkRead>, u64, ActiveRead)| async move {
+        |(pending, remaining, active): (Option<ChunkRead>, u64, Active)| async move {
             let result = match pending?.await {
                 Ok(r) => r,
                 Err(e) => Err(std::io::Error::other(e)),
@@ -231,7 +213,7 @@ fn file_stream(file: std::fs::File, len: u64, active: ActiveRead) -> ByteStream 
                 Err(e) => return Some((Err(e), (None, 0, active))),
             };
             let remaining = remaining - chunk.len() as u64;
-            let next = (remaining > 0).then(|| read_chunk(file, remaining, active.chunk()));
+            let next = (remaining > 0).then(|| read_chunk(file, remaining, chunk_size(&active)));
             Some((Ok(chunk), (next, remaining, active)))
         },
     ))

@@ -18,6 +18,7 @@
 //! Backends: [`fs::FsStorage`] (local disk, the embedded default).
 #![forbid(unsafe_code)]
 
+pub mod active;
 pub mod batch;
 pub mod fs;
 mod key;
