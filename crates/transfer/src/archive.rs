@@ -263,14 +263,7 @@ pub struct OciArchiveDest {
 
 impl OciArchiveDest {
     pub async fn create(file: &Path, tag: Option<String>) -> Result<Self> {
-        let parent = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let stage = tempfile::Builder::new()
-            .prefix(".berth-stage-")
-            .tempdir_in(&parent)
-            .map_err(|e| TransferError::io(&parent, e))?;
+        let stage = stage_beside(file, ".berth-stage-")?;
         let layout = LayoutDest::create(stage.path(), tag.clone()).await?;
         Ok(OciArchiveDest {
             file: file.to_path_buf(),
@@ -315,6 +308,19 @@ impl Destination for OciArchiveDest {
             .await
             .map_err(|e| TransferError::Invalid(format!("tar task: {e}")))?
     }
+}
+
+/// A staging directory beside `file` (so on its file system), removed when
+/// dropped: archives are assembled there before they are written out.
+pub(crate) fn stage_beside(file: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&parent)
+        .map_err(|e| TransferError::io(&parent, e))
 }
 
 #[cfg(test)]

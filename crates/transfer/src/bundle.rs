@@ -11,7 +11,7 @@
 //! serves as the mirror of `docker.io`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_manifest::{Kind, Manifest};
 use berth_reference::{Digest, ImageReference, RepositoryName};
@@ -69,14 +69,7 @@ pub async fn create(
     opts: &CopyOptions,
     on_image: &(dyn Fn(&BundleImage) + Send + Sync),
 ) -> Result<Vec<BundleImage>> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let stage = tempfile::Builder::new()
-        .prefix(".berth-bundle-")
-        .tempdir_in(&parent)
-        .map_err(|e| TransferError::io(&parent, e))?;
+    let stage = crate::archive::stage_beside(out, ".berth-bundle-")?;
     let layout = LayoutDest::create(stage.path(), None).await?;
     let mut done = Vec::new();
     for r in images {

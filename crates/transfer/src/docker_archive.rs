@@ -221,14 +221,7 @@ pub(crate) struct DockerArchiveDest {
 
 impl DockerArchiveDest {
     pub(crate) async fn create(file: &Path, reference: Option<String>) -> Result<Self> {
-        let parent = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let stage = tempfile::Builder::new()
-            .prefix(".berth-stage-")
-            .tempdir_in(&parent)
-            .map_err(|e| TransferError::io(&parent, e))?;
+        let stage = crate::archive::stage_beside(file, ".berth-stage-")?;
         let layout = LayoutDest::create(stage.path(), None).await?;
         Ok(DockerArchiveDest {
             file: file.to_path_buf(),
