@@ -10,7 +10,8 @@ use berth_transfer::{parse_registry_target, CopyOptions, Selection};
 use clap::{Args, Subcommand};
 
 use super::imaging::{
-    fail, human, print_json, progress, runtime, OutputFormat, RegistryArgs, SelectArgs,
+    fail, human, print_json, progress, runtime, OutputFormat, ParallelArgs, RegistryArgs,
+    SelectArgs,
 };
 
 #[derive(Debug, Args)]
@@ -37,8 +38,8 @@ pub struct CreateArgs {
     /// Every platform by default; --platform keeps one.
     #[command(flatten)]
     pub select: SelectArgs,
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub parallel: u16,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -52,8 +53,8 @@ pub struct LoadArgs {
     /// The registry to push into: HOST[:PORT] or an http(s):// URL.
     #[arg(long, value_name = "REGISTRY")]
     pub to: String,
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub parallel: u16,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -96,7 +97,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     let opts = args.registry.options()?;
     let copy = CopyOptions {
         selection: args.select.selection(Selection::All)?,
-        parallel: usize::from(args.parallel),
+        parallel: args.parallel.count(),
         progress: progress(args.output),
     };
     let text_out = args.output == OutputFormat::Text;
@@ -129,7 +130,7 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
     let opts = args.registry.options()?;
     let copy = CopyOptions {
         selection: Selection::All,
-        parallel: usize::from(args.parallel),
+        parallel: args.parallel.count(),
         progress: progress(args.output),
     };
     let text_out = args.output == OutputFormat::Text;

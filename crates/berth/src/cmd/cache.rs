@@ -17,8 +17,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::imaging::{
-    fail, human, print_json, progress, runtime, usage, OutputFormat, Partial, RegistryArgs,
-    SelectArgs,
+    fail, human, print_json, progress, runtime, usage, OutputFormat, ParallelArgs, Partial,
+    RegistryArgs, SelectArgs,
 };
 
 #[derive(Debug, Args)]
@@ -34,8 +34,8 @@ pub struct CacheArgs {
     /// Every platform by default; --platform keeps one.
     #[command(flatten)]
     pub select: SelectArgs,
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub parallel: u16,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -78,7 +78,7 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
     }
     let copy_opts = CopyOptions {
         selection: args.select.selection(Selection::All)?,
-        parallel: usize::from(args.parallel),
+        parallel: args.parallel.count(),
         progress: progress(args.output),
     };
     let text_out = args.output == OutputFormat::Text;

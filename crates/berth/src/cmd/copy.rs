@@ -7,7 +7,8 @@ use berth_transfer::{copy, open_destination, open_source, CopyOptions, ImageRef,
 use clap::Args;
 
 use super::imaging::{
-    fail, human, print_json, progress, runtime, OutputFormat, RegistryArgs, SelectArgs,
+    fail, human, print_json, progress, runtime, OutputFormat, ParallelArgs, RegistryArgs,
+    SelectArgs,
 };
 
 #[derive(Debug, Args)]
@@ -18,9 +19,8 @@ pub struct CopyArgs {
     pub destination: String,
     #[command(flatten)]
     pub select: SelectArgs,
-    /// Blobs transferred at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub parallel: u16,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Credentials for the source only.
@@ -84,7 +84,7 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
     .options()?;
     let opts = CopyOptions {
         selection: args.select.selection(Selection::Host)?,
-        parallel: usize::from(args.parallel),
+        parallel: args.parallel.count(),
         progress: progress(args.output),
     };
     let rt = runtime()?;

@@ -113,6 +113,20 @@ impl SelectArgs {
     }
 }
 
+/// How many blobs a transfer moves at once.
+#[derive(Debug, clap::Args)]
+pub struct ParallelArgs {
+    /// Blobs transferred at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: u16,
+}
+
+impl ParallelArgs {
+    pub fn count(&self) -> usize {
+        usize::from(self.parallel)
+    }
+}
+
 /// A usage error (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
