@@ -289,7 +289,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting")
         }
     }
-    uploads.settle_uploads().await;
+    // Chunks already answered must reach the disk. A request still running
+    // past the grace period holds its session, so this wait is bounded too.
+    if tokio::time::timeout(SHUTDOWN_GRACE, uploads.settle_uploads())
+        .await
+        .is_err()
+    {
+        tracing::warn!("uploads' last writes still pending after {SHUTDOWN_GRACE:?}; exiting");
+    }
     Ok(())
 }
 
