@@ -81,17 +81,13 @@ fn paginate<I: IntoIterator<Item = String>>(
 
 /// Per-session state kept in memory between requests: the running hash of
 /// the bytes received so far. Lost on restart, in which case the upload is
-/// re-hashed from storage when it completes.
+/// re-hashed from storage when it completes. Every request's bytes are in
+/// storage before it is answered, so nothing else carries over.
 #[derive(Default)]
 struct Session {
     /// The running hash of the bytes stored so far (`hashed` of them).
     hasher: Option<hashing::PendingHash>,
     hashed: u64,
-    /// The previous request's last writes, still reaching storage: it
-    /// answered as soon as its body was in, and what storage makes of the
-    /// bytes (the session's new size, or the error) is settled by whoever
-    /// touches the session next.
-    writing: Option<uploads::PendingWrites>,
 }
 
 pub struct Registry {

@@ -181,6 +181,14 @@ impl Registry {
         let bytes = berth_storage::fs::collect(stream)
             .await
             .map_err(berth_storage::StorageError::from)?;
+        // Manifests are small: check every read against the digest, so that
+        // a damaged copy is never served (a mirror fetches it again instead).
+        let actual = Digest::of_bytes(digest.algorithm(), &bytes);
+        if actual != digest {
+            tracing::error!(repository = %repo, %digest, %actual, size = bytes.len(),
+                "stored manifest does not match its digest; not serving it");
+            return Err(unknown());
+        }
         let stored = StoredManifest {
             digest,
             media_type: String::from_utf8_lossy(&media_type).into_owned(),

@@ -15,39 +15,6 @@ use futures::StreamExt;
 use crate::hashing::PendingHash;
 use crate::{layout, ByteStream, Registry, RegistryError, Result, Session};
 
-/// A request's last writes, still reaching storage after its response.
-pub(crate) struct PendingWrites {
-    job: tokio::task::JoinHandle<berth_storage::Result<u64>>,
-    /// The session's size once they have landed.
-    size: u64,
-}
-
-/// Wait for the previous request's writes to reach storage. If they failed,
-/// or storage holds other than the bytes received, the running hash no
-/// longer matches what is stored and is dropped (the upload is re-hashed
-/// from storage if it completes), and the error is this request's.
-async fn settle(session: &mut Session) -> Result<()> {
-    let Some(pending) = session.writing.take() else {
-        return Ok(());
-    };
-    let result = match pending.job.await {
-        Ok(result) => result.map_err(RegistryError::from),
-        Err(e) => Err(RegistryError::from(StorageError::from(
-            std::io::Error::other(e),
-        ))),
-    };
-    let failure = match result {
-        Ok(size) if size == pending.size => return Ok(()),
-        Ok(size) => RegistryError::BlobUploadInvalid(format!(
-            "storage holds {size} bytes of the {} received",
-            pending.size
-        )),
-        Err(e) => e,
-    };
-    session.hasher = None;
-    Err(failure)
-}
-
 /// Batch sizes. One or two uploads streaming at once get 4 MiB batches (a
 /// 256 MiB push ran at 1,066-1,346 MiB/s with 4 MiB against 1,085-1,132
 /// with 1 MiB: fewer hand-offs, and direct writes big enough to keep the
@@ -111,33 +78,8 @@ impl Registry {
         })
     }
 
-    /// Wait until every upload's last writes have reached storage (before
-    /// the process exits: a chunk already answered must not be lost).
-    pub async fn settle_uploads(&self) {
-        let sessions: Vec<_> = {
-            let map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            map.values().cloned().collect()
-        };
-        for session in sessions {
-            let mut session = session.lock().await;
-            if let Err(e) = settle(&mut session).await {
-                tracing::warn!("an upload's last writes failed: {e}");
-            }
-        }
-    }
-
     pub async fn upload_status(&self, repo: &RepositoryName, id: &str) -> Result<UploadStatus> {
         let uid = self.owned_upload(repo, id).await?;
-        // While a chunk is streaming in, report what storage holds; between
-        // chunks, first let the last one's writes land. If they failed, the
-        // offset storage really holds is the answer the client needs to
-        // resume, so the failure is only logged here.
-        let session = self.session(&uid);
-        if let Ok(mut session) = session.try_lock() {
-            if let Err(e) = settle(&mut session).await {
-                tracing::warn!(upload = %uid, "an upload's last writes failed: {e}");
-            }
-        }
         let offset = self
             .storage
             .upload_size(&uid)
@@ -175,16 +117,11 @@ impl Registry {
         start: Option<u64>,
         mut body: ByteStream,
     ) -> Result<u64> {
-        // Where this body starts: after the previous request's bytes, which
-        // may still be reaching storage (see `Session::writing`).
-        let current = match &session.writing {
-            Some(pending) => pending.size,
-            None => self
-                .storage
-                .upload_size(uid)
-                .await?
-                .ok_or(RegistryError::BlobUploadUnknown)?,
-        };
+        let current = self
+            .storage
+            .upload_size(uid)
+            .await?
+            .ok_or(RegistryError::BlobUploadUnknown)?;
         if let Some(start) = start {
             if start != current {
                 return Err(RegistryError::RangeInvalid { offset: current });
@@ -198,8 +135,6 @@ impl Registry {
             )),
             _ => None,
         };
-        // Opened when the first batch is ready: by then the previous
-        // request's writes have had the time it took to arrive to land.
         let mut writer: Option<Box<dyn UploadWriter>> = None;
         let active = self.active_appends.enter();
         let mut batcher = Batcher::new(current, batch_size(&active));
@@ -239,11 +174,11 @@ impl Registry {
                 if let Some(batch) = batch {
                     let w = match &mut writer {
                         Some(w) => w,
-                        None => match self.open_writer(uid, session, current).await {
+                        None => match self.storage.upload_writer(uid, current).await {
                             Ok(w) => writer.insert(w),
                             Err(e) => {
                                 hasher = None;
-                                failure = Some(e);
+                                failure = Some(e.into());
                                 break 'body;
                             }
                         },
@@ -276,22 +211,10 @@ impl Registry {
                 None => Ok(current),
             };
         };
-        if failure.is_none() {
-            // The body is in: answer now, and let the last batches reach the
-            // disk meanwhile (a 16 MiB chunk waited 1.3-3 ms for them, a
-            // fifth of its time). A write that fails is reported to the
-            // session's next request, and the session keeps the offset
-            // storage really has, so the client can resume from there.
-            let size = current + given;
-            session.hashed = size;
-            session.writing = Some(PendingWrites {
-                job: tokio::spawn(writer.finish()),
-                size,
-            });
-            return Ok(size);
-        }
-        // Flush what arrived even when the client went away, so that the
-        // session's offset and its hash agree and the client can resume.
+        // Every byte received is written out before the answer: a 202 means
+        // the acknowledged bytes are with the OS and survive the process
+        // being killed. The same holds for a body that broke off, so that
+        // the session's offset and its hash agree and the client can resume.
         let total = match writer.finish().await {
             Ok(total) => total,
             Err(e) => {
@@ -300,21 +223,19 @@ impl Registry {
             }
         };
         session.hashed = total;
+        if total != current + given {
+            // Storage holds other than what was handed to it: the running
+            // hash no longer describes the stored bytes.
+            session.hasher = None;
+            return Err(RegistryError::BlobUploadInvalid(format!(
+                "storage holds {} bytes of the {given} received",
+                total.saturating_sub(current)
+            )));
+        }
         match failure {
             Some(e) => Err(e),
             None => Ok(total),
         }
-    }
-
-    /// A writer at `offset`, once the previous request's writes have landed.
-    async fn open_writer(
-        &self,
-        uid: &UploadId,
-        session: &mut Session,
-        offset: u64,
-    ) -> Result<Box<dyn UploadWriter>> {
-        settle(session).await?;
-        Ok(self.storage.upload_writer(uid, offset).await?)
     }
 
     /// Finish an upload: append the final chunk (if any), verify the digest
@@ -334,8 +255,6 @@ impl Registry {
             Some(body) => Some(self.append_locked(&uid, &mut session, None, body).await?),
             None => None,
         };
-        // Publishing needs every byte in storage.
-        settle(&mut session).await?;
         let size = match appended {
             Some(size) => size,
             None => self
@@ -385,10 +304,7 @@ impl Registry {
     pub async fn upload_cancel(&self, repo: &RepositoryName, id: &str) -> Result<()> {
         let uid = self.owned_upload(repo, id).await?;
         let session = self.session(&uid);
-        let mut session = session.lock().await;
-        // Writes still landing would go to a file about to be removed; any
-        // error they meet no longer matters.
-        let _ = settle(&mut session).await;
+        let _session = session.lock().await;
         self.discard_upload(&uid).await
     }
 

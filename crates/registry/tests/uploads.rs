@@ -1,11 +1,10 @@
-//! Upload sessions when storage fails after a chunk was answered.
+//! Upload sessions when storage fails under a chunk.
 //!
-//! A chunk's response goes out as soon as its body is in; its last writes
-//! land afterwards. These tests put a storage backend under the registry
-//! that loses one request's writes (as a full disk would) and check that the
-//! failure reaches the client on its next request, that the session then
-//! reports the offset storage really holds, and that the client can resume
-//! from there to a verified blob.
+//! A chunk is answered only once its bytes are written out. These tests put
+//! a storage backend under the registry that loses one request's writes (as
+//! a full disk would) and check that this request fails, that the session
+//! then reports the offset storage really holds, and that the client can
+//! resume from there to a verified blob.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -126,7 +125,7 @@ async fn registry() -> (tempfile::TempDir, Registry, Arc<AtomicBool>) {
 }
 
 #[tokio::test]
-async fn lost_chunk_is_reported_next_and_the_upload_resumes() {
+async fn a_chunk_whose_writes_fail_is_refused_and_the_upload_resumes() {
     let (_dir, registry, fail) = registry().await;
     let repo: RepositoryName = "app/web".parse().unwrap();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 249) as u8).collect();
@@ -139,24 +138,27 @@ async fn lost_chunk_is_reported_next_and_the_upload_resumes() {
         .unwrap();
     assert_eq!(s.offset, a as u64);
 
-    // The second chunk is answered, then its writes are lost.
+    // The second chunk's writes are lost: the request itself fails.
     fail.store(true, Ordering::SeqCst);
-    let s = registry
+    let err = registry
         .upload_append(&repo, &id, Some(a as u64), body(&data[a..b]))
         .await
-        .unwrap();
-    assert_eq!(s.offset, b as u64, "answered with what was received");
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::StorageFull), "{err:?}");
     fail.store(false, Ordering::SeqCst);
 
-    // The next request learns of it...
+    // The session says where storage really is...
+    let s = registry.upload_status(&repo, &id).await.unwrap();
+    assert_eq!(s.offset, a as u64);
+    // ...a chunk at the acknowledged offset's successor is refused...
     let err = registry
         .upload_append(&repo, &id, Some(b as u64), body(&data[b..c]))
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::StorageFull), "{err:?}");
-    // ...the session says where storage really is...
-    let s = registry.upload_status(&repo, &id).await.unwrap();
-    assert_eq!(s.offset, a as u64);
+    assert!(
+        matches!(err, RegistryError::RangeInvalid { offset } if offset == a as u64),
+        "{err:?}"
+    );
     // ...and the client resumes from there to a verified blob.
     registry
         .upload_append(&repo, &id, Some(a as u64), body(&data[a..b]))
@@ -174,23 +176,27 @@ async fn lost_chunk_is_reported_next_and_the_upload_resumes() {
 }
 
 #[tokio::test]
-async fn completing_right_after_a_lost_chunk_publishes_nothing() {
+async fn completing_after_a_failed_chunk_publishes_nothing() {
     let (_dir, registry, fail) = registry().await;
     let repo: RepositoryName = "app/web".parse().unwrap();
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 247) as u8).collect();
     let id = registry.upload_start(&repo).await.unwrap().id;
     fail.store(true, Ordering::SeqCst);
-    registry
+    let err = registry
         .upload_append(&repo, &id, Some(0), body(&data))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::StorageFull), "{err:?}");
     fail.store(false, Ordering::SeqCst);
     let digest = Digest::sha256_of(&data);
     let err = registry
         .upload_complete(&repo, &id, &digest, None)
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::StorageFull), "{err:?}");
+    assert!(
+        matches!(err, RegistryError::DigestInvalid { .. }),
+        "{err:?}"
+    );
     assert!(
         registry.blob_size(&repo, &digest).await.is_err(),
         "nothing published"
@@ -198,30 +204,20 @@ async fn completing_right_after_a_lost_chunk_publishes_nothing() {
 }
 
 #[tokio::test]
-async fn status_after_a_lost_chunk_gives_the_offset_to_resume_from() {
+async fn a_monolithic_push_whose_writes_fail_publishes_nothing() {
     let (_dir, registry, fail) = registry().await;
     let repo: RepositoryName = "app/web".parse().unwrap();
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
-    let half = data.len() / 2;
-    let id = registry.upload_start(&repo).await.unwrap().id;
-    registry
-        .upload_append(&repo, &id, Some(0), body(&data[..half]))
-        .await
-        .unwrap();
-    fail.store(true, Ordering::SeqCst);
-    registry
-        .upload_append(&repo, &id, Some(half as u64), body(&data[half..]))
-        .await
-        .unwrap();
-    fail.store(false, Ordering::SeqCst);
-    // The client asks where to go on from (as after a 416 or a reconnect).
-    let s = registry.upload_status(&repo, &id).await.unwrap();
-    assert_eq!(s.offset, half as u64);
     let digest = Digest::sha256_of(&data);
-    registry
-        .upload_complete(&repo, &id, &digest, Some(body(&data[half..])))
+    fail.store(true, Ordering::SeqCst);
+    let err = registry
+        .blob_put(&repo, &digest, body(&data))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::StorageFull), "{err:?}");
+    fail.store(false, Ordering::SeqCst);
+    assert!(registry.blob_size(&repo, &digest).await.is_err());
+    registry.blob_put(&repo, &digest, body(&data)).await.unwrap();
     let stored = registry.blob_read(&repo, &digest, None).await.unwrap();
     assert!(berth_storage::fs::collect(stored).await.unwrap() == data);
 }

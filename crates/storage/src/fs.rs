@@ -18,7 +18,7 @@ use berth_reference::{Algorithm, Digest};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::active::{Active, ActiveCount};
@@ -114,23 +114,41 @@ impl FsStorage {
     }
 
     /// Write `bytes` to a temporary file, sync it, and rename it to `dest`.
-    async fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+    ///
+    /// Done with blocking `std::fs` calls in one job: every `write` and the
+    /// `fsync` report their own errors (tokio's `File` reports a buffered
+    /// write's error only on `flush`, so a full disk once renamed an empty
+    /// file into place). Nothing is renamed unless every byte was written
+    /// and synced.
+    async fn write_atomically(&self, dest: &Path, bytes: Bytes) -> Result<()> {
         let tmp = self.tmp_path();
-        let result = async {
-            let mut f = fs::File::create(&tmp).await?;
-            f.write_all(bytes).await?;
-            f.sync_all().await?;
-            drop(f);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).await?;
+        let dest = dest.to_path_buf();
+        let job = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let result = (|| {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                drop(f);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(&tmp, &dest)
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            fs::rename(&tmp, dest).await
+            result
+        });
+        Ok(job.await.map_err(std::io::Error::other)??)
+    }
+
+    /// Whether `path` holds exactly `bytes` (a small object already stored).
+    async fn holds(path: &Path, bytes: &Bytes) -> Result<bool> {
+        match not_found_as_none(fs::read(path).await)? {
+            Some(stored) => Ok(stored == bytes.as_ref()),
+            None => Ok(false),
         }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp).await;
-        }
-        Ok(result?)
     }
 
     /// Stream a published (so immutable) file, or a range of it.
@@ -472,10 +490,12 @@ impl Storage for FsStorage {
 
     async fn blob_put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         let dest = self.blob_path(digest);
-        if fs::try_exists(&dest).await? {
+        // Only a complete copy counts as stored: anything else (a store
+        // damaged before this check existed) is replaced.
+        if Self::holds(&dest, &bytes).await? {
             return Ok(());
         }
-        self.write_atomically(&dest, &bytes).await
+        self.write_atomically(&dest, bytes).await
     }
 
     async fn blob_delete(&self, digest: &Digest) -> Result<bool> {
@@ -610,7 +630,7 @@ impl Storage for FsStorage {
     }
 
     async fn doc_put(&self, key: &DocKey, value: Bytes) -> Result<()> {
-        self.write_atomically(&self.doc_path(key), &value).await
+        self.write_atomically(&self.doc_path(key), value).await
     }
 
     async fn doc_delete(&self, key: &DocKey) -> Result<bool> {
@@ -647,6 +667,18 @@ impl Storage for FsStorage {
         .await
         .map_err(std::io::Error::other)??;
         Ok(listed)
+    }
+
+    async fn space(&self) -> Result<Option<crate::Space>> {
+        let root = self.root.clone();
+        let st = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::from)?;
+        Ok(Some(crate::Space {
+            total: st.f_blocks.saturating_mul(st.f_frsize),
+            available: st.f_bavail.saturating_mul(st.f_frsize),
+        }))
     }
 }
 

@@ -108,6 +108,15 @@ impl From<std::io::Error> for StorageError {
     }
 }
 
+/// How full the device under a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes the device holds in all.
+    pub total: u64,
+    /// Bytes still free for this process to write.
+    pub available: u64,
+}
+
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Appends bytes to an upload session. Dropping it without [`finish`] leaves
@@ -161,4 +170,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn doc_delete(&self, key: &DocKey) -> Result<bool>;
     /// Names of the immediate children of `prefix`, sorted.
     async fn doc_list(&self, prefix: &DocKey) -> Result<Vec<String>>;
+
+    /// How full the device is, where the backend can tell (an object store
+    /// cannot): the cache streams uncached rather than fill a full disk, and
+    /// eviction keeps usage under its watermark.
+    async fn space(&self) -> Result<Option<Space>> {
+        Ok(None)
+    }
 }

@@ -262,7 +262,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("offline: no upstream will be contacted");
     }
     let cache = Cache::new(registry.clone(), settings.cache);
-    let uploads = registry.clone();
     let app = router(ApiState::with_cache(
         registry,
         cache,
@@ -288,14 +287,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Err(_) => {
             tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting")
         }
-    }
-    // Chunks already answered must reach the disk. A request still running
-    // past the grace period holds its session, so this wait is bounded too.
-    if tokio::time::timeout(SHUTDOWN_GRACE, uploads.settle_uploads())
-        .await
-        .is_err()
-    {
-        tracing::warn!("uploads' last writes still pending after {SHUTDOWN_GRACE:?}; exiting");
     }
     Ok(())
 }
