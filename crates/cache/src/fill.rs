@@ -52,6 +52,9 @@ pub enum BlobLocation {
         fill: Arc<FillHandle>,
         size: Option<u64>,
     },
+    /// Streamed straight from the upstream to this client, not stored:
+    /// storage has no room for it.
+    Uncached { body: Box<berth_upstream::BlobBody> },
 }
 
 /// An opaque handle on a download in progress.
@@ -62,6 +65,7 @@ impl BlobLocation {
         match self {
             BlobLocation::Local { size } => Some(*size),
             BlobLocation::Filling { size, .. } => *size,
+            BlobLocation::Uncached { body } => body.length,
         }
     }
 }
@@ -105,9 +109,36 @@ impl Cache {
                 inner.registry.link_blob(repo, digest).await?;
                 Ok(BlobLocation::Local { size })
             }
+            Progress::Failed(Failure::NoSpace) => self.uncached(&host_of(repo), repo, digest).await,
             Progress::Failed(f) => Err(f.into_error(unknown())),
             Progress::Starting => Err(unknown()),
         }
+    }
+
+    /// A blob for one client straight from its upstream, when storage is
+    /// full: a pull must still work, only slower (each client downloads).
+    async fn uncached(
+        &self,
+        host: &str,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<BlobLocation, RegistryError> {
+        let inner = &self.inner;
+        let unknown = || RegistryError::BlobUnknown(digest.clone());
+        let Some((_, remote)) = Cache::upstream_of(repo) else {
+            return Err(unknown());
+        };
+        let client = inner.client(host).map_err(|f| f.into_error(unknown()))?;
+        inner.metrics.upstream_requests.inc();
+        let body = client
+            .blob_get(&remote, digest, None)
+            .await
+            .map_err(|e| Failure::from_upstream(&e).into_error(unknown()))?;
+        inner.metrics.uncached_serves.inc();
+        tracing::warn!(repository = %repo, %digest, "storage full: streaming a blob from upstream without caching it");
+        Ok(BlobLocation::Uncached {
+            body: Box::new(body),
+        })
     }
 
     /// The blob's bytes (or a range of them) from wherever they are.
@@ -135,6 +166,7 @@ impl Cache {
                 digest.clone(),
                 range,
             )),
+            BlobLocation::Uncached { body } => Ok(slice(body.stream, range)),
         }
     }
 
@@ -249,6 +281,9 @@ async fn download(
         inner.registry.link_blob(repo, digest).await?;
         return Ok(size);
     }
+    if crate::storage_short(&inner.registry, None).await {
+        return Err(Failure::NoSpace);
+    }
     let client = inner.client(host)?;
     inner.metrics.upstream_requests.inc();
     let mut body = client
@@ -256,6 +291,11 @@ async fn download(
         .await
         .map_err(|e| Failure::from_upstream(&e))?;
     let size = body.length;
+    if crate::storage_short(&inner.registry, size).await {
+        // Dropping the body closes the connection; each waiting client
+        // fetches the blob for itself, uncached.
+        return Err(Failure::NoSpace);
+    }
     let upload = storage.upload_create().await.map_err(storage_failure)?;
     let result = async {
         let mut writer = storage
@@ -327,7 +367,38 @@ async fn download(
 }
 
 fn storage_failure(e: StorageError) -> Failure {
-    Failure::Internal(e.to_string())
+    match e {
+        StorageError::StorageFull => Failure::NoSpace,
+        e => Failure::Internal(e.to_string()),
+    }
+}
+
+fn host_of(repo: &RepositoryName) -> String {
+    repo.mirror_parts()
+        .map(|(host, _)| host.to_string())
+        .unwrap_or_default()
+}
+
+/// `range` of an upstream blob stream that starts at byte 0; it ends once
+/// the range is sent.
+fn slice(stream: berth_upstream::BlobStream, range: Option<ByteRange>) -> ByteStream {
+    let stream = stream.map(|r| r.map_err(io::Error::other));
+    let Some(range) = range else {
+        return Box::pin(stream);
+    };
+    let pieces = stream.scan(0u64, move |pos, chunk| {
+        if *pos >= range.end {
+            return futures::future::ready(None);
+        }
+        let piece = chunk.map(|chunk| {
+            let (start, end) = (*pos, *pos + chunk.len() as u64);
+            *pos = end;
+            let (from, to) = (start.max(range.start), end.min(range.end));
+            (from < to).then(|| chunk.slice((from - start) as usize..(to - start) as usize))
+        });
+        futures::future::ready(Some(piece))
+    });
+    Box::pin(pieces.filter_map(|piece| futures::future::ready(piece.transpose())))
 }
 
 /// Stream `range` of a blob being filled, following the download.

@@ -55,6 +55,8 @@ pub(crate) enum Failure {
     TooManyRequests,
     Unavailable(String),
     Internal(String),
+    /// Storage has no room for the content: it is served uncached.
+    NoSpace,
 }
 
 impl Failure {
@@ -81,13 +83,32 @@ impl Failure {
             Failure::Internal(m) => {
                 RegistryError::UpstreamUnavailable(format!("caching failed: {m}"))
             }
+            Failure::NoSpace => RegistryError::StorageFull,
         }
     }
 }
 
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
-        Failure::Internal(e.to_string())
+        match e {
+            RegistryError::StorageFull => Failure::NoSpace,
+            e => Failure::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Room kept free on the device beyond what a fill needs: a hundredth of it,
+/// so that a cache fill never takes the last bytes pushes and metadata need.
+fn reserve(space: &berth_storage::Space) -> u64 {
+    space.total / 100 + (1 << 20)
+}
+
+/// Whether storage lacks room for `size` more bytes (an unknown size counts
+/// as none beyond the reserve). Backends that cannot tell have room.
+pub(crate) async fn storage_short(registry: &Registry, size: Option<u64>) -> bool {
+    match registry.storage().space().await {
+        Ok(Some(space)) => space.available < size.unwrap_or(0).saturating_add(reserve(&space)),
+        _ => false,
     }
 }
 

@@ -169,10 +169,35 @@ async fn fetch_by_digest(
         )
         .await
         .map_err(|e| Failure::from_upstream(&e))?;
-    Ok(inner
+    store_or_pass(&inner, &repo, m, None).await
+}
+
+/// Store a manifest fetched from upstream; when storage is full, hand it to
+/// the waiting clients all the same (it was verified against its digest).
+async fn store_or_pass(
+    inner: &Inner,
+    repo: &RepositoryName,
+    m: berth_upstream::Manifest,
+    tag: Option<&Tag>,
+) -> Result<StoredManifest, Failure> {
+    match inner
         .registry
-        .manifest_store_cached(&repo, &m.digest, Some(&m.media_type), m.bytes, None)
-        .await?)
+        .manifest_store_cached(repo, &m.digest, Some(&m.media_type), m.bytes.clone(), tag)
+        .await
+    {
+        Ok(stored) => Ok(stored),
+        Err(RegistryError::StorageFull) => {
+            inner.metrics.uncached_serves.inc();
+            tracing::warn!(repository = %repo, digest = %m.digest,
+                "storage full: serving a manifest from upstream without caching it");
+            Ok(StoredManifest {
+                digest: m.digest,
+                media_type: m.media_type,
+                bytes: m.bytes,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Confirm (HEAD) or refresh (GET) a tag with its upstream.
@@ -208,10 +233,7 @@ async fn revalidate(
         .manifest_get(&remote, &fetch_ref, &media_type::ALL)
         .await
         .map_err(|e| Failure::from_upstream(&e))?;
-    let stored = inner
-        .registry
-        .manifest_store_cached(&repo, &m.digest, Some(&m.media_type), m.bytes, Some(&tag))
-        .await?;
+    let stored = store_or_pass(&inner, &repo, m, Some(&tag)).await?;
     mark_validated(&inner, &repo, &tag);
     Ok(stored)
 }

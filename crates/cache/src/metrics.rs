@@ -13,6 +13,7 @@ pub struct CacheMetrics {
     pub coalesced: Counter,
     pub stale_serves: Counter,
     pub fill_failures: Counter,
+    pub uncached_serves: Counter,
 }
 
 impl CacheMetrics {
@@ -52,6 +53,11 @@ impl CacheMetrics {
             "fill_failures",
             "Blob downloads abandoned (upstream error, bad digest, storage failure)",
             self.fill_failures.clone(),
+        );
+        r.register(
+            "uncached_serves",
+            "Blobs and manifests streamed from upstream without being stored (storage full)",
+            self.uncached_serves.clone(),
         );
     }
 }

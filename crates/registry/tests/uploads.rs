@@ -217,7 +217,10 @@ async fn a_monolithic_push_whose_writes_fail_publishes_nothing() {
     assert!(matches!(err, RegistryError::StorageFull), "{err:?}");
     fail.store(false, Ordering::SeqCst);
     assert!(registry.blob_size(&repo, &digest).await.is_err());
-    registry.blob_put(&repo, &digest, body(&data)).await.unwrap();
+    registry
+        .blob_put(&repo, &digest, body(&data))
+        .await
+        .unwrap();
     let stored = registry.blob_read(&repo, &digest, None).await.unwrap();
     assert!(berth_storage::fs::collect(stored).await.unwrap() == data);
 }
