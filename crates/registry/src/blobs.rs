@@ -3,7 +3,6 @@
 //! manifests), although its bytes are stored once for all repositories.
 
 use berth_reference::{Digest, RepositoryName};
-use bytes::Bytes;
 
 use crate::{layout, ByteRange, ByteStream, Registry, RegistryError, Result};
 
@@ -29,7 +28,10 @@ impl Registry {
     /// Make a stored blob part of `repo` (after an upload, a mount or a cache fill).
     pub async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         self.storage
-            .doc_put(&layout::layer_link(repo, digest)?, Bytes::new())
+            .doc_put(
+                &layout::layer_link(repo, digest)?,
+                crate::inventory::link_stamp(),
+            )
             .await?;
         self.note_repository(repo).await;
         Ok(())

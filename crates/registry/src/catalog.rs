@@ -10,7 +10,7 @@ use berth_storage::DocKey;
 use crate::{layout, paginate, Page, Registry, Result};
 
 impl Registry {
-    async fn walk_repositories(&self) -> Result<BTreeSet<String>> {
+    pub(crate) async fn walk_repositories(&self) -> Result<BTreeSet<String>> {
         let mut found = BTreeSet::new();
         let mut stack: Vec<String> = Vec::new();
         for child in self

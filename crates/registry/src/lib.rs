@@ -9,7 +9,8 @@
 //! - `tags`: tag resolution and listing;
 //! - `catalog`: the repository list;
 //! - `referrers`: the referrers API's index;
-//! - `memo`: in-memory copies of tags, manifests and tag lists for pulls.
+//! - `memo`: in-memory copies of tags, manifests and tag lists for pulls;
+//! - `inventory`: what is held, for the lifecycle jobs, and GC's fence.
 //!
 //! The pull-through cache wraps a [`Registry`]: it serves what the registry
 //! holds and fills it from upstreams through the same methods.
@@ -19,6 +20,7 @@ mod blobs;
 mod catalog;
 mod error;
 mod hashing;
+mod inventory;
 mod layout;
 mod manifests;
 mod memo;
@@ -34,6 +36,7 @@ use berth_storage::{Storage, UploadId};
 pub use berth_storage::{ByteRange, ByteStream};
 pub use blobs::OpenBlob;
 pub use error::{RegistryError, Result};
+pub use inventory::{GcGuard, References};
 pub use manifests::{PutManifest, StoredManifest};
 pub use uploads::UploadStatus;
 
@@ -103,6 +106,8 @@ pub struct Registry {
     tag_list_memo: memo::Memo<Arc<BTreeSet<String>>>,
     /// Upload requests streaming right now (they share the batch budget).
     active_appends: berth_storage::active::ActiveCount,
+    /// Keeps garbage collection from deleting what a push references.
+    fence: inventory::Fence,
 }
 
 /// Memory the memos may use (approximately; see `memo`).
@@ -125,6 +130,7 @@ impl Registry {
                 k.len() + 64 * set.len() + 64
             }),
             active_appends: Default::default(),
+            fence: Default::default(),
         }
     }
 

@@ -47,6 +47,16 @@ impl Registry {
         bytes: Bytes,
     ) -> Result<PutManifest> {
         let manifest = Manifest::parse(&bytes, content_type)?;
+        // Held until the manifest is stored: GC keeps what it references.
+        let _fence = self
+            .fence_enter(
+                manifest
+                    .blobs
+                    .iter()
+                    .chain(&manifest.manifests)
+                    .map(|r| &r.digest),
+            )
+            .await;
         let digest = match reference {
             ManifestRef::Digest(expected) => {
                 let actual = Digest::of_bytes(expected.algorithm(), &bytes);
@@ -109,6 +119,16 @@ impl Registry {
         tag: Option<&berth_reference::Tag>,
     ) -> Result<StoredManifest> {
         let manifest = Manifest::parse(&bytes, content_type)?;
+        let _fence = self
+            .fence_enter(
+                manifest
+                    .blobs
+                    .iter()
+                    .chain(&manifest.manifests)
+                    .map(|r| &r.digest)
+                    .chain(std::iter::once(digest)),
+            )
+            .await;
         let media_type = manifest.media_type.clone();
         self.store_manifest(repo, digest, &manifest, bytes.clone(), tag)
             .await?;

@@ -45,12 +45,12 @@ pub struct UploadStatus {
 }
 
 impl Registry {
-    fn session(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<Session>> {
+    pub(crate) fn session(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<Session>> {
         let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(id.clone()).or_default().clone()
     }
 
-    fn forget_session(&self, id: &UploadId) {
+    pub(crate) fn forget_session(&self, id: &UploadId) {
         let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(id);
     }

@@ -64,6 +64,12 @@ impl Storage for LosingStorage {
     async fn blob_delete(&self, d: &Digest) -> StorageResult<bool> {
         self.inner.blob_delete(d).await
     }
+    async fn blob_stat(&self, d: &Digest) -> StorageResult<Option<berth_storage::BlobStat>> {
+        self.inner.blob_stat(d).await
+    }
+    async fn upload_list(&self) -> StorageResult<Vec<berth_storage::UploadInfo>> {
+        self.inner.upload_list().await
+    }
     async fn blob_list(&self) -> StorageResult<Vec<Digest>> {
         self.inner.blob_list().await
     }

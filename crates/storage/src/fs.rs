@@ -525,6 +525,16 @@ impl Storage for FsStorage {
         Ok(out)
     }
 
+    async fn blob_stat(&self, digest: &Digest) -> Result<Option<crate::BlobStat>> {
+        let Some(meta) = not_found_as_none(fs::metadata(self.blob_path(digest)).await)? else {
+            return Ok(None);
+        };
+        Ok(Some(crate::BlobStat {
+            size: meta.len(),
+            modified: meta.modified()?,
+        }))
+    }
+
     async fn upload_create(&self) -> Result<UploadId> {
         let id = UploadId::new_random();
         fs::File::create(self.upload_path(&id)).await?;
@@ -616,6 +626,39 @@ impl Storage for FsStorage {
 
     async fn upload_delete(&self, id: &UploadId) -> Result<bool> {
         Ok(not_found_as_none(fs::remove_file(self.upload_path(id)).await)?.is_some())
+    }
+
+    async fn upload_list(&self) -> Result<Vec<crate::UploadInfo>> {
+        let dir = self.root.join("uploads");
+        let listed =
+            tokio::task::spawn_blocking(move || -> std::io::Result<Vec<crate::UploadInfo>> {
+                let mut out = Vec::new();
+                for e in std::fs::read_dir(dir)? {
+                    let e = e?;
+                    // Anything that is not a session's file is not ours; skip it.
+                    let Some(id) = e
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<UploadId>().ok())
+                    else {
+                        continue;
+                    };
+                    // A session ended while we listed is simply not there.
+                    let Some(meta) = not_found_as_none(e.metadata())? else {
+                        continue;
+                    };
+                    out.push(crate::UploadInfo {
+                        id,
+                        size: meta.len(),
+                        modified: meta.modified()?,
+                    });
+                }
+                out.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(out)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(listed)
     }
 
     async fn doc_get(&self, key: &DocKey) -> Result<Option<Bytes>> {

@@ -108,6 +108,22 @@ impl From<std::io::Error> for StorageError {
     }
 }
 
+/// A stored blob's size and when it was written (for GC's grace period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobStat {
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
+/// An upload session as storage sees it: for expiring idle sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    pub id: UploadId,
+    pub size: u64,
+    /// When bytes were last appended (or the session created).
+    pub modified: std::time::SystemTime,
+}
+
 /// How full the device under a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Space {
@@ -146,6 +162,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn blob_delete(&self, digest: &Digest) -> Result<bool>;
     /// Every stored blob (for garbage collection and scrubbing).
     async fn blob_list(&self) -> Result<Vec<Digest>>;
+    /// Size and modification time of a blob, or `None` when absent.
+    async fn blob_stat(&self, digest: &Digest) -> Result<Option<BlobStat>>;
 
     /// Open a new, empty upload session.
     async fn upload_create(&self) -> Result<UploadId>;
@@ -162,6 +180,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn upload_publish(&self, id: &UploadId, digest: &Digest) -> Result<u64>;
     /// End a session, discarding its bytes.
     async fn upload_delete(&self, id: &UploadId) -> Result<bool>;
+    /// Every upload session storage holds (for expiry of idle ones).
+    async fn upload_list(&self) -> Result<Vec<UploadInfo>>;
 
     async fn doc_get(&self, key: &DocKey) -> Result<Option<Bytes>>;
     /// Replace a document atomically: readers see the old or the new value.

@@ -1,0 +1,118 @@
+//! Online garbage collection, mark and sweep, while berth serves.
+//!
+//! Mark: every manifest revision of every repository is live, with the
+//! blobs and child manifests it references. Sweep: a stored blob that is not
+//! marked, whose bytes and every link to it are older than the grace period,
+//! is deleted with its links. Deletion goes through the registry's GC fence
+//! (`Registry::gc_delete_blob`), so a manifest push that references the blob
+//! meanwhile either keeps it or is told it is missing: never a pushed image
+//! that lacks a blob. A deleted manifest (DELETE by digest) stops protecting
+//! its blobs, so the next collection frees their space.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Instant, SystemTime};
+
+use berth_reference::{Digest, RepositoryName};
+use berth_registry::Registry;
+use serde::Serialize;
+
+use crate::Result;
+
+/// At most this many would-be deletions are listed by name in a report.
+const LISTED: usize = 100;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    pub repositories: usize,
+    pub manifests: usize,
+    /// Blobs (and manifests) some manifest keeps.
+    pub marked: usize,
+    /// Blobs stored when the sweep began.
+    pub blobs_seen: usize,
+    /// Unreferenced, but within the grace period.
+    pub blobs_young: usize,
+    /// Unreferenced, but a push referenced them while GC ran.
+    pub blobs_fenced: usize,
+    /// Deleted (or, in a dry run, that would be).
+    pub blobs_deleted: usize,
+    pub bytes_freed: u64,
+    /// The first few of those, by digest.
+    pub deleted: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// Who links a blob, and the newest of those links.
+#[derive(Default)]
+struct Links {
+    repos: Vec<RepositoryName>,
+    newest: Option<SystemTime>,
+}
+
+pub async fn collect(
+    registry: &Registry,
+    grace: std::time::Duration,
+    dry_run: bool,
+) -> Result<GcReport> {
+    let started = Instant::now();
+    let cutoff = SystemTime::now()
+        .checked_sub(grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    // From here on every manifest push records what it references.
+    let guard = registry.gc_begin().await;
+    let mut report = GcReport::default();
+
+    let mut marked: HashSet<Digest> = HashSet::new();
+    let mut links: HashMap<Digest, Links> = HashMap::new();
+    for repo in registry.repositories().await? {
+        report.repositories += 1;
+        for digest in registry.manifest_revisions(&repo).await? {
+            report.manifests += 1;
+            if let Some(refs) = registry.manifest_references(&repo, &digest).await? {
+                marked.extend(refs.blobs);
+                marked.extend(refs.manifests);
+            }
+            marked.insert(digest);
+        }
+        for (digest, made) in registry.layer_links(&repo).await? {
+            let entry = links.entry(digest).or_default();
+            entry.repos.push(repo.clone());
+            entry.newest = entry.newest.max(Some(made));
+        }
+    }
+    report.marked = marked.len();
+
+    for digest in registry.storage().blob_list().await? {
+        report.blobs_seen += 1;
+        if marked.contains(&digest) {
+            continue;
+        }
+        let Some(stat) = registry.storage().blob_stat(&digest).await? else {
+            continue;
+        };
+        let linked = links.remove(&digest).unwrap_or_default();
+        if stat.modified > cutoff || linked.newest.is_some_and(|t| t > cutoff) {
+            report.blobs_young += 1;
+            continue;
+        }
+        let freed = if dry_run {
+            Some(stat.size)
+        } else {
+            registry
+                .gc_delete_blob(&guard, &digest, &linked.repos)
+                .await?
+        };
+        match freed {
+            Some(bytes) => {
+                report.blobs_deleted += 1;
+                report.bytes_freed += bytes;
+                if report.deleted.len() < LISTED {
+                    report.deleted.push(digest.to_string());
+                }
+            }
+            None => report.blobs_fenced += 1,
+        }
+    }
+    drop(guard);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}

@@ -1,0 +1,145 @@
+//! Storage lifecycle: what keeps a registry's disk correct and bounded while
+//! it serves. It owns the jobs that remove content, never the paths that add
+//! it:
+//!
+//! - `gc`: online garbage collection (mark what manifests reference, sweep
+//!   the rest past a grace period, fenced against concurrent pushes through
+//!   `berth_registry`'s GC fence);
+//! - `uploads`: expiry of idle upload sessions and the records crashes leave;
+//! - `metrics`: runs, bytes freed, durations, for `/metrics`.
+//!
+//! [`Lifecycle`] runs one job at a time: on a schedule inside `berth serve`,
+//! on demand through the admin API, or from `berth gc` on a stopped root.
+#![forbid(unsafe_code)]
+
+pub mod gc;
+pub mod metrics;
+pub mod uploads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_registry::Registry;
+
+pub use gc::GcReport;
+pub use metrics::LifecycleMetrics;
+pub use uploads::UploadsReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Registry(#[from] berth_registry::RegistryError),
+    #[error(transparent)]
+    Storage(#[from] berth_storage::StorageError),
+}
+
+pub type Result<T, E = LifecycleError> = std::result::Result<T, E>;
+
+/// Settings of the lifecycle jobs.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// Content younger than this is never collected: a push uploads its
+    /// blobs before the manifest that references them.
+    pub gc_grace: Duration,
+    /// Upload sessions idle this long are ended and their bytes freed.
+    pub upload_ttl: Duration,
+    /// How often `berth serve` runs GC and upload expiry; `None`: never.
+    pub gc_interval: Option<Duration>,
+}
+
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            gc_grace: DEFAULT_GC_GRACE,
+            upload_ttl: DEFAULT_UPLOAD_TTL,
+            gc_interval: Some(DEFAULT_GC_INTERVAL),
+        }
+    }
+}
+
+/// One collection: GC and upload expiry together, as `berth gc` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CollectReport {
+    pub dry_run: bool,
+    pub gc: GcReport,
+    pub uploads: UploadsReport,
+}
+
+/// The lifecycle jobs of one registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Lifecycle {
+    registry: Arc<Registry>,
+    config: LifecycleConfig,
+    metrics: LifecycleMetrics,
+    /// One job at a time: two collections would only race each other.
+    running: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Lifecycle {
+    pub fn new(registry: Arc<Registry>, config: LifecycleConfig) -> Lifecycle {
+        Lifecycle {
+            registry,
+            config,
+            metrics: LifecycleMetrics::default(),
+            running: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    pub fn metrics(&self) -> &LifecycleMetrics {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.config
+    }
+
+    /// Expire idle uploads, then collect garbage; with `dry_run`, only say
+    /// what would go.
+    pub async fn collect(&self, dry_run: bool) -> Result<CollectReport> {
+        let _one = self.running.lock().await;
+        let uploads = uploads::expire(&self.registry, self.config.upload_ttl, dry_run).await?;
+        let gc = gc::collect(&self.registry, self.config.gc_grace, dry_run).await?;
+        if !dry_run {
+            self.metrics.record(&gc, &uploads);
+        }
+        tracing::info!(
+            target: "berth::lifecycle",
+            dry_run,
+            blobs_deleted = gc.blobs_deleted,
+            bytes_freed = gc.bytes_freed,
+            uploads_expired = uploads.expired,
+            upload_bytes_freed = uploads.bytes_freed,
+            millis = gc.duration_ms,
+            "garbage collection finished"
+        );
+        Ok(CollectReport {
+            dry_run,
+            gc,
+            uploads,
+        })
+    }
+
+    /// Run [`Lifecycle::collect`] every `gc_interval` until the task is
+    /// dropped. Failures are logged; the next run tries again.
+    pub fn spawn_schedule(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.config.gc_interval?;
+        let this = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick fires at once: wait one interval after start.
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.collect(false).await {
+                    this.metrics.failures.inc();
+                    tracing::warn!(target: "berth::lifecycle", "scheduled garbage collection failed: {e}");
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,73 @@
+//! Lifecycle counters for `/metrics`: GC runs, what they freed and how long
+//! they took; expired uploads.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry as PromRegistry;
+
+use crate::{GcReport, UploadsReport};
+
+#[derive(Debug, Default, Clone)]
+pub struct LifecycleMetrics {
+    pub gc_runs: Counter,
+    pub failures: Counter,
+    pub blobs_deleted: Counter,
+    pub bytes_freed: Counter,
+    pub last_duration_ms: Gauge,
+    pub uploads_expired: Counter,
+    pub upload_bytes_freed: Counter,
+    pub uploads_open: Gauge,
+}
+
+impl LifecycleMetrics {
+    pub fn register(&self, prom: &mut PromRegistry) {
+        let r = prom.sub_registry_with_prefix("berth_gc");
+        r.register("runs", "Garbage collections finished", self.gc_runs.clone());
+        r.register(
+            "failures",
+            "Garbage collections that failed",
+            self.failures.clone(),
+        );
+        r.register(
+            "blobs_deleted",
+            "Blobs deleted by garbage collection",
+            self.blobs_deleted.clone(),
+        );
+        r.register(
+            "bytes_freed",
+            "Blob bytes freed by garbage collection",
+            self.bytes_freed.clone(),
+        );
+        r.register(
+            "last_duration_milliseconds",
+            "How long the last garbage collection took",
+            self.last_duration_ms.clone(),
+        );
+        r.register(
+            "uploads_expired",
+            "Idle upload sessions ended",
+            self.uploads_expired.clone(),
+        );
+        r.register(
+            "upload_bytes_freed",
+            "Bytes of idle upload sessions freed",
+            self.upload_bytes_freed.clone(),
+        );
+        r.register(
+            "uploads_open",
+            "Upload sessions held in storage at the last collection",
+            self.uploads_open.clone(),
+        );
+    }
+
+    pub(crate) fn record(&self, gc: &GcReport, uploads: &UploadsReport) {
+        self.gc_runs.inc();
+        self.blobs_deleted.inc_by(gc.blobs_deleted as u64);
+        self.bytes_freed.inc_by(gc.bytes_freed);
+        self.last_duration_ms.set(gc.duration_ms as i64);
+        self.uploads_expired.inc_by(uploads.expired as u64);
+        self.upload_bytes_freed.inc_by(uploads.bytes_freed);
+        self.uploads_open
+            .set(uploads.open.saturating_sub(uploads.expired) as i64);
+    }
+}

@@ -1,0 +1,258 @@
+//! What the registry holds, read for the lifecycle jobs in `berth-lifecycle`
+//! (garbage collection, upload expiry), and the fence that lets garbage
+//! collection run while clients push.
+//!
+//! The fence: a manifest push can reference a blob that nothing referenced a
+//! moment ago (the client HEADs it, finds it, and skips the upload), so GC's
+//! mark phase cannot see that reference. Every manifest push holds the read
+//! side of `gate` for its whole run; GC takes the write side once, to start,
+//! so that pushes already running finish (and are seen by the mark) and every
+//! later one records the digests it references in `touched` *before* it
+//! checks they exist. GC deletes a blob only while holding `touched`, after
+//! checking the blob is not in it. So either the push recorded first (GC
+//! keeps the blob), or GC deleted first (the push then finds the blob
+//! missing and fails with MANIFEST_BLOB_UNKNOWN, and the client uploads it
+//! again): a pushed image never lacks a blob.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_manifest::Manifest;
+use berth_reference::{Digest, RepositoryName, Tag};
+use berth_storage::{DocKey, UploadId};
+use bytes::Bytes;
+
+use crate::{layout, Registry, RegistryError, Result};
+
+#[derive(Default)]
+pub(crate) struct Fence {
+    active: AtomicBool,
+    gate: tokio::sync::RwLock<()>,
+    touched: tokio::sync::Mutex<HashSet<Digest>>,
+}
+
+/// A running garbage collection's hold on the fence; dropping it ends it.
+pub struct GcGuard<'a> {
+    fence: &'a Fence,
+}
+
+impl Drop for GcGuard<'_> {
+    fn drop(&mut self) {
+        self.fence.active.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What a stored manifest references.
+#[derive(Debug, Clone, Default)]
+pub struct References {
+    /// Config and layers.
+    pub blobs: Vec<Digest>,
+    /// Child manifests of an index.
+    pub manifests: Vec<Digest>,
+    pub subject: Option<Digest>,
+}
+
+/// The value of a layer link: when it was made, in seconds since the epoch.
+pub(crate) fn link_stamp() -> Bytes {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Bytes::from(secs.to_string())
+}
+
+/// When a layer link was made; links written before links carried a time
+/// (empty values) count as old.
+fn link_time(value: &[u8]) -> SystemTime {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Digests under `<repo>/<kind>/<alg>/<hex>` document keys.
+async fn digests_under(registry: &Registry, prefix: DocKey) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for alg in registry.storage.doc_list(&prefix).await? {
+        for hex in registry.storage.doc_list(&prefix.join(&alg)?).await? {
+            if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Registry {
+    /// Every repository, read from storage (not the in-memory catalog).
+    pub async fn repositories(&self) -> Result<Vec<RepositoryName>> {
+        Ok(self
+            .walk_repositories()
+            .await?
+            .into_iter()
+            .filter_map(|r| r.parse().ok())
+            .collect())
+    }
+
+    /// The manifests stored in a repository.
+    pub async fn manifest_revisions(&self, repo: &RepositoryName) -> Result<Vec<Digest>> {
+        digests_under(
+            self,
+            DocKey::new([layout::REPOSITORIES, repo.as_str(), layout::MANIFESTS])?,
+        )
+        .await
+    }
+
+    /// The blobs linked into a repository, with when each link was made.
+    pub async fn layer_links(&self, repo: &RepositoryName) -> Result<Vec<(Digest, SystemTime)>> {
+        let prefix = DocKey::new([layout::REPOSITORIES, repo.as_str(), layout::LAYERS])?;
+        let mut out = Vec::new();
+        for d in digests_under(self, prefix).await? {
+            if let Some(v) = self.storage.doc_get(&layout::layer_link(repo, &d)?).await? {
+                out.push((d, link_time(&v)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every tag of a repository and the digest it points at.
+    pub async fn tag_targets(&self, repo: &RepositoryName) -> Result<Vec<(Tag, Digest)>> {
+        let mut out = Vec::new();
+        for name in self.storage.doc_list(&layout::tags(repo)?).await? {
+            let Ok(tag) = name.parse::<Tag>() else {
+                continue;
+            };
+            if let Some(d) = self.tag_resolve(repo, &tag).await? {
+                out.push((tag, d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a stored manifest references, or `None` when its bytes are
+    /// missing or do not parse (it then protects nothing).
+    pub async fn manifest_references(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<References>> {
+        let stored = match self
+            .manifest_get(repo, &berth_reference::ManifestRef::Digest(digest.clone()))
+            .await
+        {
+            Ok(m) => m,
+            Err(RegistryError::ManifestUnknown(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(m) = Manifest::parse(&stored.bytes, Some(&stored.media_type)) else {
+            tracing::warn!(repository = %repo, %digest, "stored manifest does not parse");
+            return Ok(None);
+        };
+        Ok(Some(References {
+            blobs: m.blobs.into_iter().map(|r| r.digest).collect(),
+            manifests: m.manifests.into_iter().map(|r| r.digest).collect(),
+            subject: m.subject.map(|r| r.digest),
+        }))
+    }
+
+    /// Start a garbage collection: wait for running manifest pushes, then
+    /// make every later one record what it references (see the module docs).
+    pub async fn gc_begin(&self) -> GcGuard<'_> {
+        let _exclusive = self.fence.gate.write().await;
+        self.fence.touched.lock().await.clear();
+        self.fence.active.store(true, Ordering::SeqCst);
+        GcGuard { fence: &self.fence }
+    }
+
+    /// A manifest push's hold on the fence, recording `digests` when a GC
+    /// runs. Held until the manifest is stored.
+    pub(crate) async fn fence_enter(
+        &self,
+        digests: impl Iterator<Item = &Digest>,
+    ) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        let gate = self.fence.gate.read().await;
+        if self.fence.active.load(Ordering::SeqCst) {
+            let mut touched = self.fence.touched.lock().await;
+            touched.extend(digests.cloned());
+        }
+        gate
+    }
+
+    /// Delete an unreferenced blob and its links from `linked_in`, unless a
+    /// push referenced it since GC began. Returns the bytes freed, or `None`
+    /// when the blob was kept.
+    pub async fn gc_delete_blob(
+        &self,
+        _guard: &GcGuard<'_>,
+        digest: &Digest,
+        linked_in: &[RepositoryName],
+    ) -> Result<Option<u64>> {
+        let touched = self.fence.touched.lock().await;
+        if touched.contains(digest) {
+            return Ok(None);
+        }
+        let Some(stat) = self.storage.blob_stat(digest).await? else {
+            return Ok(None);
+        };
+        // Links first: a blob is never linked without its bytes.
+        for repo in linked_in {
+            self.storage
+                .doc_delete(&layout::layer_link(repo, digest)?)
+                .await?;
+        }
+        self.storage.blob_delete(digest).await?;
+        drop(touched);
+        Ok(Some(stat.size))
+    }
+
+    /// End an upload session idle since before `idle_since`: its bytes, its
+    /// owner record and its in-memory state. A session a request is using
+    /// right now is left alone. Returns the bytes freed.
+    pub async fn upload_expire(
+        &self,
+        id: &UploadId,
+        idle_since: SystemTime,
+    ) -> Result<Option<u64>> {
+        let session = self.session(id);
+        let Ok(_busy) = session.try_lock() else {
+            return Ok(None);
+        };
+        let listed = self.storage.upload_list().await?;
+        let Some(info) = listed.iter().find(|u| &u.id == id) else {
+            self.forget_session(id);
+            return Ok(None);
+        };
+        if info.modified >= idle_since {
+            return Ok(None);
+        }
+        self.storage.upload_delete(id).await?;
+        self.storage.doc_delete(&layout::upload(id)?).await?;
+        self.forget_session(id);
+        Ok(Some(info.size))
+    }
+
+    /// Owner records of upload sessions whose bytes are gone (a crash
+    /// between the two writes): removed. Returns how many.
+    pub async fn upload_orphans_purge(&self) -> Result<usize> {
+        let live: HashSet<UploadId> = self
+            .storage
+            .upload_list()
+            .await?
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        let mut purged = 0;
+        for name in self.storage.doc_list(&DocKey::new(["uploads"])?).await? {
+            let Ok(id) = name.parse::<UploadId>() else {
+                continue;
+            };
+            if !live.contains(&id) {
+                // Between `upload_create` and its owner record a session
+                // has a file and no record, never the reverse: safe.
+                self.storage.doc_delete(&layout::upload(&id)?).await?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+}
