@@ -16,14 +16,15 @@ pub async fn get(ctx: &Ctx, digest: &Digest, head: bool) -> Result<Response, Api
     if let Some(cache) = ctx.mirror() {
         return get_mirrored(ctx, cache, digest, head).await;
     }
+    if head {
+        // A pushing client's "do you have it?": kept from GC (see blob_head).
+        let size = ctx.registry().blob_head(&ctx.repo, digest).await?;
+        return Ok(respond(Body::empty(), digest, Some(size), None));
+    }
     let blob = ctx.registry().blob_open(&ctx.repo, digest).await?;
     let size = blob.size;
     let range = requested_range(ctx, Some(size))?;
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from_stream(ctx.registry().blob_stream(&blob, range).await?)
-    };
+    let body = Body::from_stream(ctx.registry().blob_stream(&blob, range).await?);
     Ok(respond(body, digest, Some(size), range))
 }
 

@@ -7,6 +7,7 @@
 //! thin translation between HTTP and [`Registry`] calls.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 mod blobs;
 pub mod error;
@@ -61,7 +62,7 @@ impl ApiState {
             registry,
             authorizer: Arc::new(AllowAll),
             cache: None,
-            metrics: Arc::new(metrics::Metrics::new(None)),
+            metrics: Arc::new(metrics::Metrics::new(None, None)),
         }
     }
 
@@ -75,9 +76,20 @@ impl ApiState {
             resolver: Arc::new(MirrorResolver::new(registry.clone(), default_upstream)),
             registry,
             authorizer: Arc::new(AllowAll),
-            metrics: Arc::new(metrics::Metrics::new(Some(cache.metrics()))),
+            metrics: Arc::new(metrics::Metrics::new(Some(cache.metrics()), None)),
             cache: Some(cache),
         }
+    }
+}
+
+impl ApiState {
+    /// Export the lifecycle jobs' metrics on `/metrics` too.
+    pub fn with_lifecycle_metrics(mut self, lifecycle: &berth_lifecycle::Lifecycle) -> Self {
+        self.metrics = Arc::new(metrics::Metrics::new(
+            self.cache.as_ref().map(Cache::metrics),
+            Some(lifecycle.metrics()),
+        ));
+        self
     }
 }
 

@@ -1,5 +1,5 @@
 //! `/metrics` in the Prometheus text format: request counts and latency by
-//! method and status, plus whatever the cache registers.
+//! method and status, plus whatever the cache and the lifecycle jobs register.
 
 use std::time::Duration;
 
@@ -27,7 +27,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(cache: Option<&berth_cache::CacheMetrics>) -> Metrics {
+    pub fn new(
+        cache: Option<&berth_cache::CacheMetrics>,
+        lifecycle: Option<&berth_lifecycle::LifecycleMetrics>,
+    ) -> Metrics {
         let mut prom = PromRegistry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         // 100 µs to ~1.6 s in 15 doublings: time to the response head.
@@ -44,6 +47,9 @@ impl Metrics {
         );
         if let Some(c) = cache {
             c.register(&mut prom);
+        }
+        if let Some(l) = lifecycle {
+            l.register(&mut prom);
         }
         Metrics {
             prom,

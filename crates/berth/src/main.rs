@@ -44,6 +44,8 @@ enum Command {
     Images(cmd::images::ImagesArgs),
     /// Air-gap bundles: many images in one archive.
     Bundle(cmd::bundle::BundleArgs),
+    /// Delete what no manifest references and end abandoned uploads.
+    Gc(cmd::gc::GcArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Cache(args) => cmd::cache::run(args),
         Command::Images(args) => cmd::images::run(args),
         Command::Bundle(args) => cmd::bundle::run(args),
+        Command::Gc(args) => cmd::gc::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -201,6 +201,8 @@ impl Cache {
     ) -> Result<u64, RegistryError> {
         let inner = &self.inner;
         if let Some(size) = self.held(repo, digest).await? {
+            // A preload's "do you have it?": kept from GC until its manifest.
+            inner.registry.blob_touch(repo, digest).await?;
             return Ok(size);
         }
         let unknown = || RegistryError::BlobUnknown(digest.clone());

@@ -14,14 +14,14 @@ use std::time::{Instant, SystemTime};
 
 use berth_reference::{Digest, RepositoryName};
 use berth_registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Result;
 
 /// At most this many would-be deletions are listed by name in a report.
 const LISTED: usize = 100;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GcReport {
     pub repositories: usize,
     pub manifests: usize,

@@ -62,7 +62,7 @@ impl Default for LifecycleConfig {
 }
 
 /// One collection: GC and upload expiry together, as `berth gc` reports it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CollectReport {
     pub dry_run: bool,
     pub gc: GcReport,

@@ -5,11 +5,11 @@
 use std::time::SystemTime;
 
 use berth_registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Result;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UploadsReport {
     /// Sessions storage held when expiry began.
     pub open: usize,

@@ -164,6 +164,36 @@ impl Registry {
         GcGuard { fence: &self.fence }
     }
 
+    /// A blob HEAD: how pushing clients ask "do you have it?" before they
+    /// skip its upload and push a manifest that references it. The answer
+    /// must stay true until that manifest arrives, so the blob is kept from
+    /// garbage collection: recorded in the fence while a GC runs, and its
+    /// link in `repo` made young again once older than half the grace
+    /// period (one small write per blob and repository per half period).
+    pub async fn blob_head(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
+        let size = self.blob_size(repo, digest).await?;
+        self.blob_touch(repo, digest).await?;
+        Ok(size)
+    }
+
+    /// The keeping part of [`Registry::blob_head`], for a blob known to be
+    /// in `repo`.
+    pub async fn blob_touch(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        if self.fence.active.load(Ordering::SeqCst) {
+            self.fence.touched.lock().await.insert(digest.clone());
+        }
+        let key = layout::layer_link(repo, digest)?;
+        if let Some(value) = self.storage.doc_get(&key).await? {
+            let age = SystemTime::now()
+                .duration_since(link_time(&value))
+                .unwrap_or_default();
+            if age > self.link_refresh {
+                self.storage.doc_put(&key, link_stamp()).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A manifest push's hold on the fence, recording `digests` when a GC
     /// runs. Held until the manifest is stored.
     pub(crate) async fn fence_enter(

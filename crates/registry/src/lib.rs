@@ -108,6 +108,8 @@ pub struct Registry {
     active_appends: berth_storage::active::ActiveCount,
     /// Keeps garbage collection from deleting what a push references.
     fence: inventory::Fence,
+    /// A blob HEAD renews a link older than this (half of GC's grace).
+    link_refresh: std::time::Duration,
 }
 
 /// Memory the memos may use (approximately; see `memo`).
@@ -131,7 +133,15 @@ impl Registry {
             }),
             active_appends: Default::default(),
             fence: Default::default(),
+            link_refresh: std::time::Duration::from_secs(30 * 60),
         }
+    }
+
+    /// Tell the registry garbage collection's grace period, so that a blob
+    /// HEAD keeps the blob for at least half of it (see `blob_head`).
+    pub fn with_gc_grace(mut self, grace: std::time::Duration) -> Self {
+        self.link_refresh = grace / 2;
+        self
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {

@@ -23,6 +23,7 @@ pub mod batch;
 pub mod fs;
 mod key;
 mod pool;
+pub mod root_lock;
 pub mod worker;
 
 use std::pin::Pin;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod doctor;
+pub mod gc;
 pub mod runtime_config;
 pub mod secret;
 pub mod serve;

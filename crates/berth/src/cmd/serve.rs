@@ -12,9 +12,11 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_api::{router, ApiState};
 use berth_cache::{Cache, CacheConfig, TtlPolicy, UpstreamSettings};
+use berth_lifecycle::{Lifecycle, LifecycleConfig};
 use berth_reference::normalise_registry;
 use berth_registry::Registry;
 use berth_storage::fs::FsStorage;
+use berth_storage::root_lock;
 use berth_upstream::{parse_upstream_override, AuthFile, Credentials, UpstreamConfig};
 use serde::Deserialize;
 
@@ -55,6 +57,19 @@ pub struct ServeArgs {
     /// (e.g. `90s`, `5m`, `2h`) [default: 5m]
     #[arg(long, env = "BERTH_TAG_TTL", value_name = "DURATION")]
     tag_ttl: Option<String>,
+    /// How often garbage collection and upload expiry run (`0` or `off`:
+    /// never; `berth gc` still runs them on demand) [default: 1h]
+    #[arg(long, env = "BERTH_GC_INTERVAL", value_name = "DURATION")]
+    gc_interval: Option<String>,
+    /// Upload sessions idle this long are ended and their bytes freed
+    /// [default: 24h]
+    #[arg(long, env = "BERTH_UPLOAD_TTL", value_name = "DURATION")]
+    upload_ttl: Option<String>,
+    /// Content younger than this is never garbage collected: a push
+    /// uploads its blobs before the manifest that references them
+    /// [default: 1h]
+    #[arg(long, env = "BERTH_GC_GRACE", value_name = "DURATION")]
+    gc_grace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -74,6 +89,9 @@ struct FileConfig {
     default_upstream: Option<String>,
     offline: Option<bool>,
     tag_ttl: Option<String>,
+    gc_interval: Option<String>,
+    upload_ttl: Option<String>,
+    gc_grace: Option<String>,
     #[serde(default)]
     upstreams: HashMap<String, FileUpstream>,
 }
@@ -114,6 +132,31 @@ struct Settings {
     log_format: LogFormat,
     default_upstream: Option<String>,
     cache: CacheConfig,
+    lifecycle: LifecycleConfig,
+}
+
+/// The lifecycle jobs' settings: flags (and `BERTH_*`) over the file.
+fn lifecycle_config(file: &FileConfig, args: &ServeArgs) -> anyhow::Result<LifecycleConfig> {
+    let pick = |flag: &Option<String>, key: &Option<String>| flag.clone().or(key.clone());
+    let mut config = LifecycleConfig::default();
+    if let Some(s) = pick(&args.gc_interval, &file.gc_interval) {
+        config.gc_interval = match s.trim() {
+            "off" | "never" => None,
+            other => Some(duration("gc_interval", other)?).filter(|d| !d.is_zero()),
+        };
+    }
+    if let Some(s) = pick(&args.upload_ttl, &file.upload_ttl) {
+        config.upload_ttl = duration("upload_ttl", &s)?;
+    }
+    if let Some(s) = pick(&args.gc_grace, &file.gc_grace) {
+        config.gc_grace = duration("gc_grace", &s)?;
+    }
+    Ok(config)
+}
+
+/// A duration setting (`90s`, `5m`, `2h`, `7d`), named in the error.
+pub fn parse_duration(what: &str, s: &str) -> anyhow::Result<Duration> {
+    duration(what, s)
 }
 
 fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -206,7 +249,9 @@ impl Settings {
             None => FileConfig::default(),
         };
         let cache = cache_config(&mut file, &args)?;
+        let lifecycle = lifecycle_config(&file, &args)?;
         Ok(Settings {
+            lifecycle,
             default_upstream: args
                 .default_upstream
                 .clone()
@@ -254,19 +299,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.root)
+        .with_context(|| format!("creating storage root {}", settings.root.display()))?;
+    // Held until exit: no second server, and no `berth gc` working on the
+    // files directly, while this one serves them.
+    let _lock = root_lock::try_lock(&settings.root)
+        .with_context(|| format!("locking storage root {}", settings.root.display()))?
+        .with_context(|| {
+            format!(
+                "another berth process is using the storage root {}",
+                settings.root.display()
+            )
+        })?;
     let storage = FsStorage::open(&settings.root)
         .await
         .with_context(|| format!("opening storage at {}", settings.root.display()))?;
-    let registry = Arc::new(Registry::new(Arc::new(storage)));
+    let registry =
+        Arc::new(Registry::new(Arc::new(storage)).with_gc_grace(settings.lifecycle.gc_grace));
     if settings.cache.offline {
         tracing::info!("offline: no upstream will be contacted");
     }
+    let lifecycle = Lifecycle::new(registry.clone(), settings.lifecycle.clone());
+    let _schedule = lifecycle.spawn_schedule().map(AbortOnDrop);
+    let _admin = serve_admin(&settings.root, lifecycle.clone()).await?;
+    let root = settings.root.clone();
     let cache = Cache::new(registry.clone(), settings.cache);
-    let app = router(ApiState::with_cache(
-        registry,
-        cache,
-        settings.default_upstream,
-    ));
+    let app = router(
+        ApiState::with_cache(registry, cache, settings.default_upstream)
+            .with_lifecycle_metrics(&lifecycle),
+    );
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -282,6 +343,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
+    let _ = std::fs::remove_file(admin_socket(&root));
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(joined) => joined.context("server task")?.context("serving")?,
         Err(_) => {
@@ -289,6 +351,43 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Aborts a background task when dropped (at the end of `serve`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The admin API on `ROOT/run/admin.sock` (see `berth_api::admin`). The
+/// root's lock is held, so a socket file left there is a dead server's.
+async fn serve_admin(root: &std::path::Path, lifecycle: Lifecycle) -> anyhow::Result<AbortOnDrop> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = admin_socket(root);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing stale {}", path.display()))
+        }
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding the admin socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    let app = berth_api::admin::router(lifecycle);
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("admin socket stopped: {e}");
+        }
+    })))
+}
+
+/// Where a server on `root` answers admin requests.
+pub fn admin_socket(root: &std::path::Path) -> std::path::PathBuf {
+    root_lock::run_dir(root).join("admin.sock")
 }
 
 async fn shutdown_signal() {
