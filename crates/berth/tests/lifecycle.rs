@@ -235,8 +235,10 @@ fn a_blob_head_keeps_the_blob_until_its_manifest_arrives() {
 /// period and orphans to free: every push succeeds and pulls back whole.
 #[test]
 fn skopeo_pushes_racing_gc_lose_nothing() {
-    const GRACE: Duration = Duration::from_secs(4);
-    let server = Server::start_with(&["--gc-grace=4s".into(), "--gc-interval=off".into()]);
+    // A HEAD keeps a blob for at least half the grace period: 4 s between
+    // skopeo's HEAD and its manifest, even on a loaded machine.
+    const GRACE: Duration = Duration::from_secs(8);
+    let server = Server::start_with(&["--gc-grace=8s".into(), "--gc-interval=off".into()]);
     let scratch = tempfile::tempdir().unwrap();
     let layout = Layout::init(&scratch.path().join("layout"));
     for i in 0..4 {

@@ -106,7 +106,7 @@ impl Cache {
             // it was started for, which need not be ours (a base layer
             // shared by two images pulled at once).
             Progress::Done { size } => {
-                inner.registry.link_blob(repo, digest).await?;
+                inner.registry.link_cached_blob(repo, digest).await?;
                 Ok(BlobLocation::Local { size })
             }
             Progress::Failed(Failure::NoSpace) => self.uncached(&host_of(repo), repo, digest).await,
@@ -280,7 +280,7 @@ async fn download(
     // so that finishing and starting never overlap into a second GET.
     let storage = inner.registry.storage();
     if let Some(size) = storage.blob_size(digest).await.map_err(storage_failure)? {
-        inner.registry.link_blob(repo, digest).await?;
+        inner.registry.link_cached_blob(repo, digest).await?;
         return Ok(size);
     }
     if crate::storage_short(&inner.registry, None).await {
@@ -358,7 +358,8 @@ async fn download(
             .upload_publish(&upload, digest)
             .await
             .map_err(storage_failure)?;
-        inner.registry.link_blob(repo, digest).await?;
+        inner.registry.link_cached_blob(repo, digest).await?;
+        inner.registry.note_stored(written);
         Ok(written)
     }
     .await;

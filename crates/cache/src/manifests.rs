@@ -22,7 +22,22 @@ const REVALIDATE_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Cache {
     /// A manifest of a mirrored repository, from the cache or its upstream.
+    /// A pull renews the image's place in the eviction order.
     pub async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &ManifestRef,
+    ) -> Result<StoredManifest, RegistryError> {
+        let m = self.lookup_manifest(repo, reference).await?;
+        if Cache::upstream_of(repo).is_some() {
+            if let Err(e) = self.inner.registry.note_pulled(repo, &m.digest).await {
+                tracing::debug!(repository = %repo, digest = %m.digest, "recording a pull failed: {e}");
+            }
+        }
+        Ok(m)
+    }
+
+    async fn lookup_manifest(
         &self,
         repo: &RepositoryName,
         reference: &ManifestRef,

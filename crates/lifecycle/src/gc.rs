@@ -10,7 +10,7 @@
 //! its blobs, so the next collection frees their space.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_reference::{Digest, RepositoryName};
 use berth_registry::Registry;
@@ -41,22 +41,51 @@ pub struct GcReport {
     pub duration_ms: u64,
 }
 
-/// Who links a blob, and the newest of those links.
-#[derive(Default)]
+/// Who links a blob, the newest of those links, and whether a cache fill
+/// made every one of them (the blob can be fetched again).
 struct Links {
     repos: Vec<RepositoryName>,
     newest: Option<SystemTime>,
+    all_cached: bool,
 }
 
-pub async fn collect(
-    registry: &Registry,
-    grace: std::time::Duration,
-    dry_run: bool,
-) -> Result<GcReport> {
+impl Default for Links {
+    fn default() -> Self {
+        Links {
+            repos: Vec::new(),
+            newest: None,
+            all_cached: true,
+        }
+    }
+}
+
+/// How long unreferenced content is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Grace {
+    /// Anything pushed: its manifest may still be on its way.
+    pub pushed: Duration,
+    /// Blobs only cache fills brought (eviction shortens this: nobody is
+    /// pushing a manifest for them, and they can be fetched again).
+    pub cached: Duration,
+}
+
+impl Grace {
+    pub fn uniform(d: Duration) -> Grace {
+        Grace {
+            pushed: d,
+            cached: d,
+        }
+    }
+}
+
+pub async fn collect(registry: &Registry, grace: Grace, dry_run: bool) -> Result<GcReport> {
     let started = Instant::now();
-    let cutoff = SystemTime::now()
-        .checked_sub(grace)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff_of = |d: Duration| {
+        SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
+    let (pushed_cutoff, cached_cutoff) = (cutoff_of(grace.pushed), cutoff_of(grace.cached));
     // From here on every manifest push records what it references.
     let guard = registry.gc_begin().await;
     let mut report = GcReport::default();
@@ -73,10 +102,11 @@ pub async fn collect(
             }
             marked.insert(digest);
         }
-        for (digest, made) in registry.layer_links(&repo).await? {
+        for (digest, link) in registry.layer_links(&repo).await? {
             let entry = links.entry(digest).or_default();
             entry.repos.push(repo.clone());
-            entry.newest = entry.newest.max(Some(made));
+            entry.newest = entry.newest.max(Some(link.made));
+            entry.all_cached &= link.cached;
         }
     }
     report.marked = marked.len();
@@ -90,6 +120,13 @@ pub async fn collect(
             continue;
         };
         let linked = links.remove(&digest).unwrap_or_default();
+        // A blob no repository links (a manifest's own bytes, or a store
+        // from before links) counts as pushed.
+        let cutoff = if linked.all_cached && !linked.repos.is_empty() {
+            cached_cutoff
+        } else {
+            pushed_cutoff
+        };
         if stat.modified > cutoff || linked.newest.is_some_and(|t| t > cutoff) {
             report.blobs_young += 1;
             continue;

@@ -6,12 +6,14 @@
 //!   the rest past a grace period, fenced against concurrent pushes through
 //!   `berth_registry`'s GC fence);
 //! - `uploads`: expiry of idle upload sessions and the records crashes leave;
+//! - `evict`: the size-capped cache (least recently pulled images first);
 //! - `metrics`: runs, bytes freed, durations, for `/metrics`.
 //!
 //! [`Lifecycle`] runs one job at a time: on a schedule inside `berth serve`,
 //! on demand through the admin API, or from `berth gc` on a stopped root.
 #![forbid(unsafe_code)]
 
+pub mod evict;
 pub mod gc;
 pub mod metrics;
 pub mod uploads;
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use berth_registry::Registry;
 
+pub use evict::{EvictReport, EvictionConfig};
 pub use gc::GcReport;
 pub use metrics::LifecycleMetrics;
 pub use uploads::UploadsReport;
@@ -45,6 +48,7 @@ pub struct LifecycleConfig {
     pub upload_ttl: Duration,
     /// How often `berth serve` runs GC and upload expiry; `None`: never.
     pub gc_interval: Option<Duration>,
+    pub eviction: EvictionConfig,
 }
 
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60 * 60);
@@ -57,6 +61,7 @@ impl Default for LifecycleConfig {
             gc_grace: DEFAULT_GC_GRACE,
             upload_ttl: DEFAULT_UPLOAD_TTL,
             gc_interval: Some(DEFAULT_GC_INTERVAL),
+            eviction: EvictionConfig::default(),
         }
     }
 }
@@ -102,7 +107,12 @@ impl Lifecycle {
     pub async fn collect(&self, dry_run: bool) -> Result<CollectReport> {
         let _one = self.running.lock().await;
         let uploads = uploads::expire(&self.registry, self.config.upload_ttl, dry_run).await?;
-        let gc = gc::collect(&self.registry, self.config.gc_grace, dry_run).await?;
+        let gc = gc::collect(
+            &self.registry,
+            gc::Grace::uniform(self.config.gc_grace),
+            dry_run,
+        )
+        .await?;
         if !dry_run {
             self.metrics.record(&gc, &uploads);
         }
@@ -121,6 +131,65 @@ impl Lifecycle {
             gc,
             uploads,
         })
+    }
+
+    /// Evict cached images if the store is over its cap or the device over
+    /// its high watermark (see `evict`).
+    pub async fn evict(&self) -> Result<EvictReport> {
+        let _one = self.running.lock().await;
+        let report =
+            evict::evict(&self.registry, &self.config.eviction, self.config.gc_grace).await?;
+        self.metrics.stored_bytes.set(report.stored_after as i64);
+        if report.images_evicted > 0 {
+            self.metrics.evictions.inc_by(report.images_evicted as u64);
+            self.metrics.evicted_bytes.inc_by(report.bytes_freed);
+            tracing::info!(target: "berth::lifecycle", images = report.images_evicted,
+                bytes_freed = report.bytes_freed, stored = report.stored_after, "eviction finished");
+        }
+        Ok(report)
+    }
+
+    /// Watch the cap and the watermark: a cheap check every `check_every`
+    /// (the bytes stored since the last measurement, and a statvfs), a
+    /// full measurement and eviction only when one is passed.
+    pub fn spawn_evictor(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let config = self.config.eviction.clone();
+        if config.max_size.is_none() && config.high_watermark.is_none() {
+            return None;
+        }
+        let this = self.clone();
+        Some(tokio::spawn(async move {
+            let mut stored: Option<u64> = None;
+            let mut tick = tokio::time::interval(config.check_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let added = this.registry.take_stored();
+                let estimate = match stored {
+                    Some(s) => s + added,
+                    None => match evict::stored_bytes(&this.registry).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(target: "berth::lifecycle", "measuring the store failed: {e}");
+                            continue;
+                        }
+                    },
+                };
+                stored = Some(estimate);
+                this.metrics.stored_bytes.set(estimate as i64);
+                if evict::needed(&this.registry, &config, estimate).await == 0 {
+                    continue;
+                }
+                match this.evict().await {
+                    Ok(report) => stored = Some(report.stored_after),
+                    Err(e) => {
+                        this.metrics.failures.inc();
+                        stored = None;
+                        tracing::warn!(target: "berth::lifecycle", "eviction failed: {e}");
+                    }
+                }
+            }
+        }))
     }
 
     /// Run [`Lifecycle::collect`] every `gc_interval` until the task is

@@ -17,6 +17,9 @@ pub struct LifecycleMetrics {
     pub uploads_expired: Counter,
     pub upload_bytes_freed: Counter,
     pub uploads_open: Gauge,
+    pub evictions: Counter,
+    pub evicted_bytes: Counter,
+    pub stored_bytes: Gauge,
 }
 
 impl LifecycleMetrics {
@@ -57,6 +60,23 @@ impl LifecycleMetrics {
             "uploads_open",
             "Upload sessions held in storage at the last collection",
             self.uploads_open.clone(),
+        );
+        let c = prom.sub_registry_with_prefix("berth_cache");
+        c.register(
+            "evictions",
+            "Cached images evicted (least recently pulled first)",
+            self.evictions.clone(),
+        );
+        c.register(
+            "evicted_bytes",
+            "Blob bytes freed by evicting cached images",
+            self.evicted_bytes.clone(),
+        );
+        let s = prom.sub_registry_with_prefix("berth_storage");
+        s.register(
+            "stored_bytes",
+            "Bytes of blobs stored (measured by the evictor)",
+            self.stored_bytes.clone(),
         );
     }
 

@@ -51,6 +51,7 @@ async fn setup(grace: Duration) -> (tempfile::TempDir, Arc<Registry>, Lifecycle)
             gc_grace: grace,
             upload_ttl: Duration::from_secs(3600),
             gc_interval: None,
+            ..LifecycleConfig::default()
         },
     );
     (dir, registry, lifecycle)
@@ -195,6 +196,7 @@ async fn idle_uploads_expire_and_busy_ones_stay() {
             gc_grace: Duration::ZERO,
             upload_ttl: Duration::from_secs(1),
             gc_interval: None,
+            ..LifecycleConfig::default()
         },
     );
     let repo: RepositoryName = "team/app".parse().unwrap();

@@ -53,22 +53,64 @@ pub struct References {
     pub subject: Option<Digest>,
 }
 
-/// The value of a layer link: when it was made, in seconds since the epoch.
-pub(crate) fn link_stamp() -> Bytes {
-    let secs = SystemTime::now()
+fn now_secs() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Bytes::from(secs.to_string())
+        .map_or(0, |d| d.as_secs())
 }
 
-/// When a layer link was made; links written before links carried a time
-/// (empty values) count as old.
-fn link_time(value: &[u8]) -> SystemTime {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs))
+/// Marks a link made by a cache fill (the blob came from the upstream),
+/// as opposed to a push, a mount or an older store.
+const CACHED: &str = "cached";
+
+/// The value of a layer link: when it was made, in seconds since the
+/// epoch, and ` cached` when a cache fill made it.
+pub(crate) fn link_stamp() -> Bytes {
+    Bytes::from(now_secs().to_string())
 }
+
+fn link_stamp_cached() -> Bytes {
+    Bytes::from(format!("{} {CACHED}", now_secs()))
+}
+
+/// A layer link as stored: links written before links carried a time
+/// (empty values) count as old, pushed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub made: SystemTime,
+    /// Made by a cache fill: the content can be fetched again.
+    pub cached: bool,
+}
+
+fn parse_link(value: &[u8]) -> Link {
+    let text = std::str::from_utf8(value).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    let made = words
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs));
+    Link {
+        made,
+        cached: words.next() == Some(CACHED),
+    }
+}
+
+fn link_time(value: &[u8]) -> SystemTime {
+    parse_link(value).made
+}
+
+/// A manifest the cache fetched from an upstream, and when it was last
+/// pulled: what eviction may remove, least recently pulled first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedImage {
+    pub repo: RepositoryName,
+    pub digest: Digest,
+    pub last_pulled: SystemTime,
+}
+
+/// A pull is written down at most this often per manifest (a pull of a hot
+/// image costs no write).
+const PULL_NOTE_EVERY: Duration = Duration::from_secs(60);
 
 /// Digests under `<repo>/<kind>/<alg>/<hex>` document keys.
 async fn digests_under(registry: &Registry, prefix: DocKey) -> Result<Vec<Digest>> {
@@ -103,16 +145,126 @@ impl Registry {
         .await
     }
 
-    /// The blobs linked into a repository, with when each link was made.
-    pub async fn layer_links(&self, repo: &RepositoryName) -> Result<Vec<(Digest, SystemTime)>> {
+    /// The blobs linked into a repository, with how each link was made.
+    pub async fn layer_links(&self, repo: &RepositoryName) -> Result<Vec<(Digest, Link)>> {
         let prefix = DocKey::new([layout::REPOSITORIES, repo.as_str(), layout::LAYERS])?;
         let mut out = Vec::new();
         for d in digests_under(self, prefix).await? {
             if let Some(v) = self.storage.doc_get(&layout::layer_link(repo, &d)?).await? {
-                out.push((d, link_time(&v)));
+                out.push((d, parse_link(&v)));
             }
         }
         Ok(out)
+    }
+
+    /// Record that a manifest the cache stored was fetched from upstream
+    /// just now (it is evictable from here on).
+    pub(crate) async fn mark_cached(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        self.storage
+            .doc_put(&layout::cached_record(repo, digest)?, link_stamp())
+            .await?;
+        Ok(())
+    }
+
+    /// A manifest pushed into a mirror repository is pinned: eviction
+    /// leaves it (and what it references) alone.
+    pub(crate) async fn pin(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        if repo.mirror_parts().is_some() {
+            self.storage
+                .doc_delete(&layout::cached_record(repo, digest)?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A client pulled this manifest of a mirrored repository: renew its
+    /// place in the eviction order (written at most once a minute).
+    pub async fn note_pulled(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        let k = crate::memo::key(repo.as_str(), &digest.to_string());
+        {
+            let mut pulled = self.pulled.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            if pulled
+                .get(&k)
+                .is_some_and(|t| now.duration_since(*t) < PULL_NOTE_EVERY)
+            {
+                return Ok(());
+            }
+            // A bounded hint: forgetting only costs one more write.
+            if pulled.len() > 100_000 {
+                pulled.clear();
+            }
+            pulled.insert(k, now);
+        }
+        let record = layout::cached_record(repo, digest)?;
+        if self.storage.doc_get(&record).await?.is_some() {
+            self.storage.doc_put(&record, link_stamp()).await?;
+        }
+        Ok(())
+    }
+
+    /// Every evictable manifest, in no particular order.
+    pub async fn cached_images(&self) -> Result<Vec<CachedImage>> {
+        let mut out = Vec::new();
+        for repo in self.repositories().await? {
+            if repo.mirror_parts().is_none() {
+                continue;
+            }
+            let prefix = DocKey::new([layout::REPOSITORIES, repo.as_str(), layout::CACHED])?;
+            for digest in digests_under(self, prefix).await? {
+                if let Some(v) = self
+                    .storage
+                    .doc_get(&layout::cached_record(&repo, &digest)?)
+                    .await?
+                {
+                    out.push(CachedImage {
+                        repo: repo.clone(),
+                        digest,
+                        last_pulled: link_time(&v),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove a cached manifest (its tags, its referrer entry, its record);
+    /// garbage collection then frees the blobs nothing else uses.
+    pub async fn manifest_evict(&self, image: &CachedImage) -> Result<()> {
+        match self
+            .manifest_delete(
+                &image.repo,
+                &berth_reference::ManifestRef::Digest(image.digest.clone()),
+            )
+            .await
+        {
+            Ok(()) | Err(RegistryError::ManifestUnknown(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.storage
+            .doc_delete(&layout::cached_record(&image.repo, &image.digest)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Bytes a cache fill just stored (eviction checks its cap cheaply).
+    pub fn note_stored(&self, bytes: u64) {
+        self.stored_since_scan.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes stored since the last call (by pushes and fills).
+    pub fn take_stored(&self) -> u64 {
+        self.stored_since_scan.swap(0, Ordering::Relaxed)
+    }
+
+    /// Link a blob a cache fill fetched from `repo`'s upstream: eviction
+    /// may free it again (pushed blobs are pinned).
+    pub async fn link_cached_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        self.storage
+            .doc_put(&layout::layer_link(repo, digest)?, link_stamp_cached())
+            .await?;
+        self.note_repository(repo).await;
+        Ok(())
     }
 
     /// Every tag of a repository and the digest it points at.
@@ -188,7 +340,12 @@ impl Registry {
                 .duration_since(link_time(&value))
                 .unwrap_or_default();
             if age > self.link_refresh {
-                self.storage.doc_put(&key, link_stamp()).await?;
+                let renewed = if parse_link(&value).cached {
+                    link_stamp_cached()
+                } else {
+                    link_stamp()
+                };
+                self.storage.doc_put(&key, renewed).await?;
             }
         }
         Ok(())

@@ -7,7 +7,9 @@
 //! - `_manifests/<alg>/<hex>`: a manifest revision; the value is its media type;
 //! - `_tags/<tag>`: the value is the digest the tag points at;
 //! - `_referrers/<alg>/<subject hex>/<alg>-<hex>`: a descriptor of a manifest
-//!   whose `subject` is that digest.
+//!   whose `subject` is that digest;
+//! - `_cached/<alg>/<hex>`: the manifest was fetched from the mirror's
+//!   upstream (evictable); the value is when it was last pulled.
 //!
 //! Upload sessions are recorded as `uploads/<id>` (the owning repository).
 
@@ -19,6 +21,7 @@ pub const LAYERS: &str = "_layers";
 pub const MANIFESTS: &str = "_manifests";
 pub const TAGS: &str = "_tags";
 pub const REFERRERS: &str = "_referrers";
+pub const CACHED: &str = "_cached";
 
 pub fn repository(repo: &RepositoryName) -> Result<DocKey, KeyError> {
     DocKey::new([REPOSITORIES, repo.as_str()])
@@ -39,6 +42,16 @@ pub fn manifest_revision(repo: &RepositoryName, d: &Digest) -> Result<DocKey, Ke
         REPOSITORIES,
         repo.as_str(),
         MANIFESTS,
+        d.algorithm().as_str(),
+        d.hex(),
+    ])
+}
+
+pub fn cached_record(repo: &RepositoryName, d: &Digest) -> Result<DocKey, KeyError> {
+    DocKey::new([
+        REPOSITORIES,
+        repo.as_str(),
+        CACHED,
         d.algorithm().as_str(),
         d.hex(),
     ])

@@ -36,7 +36,7 @@ use berth_storage::{Storage, UploadId};
 pub use berth_storage::{ByteRange, ByteStream};
 pub use blobs::OpenBlob;
 pub use error::{RegistryError, Result};
-pub use inventory::{GcGuard, References};
+pub use inventory::{CachedImage, GcGuard, Link, References};
 pub use manifests::{PutManifest, StoredManifest};
 pub use uploads::UploadStatus;
 
@@ -110,6 +110,10 @@ pub struct Registry {
     fence: inventory::Fence,
     /// A blob HEAD renews a link older than this (half of GC's grace).
     link_refresh: std::time::Duration,
+    /// When each cached manifest's pull was last written down.
+    pulled: Mutex<HashMap<String, std::time::Instant>>,
+    /// Blob bytes stored since eviction last measured the store.
+    stored_since_scan: std::sync::atomic::AtomicU64,
 }
 
 /// Memory the memos may use (approximately; see `memo`).
@@ -134,6 +138,8 @@ impl Registry {
             active_appends: Default::default(),
             fence: Default::default(),
             link_refresh: std::time::Duration::from_secs(30 * 60),
+            pulled: Mutex::new(HashMap::new()),
+            stored_since_scan: Default::default(),
         }
     }
 

@@ -103,6 +103,7 @@ impl Registry {
         };
         self.store_manifest(repo, &digest, &manifest, bytes, tag)
             .await?;
+        self.pin(repo, &digest).await?;
         Ok(PutManifest { digest, subject })
     }
 
@@ -130,8 +131,22 @@ impl Registry {
             )
             .await;
         let media_type = manifest.media_type.clone();
+        // Pushed content stays pinned when the cache stores it again.
+        let pinned = self
+            .storage
+            .doc_get(&layout::manifest_revision(repo, digest)?)
+            .await?
+            .is_some()
+            && self
+                .storage
+                .doc_get(&layout::cached_record(repo, digest)?)
+                .await?
+                .is_none();
         self.store_manifest(repo, digest, &manifest, bytes.clone(), tag)
             .await?;
+        if !pinned {
+            self.mark_cached(repo, digest).await?;
+        }
         Ok(StoredManifest {
             digest: digest.clone(),
             media_type,

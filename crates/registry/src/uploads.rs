@@ -282,6 +282,7 @@ impl Registry {
         self.storage.doc_delete(&layout::upload(&uid)?).await?;
         self.forget_session(&uid);
         self.link_blob(repo, digest).await?;
+        self.note_stored(published);
         Ok(published)
     }
 

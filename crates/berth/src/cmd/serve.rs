@@ -70,6 +70,13 @@ pub struct ServeArgs {
     /// [default: 1h]
     #[arg(long, env = "BERTH_GC_GRACE", value_name = "DURATION")]
     gc_grace: Option<String>,
+    /// Cap on stored bytes (e.g. `200GiB`): past it, the mirrored images
+    /// pulled least recently are evicted; pushed content is never evicted
+    #[arg(long, env = "BERTH_CACHE_MAX_SIZE", value_name = "SIZE")]
+    cache_max_size: Option<String>,
+    /// Images pulled this recently are never evicted [default: 5m]
+    #[arg(long, env = "BERTH_CACHE_MIN_AGE", value_name = "DURATION")]
+    cache_min_age: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -92,6 +99,12 @@ struct FileConfig {
     gc_interval: Option<String>,
     upload_ttl: Option<String>,
     gc_grace: Option<String>,
+    cache_max_size: Option<String>,
+    cache_min_age: Option<String>,
+    /// Device usage (a fraction, or `off`) at which eviction starts [0.9].
+    cache_high_watermark: Option<toml::Value>,
+    /// Device usage eviction brings it down to [0.8].
+    cache_low_watermark: Option<f64>,
     #[serde(default)]
     upstreams: HashMap<String, FileUpstream>,
 }
@@ -151,7 +164,53 @@ fn lifecycle_config(file: &FileConfig, args: &ServeArgs) -> anyhow::Result<Lifec
     if let Some(s) = pick(&args.gc_grace, &file.gc_grace) {
         config.gc_grace = duration("gc_grace", &s)?;
     }
+    let eviction = &mut config.eviction;
+    if let Some(s) = pick(&args.cache_max_size, &file.cache_max_size) {
+        eviction.max_size = Some(parse_size(&s).with_context(|| {
+            format!("cache_max_size: {s:?} is not a size like 500MiB, 200GiB or 1TB")
+        })?);
+    }
+    if let Some(s) = pick(&args.cache_min_age, &file.cache_min_age) {
+        eviction.min_age = duration("cache_min_age", &s)?;
+    }
+    match &file.cache_high_watermark {
+        None => {}
+        Some(toml::Value::String(s)) if s == "off" => eviction.high_watermark = None,
+        Some(toml::Value::Float(f)) if *f > 0.0 && *f <= 1.0 => eviction.high_watermark = Some(*f),
+        Some(other) => {
+            anyhow::bail!("cache_high_watermark: {other} is not a fraction like 0.9, or \"off\"")
+        }
+    }
+    if let Some(f) = file.cache_low_watermark {
+        anyhow::ensure!(
+            f > 0.0 && eviction.high_watermark.is_none_or(|h| f < h),
+            "cache_low_watermark: {f} must be above 0 and below cache_high_watermark"
+        );
+        eviction.low_watermark = f;
+    }
     Ok(config)
+}
+
+/// `500MiB`, `200GiB`, `1TB`, `1048576`: binary (KiB, MiB, GiB, TiB) and
+/// decimal (KB, MB, GB, TB) units, or bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// A duration setting (`90s`, `5m`, `2h`, `7d`), named in the error.
@@ -321,6 +380,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let lifecycle = Lifecycle::new(registry.clone(), settings.lifecycle.clone());
     let _schedule = lifecycle.spawn_schedule().map(AbortOnDrop);
+    let _evictor = lifecycle.spawn_evictor().map(AbortOnDrop);
     let _admin = serve_admin(&settings.root, lifecycle.clone()).await?;
     let root = settings.root.clone();
     let cache = Cache::new(registry.clone(), settings.cache);
@@ -407,5 +467,18 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_size("200GiB"), Some(200 << 30));
+        assert_eq!(super::parse_size("100 MiB"), Some(100 << 20));
+        assert_eq!(super::parse_size("1TB"), Some(1_000_000_000_000));
+        assert_eq!(super::parse_size("4096"), Some(4096));
+        assert_eq!(super::parse_size("12 parsecs"), None);
+        assert_eq!(super::parse_size("99999999999TiB"), None);
     }
 }

@@ -1,0 +1,165 @@
+//! The size-capped cache (issue 15): a berth capped at 16 MiB pulls through
+//! a rotating set of ten images of 8 MiB each (five times the cap) from an
+//! upstream berth. Disk use stays under the cap plus the image in flight;
+//! the newest image, a layer every image shares, and a pinned (pushed)
+//! image still pull with the upstream stopped; the oldest images are gone.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+const CAP: u64 = 16 * MIB;
+const IMAGE: u64 = 8 * MIB;
+
+fn blob_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.join("blobs")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let meta = e.metadata().expect("stat");
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+struct Image {
+    tag: String,
+    manifest: Vec<u8>,
+    blobs: Vec<(String, Vec<u8>)>,
+}
+
+fn push_image(server: &Server, repo: &str, tag: &str, blobs: Vec<Vec<u8>>) -> Image {
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []}, "author": tag,
+    }))
+    .unwrap();
+    push_blob(server, repo, &config);
+    let mut all = vec![(sha256(&config), config.clone())];
+    for b in &blobs {
+        all.push((push_blob(server, repo, b), b.clone()));
+    }
+    let manifest = image_manifest(
+        descriptor(OCI_CONFIG, &config),
+        blobs.iter().map(|b| descriptor(OCI_LAYER, b)).collect(),
+        None,
+    );
+    put_manifest(server, repo, tag, OCI_MANIFEST, &manifest).expect_status(201);
+    Image {
+        tag: tag.to_string(),
+        manifest,
+        blobs: all,
+    }
+}
+
+/// Pull an image through `server` the way a client does; `false` if any
+/// part of it could not be had.
+fn pull(server: &Server, repo: &str, image: &Image) -> bool {
+    let m = curl(
+        "GET",
+        &format!("{}/v2/{repo}/manifests/{}", server.url(), image.tag),
+    )
+    .header("Accept", OCI_MANIFEST)
+    .send();
+    if m.status != 200 || m.body != image.manifest {
+        return false;
+    }
+    image.blobs.iter().all(|(d, bytes)| {
+        let b = curl("GET", &format!("{}/v2/{repo}/blobs/{d}", server.url())).send();
+        b.status == 200 && &b.body == bytes
+    })
+}
+
+#[test]
+fn a_capped_cache_evicts_the_least_recently_pulled_and_keeps_serving() {
+    let upstream = Server::start();
+    let shared = pseudo_random(MIB as usize, 1);
+    let images: Vec<Image> = (0..10u64)
+        .map(|i| {
+            let own = pseudo_random((IMAGE - MIB) as usize, 100 + i);
+            push_image(
+                &upstream,
+                "app/web",
+                &format!("v{i}"),
+                vec![shared.clone(), own],
+            )
+        })
+        .collect();
+
+    let server = Server::start_with(&[
+        format!("--upstream=registry.up.test={}", upstream.url()),
+        format!("--cache-max-size={CAP}"),
+        "--cache-min-age=1s".into(),
+    ]);
+    // Preloaded into the mirror namespace: pushed, so pinned.
+    let pinned = push_image(
+        &server,
+        "registry.up.test/app/pinned",
+        "v1",
+        vec![pseudo_random(2 * MIB as usize, 7)],
+    );
+    let pinned_bytes = blob_bytes(&server.root);
+
+    let mut peak = 0;
+    for image in &images {
+        assert!(
+            pull(&server, "registry.up.test/app/web", image),
+            "pull {}",
+            image.tag
+        );
+        let after_pull = blob_bytes(&server.root);
+        peak = peak.max(after_pull);
+        assert!(
+            after_pull <= CAP + IMAGE + pinned_bytes,
+            "{} bytes stored after pulling {}: over the cap plus one image",
+            after_pull,
+            image.tag
+        );
+        // The evictor brings it back under the cap within a few checks.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while blob_bytes(&server.root) > CAP && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            blob_bytes(&server.root) <= CAP,
+            "still {} bytes stored 15 s after pulling {}",
+            blob_bytes(&server.root),
+            image.tag
+        );
+        // Older than the minimum age before the next pull.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    assert!(server.metric("berth_cache_evictions_total") >= 6.0);
+    assert!(server.metric("berth_cache_evicted_bytes_total") >= (6 * (IMAGE - MIB)) as f64);
+    assert!(peak > CAP, "the cap was never reached: nothing was tested");
+
+    // With the upstream gone: the newest image, the pinned one and the
+    // shared layer are all still there; the oldest is not.
+    drop(upstream);
+    let newest = images.last().unwrap();
+    assert!(
+        pull(&server, "registry.up.test/app/web", newest),
+        "the newest image pulls"
+    );
+    assert!(
+        pull(&server, "registry.up.test/app/pinned", &pinned),
+        "the pinned image pulls"
+    );
+    assert!(
+        !pull(&server, "registry.up.test/app/web", &images[0]),
+        "the oldest image was evicted"
+    );
+    assert!(
+        server.holds_blob(&sha256(&shared)),
+        "the shared layer stays"
+    );
+}
