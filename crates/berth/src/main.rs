@@ -46,6 +46,10 @@ enum Command {
     Bundle(cmd::bundle::BundleArgs),
     /// Delete what no manifest references and end abandoned uploads.
     Gc(cmd::gc::GcArgs),
+    /// Re-hash every stored blob; quarantine any that does not match.
+    Scrub(cmd::scrub::ScrubArgs),
+    /// Show what is stored: in all, per upstream, pinned and cached.
+    Du(cmd::scrub::DuArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +68,8 @@ fn main() -> std::process::ExitCode {
         Command::Images(args) => cmd::images::run(args),
         Command::Bundle(args) => cmd::bundle::run(args),
         Command::Gc(args) => cmd::gc::run(args),
+        Command::Scrub(args) => cmd::scrub::run_scrub(args),
+        Command::Du(args) => cmd::scrub::run_du(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

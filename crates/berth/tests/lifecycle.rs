@@ -309,3 +309,104 @@ fn skopeo_pushes_racing_gc_lose_nothing() {
         ]));
     }
 }
+
+fn berth_verb(verb: &str, root: &Path) -> (bool, serde_json::Value) {
+    let out = run_unchecked(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg(verb)
+            .arg("--root")
+            .arg(root)
+            .args(["--output", "json"]),
+    );
+    let report = serde_json::from_str(&out.stdout_str()).unwrap_or_else(|e| {
+        panic!(
+            "berth {verb} printed no JSON report ({e})\n{}",
+            out.describe()
+        )
+    });
+    (out.status.success(), report)
+}
+
+/// Damage a stored blob in place: same length, other bytes.
+fn damage(server: &Server, digest: &str) {
+    let hex = digest.trim_start_matches("sha256:");
+    let path = server.root.join("blobs/sha256").join(&hex[..2]).join(hex);
+    let mut bytes = std::fs::read(&path).expect("read blob");
+    for b in bytes.iter_mut().take(64) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, bytes).expect("damage blob");
+}
+
+#[test]
+fn scrub_quarantines_damaged_blobs_and_a_mirror_fetches_them_again() {
+    let upstream = Server::start();
+    let (_, up_manifest) = push_small_image(&upstream, "app/web", "v1", 21);
+    let up: serde_json::Value = serde_json::from_slice(&up_manifest).unwrap();
+    let up_layer = up["layers"][0]["digest"].as_str().unwrap().to_string();
+    let server = Server::start_with(&[format!("--upstream=registry.up.test={}", upstream.url())]);
+    let (_, local_manifest) = push_small_image(&server, "team/app", "v1", 22);
+    let local: serde_json::Value = serde_json::from_slice(&local_manifest).unwrap();
+    let local_layer = local["layers"][0]["digest"].as_str().unwrap().to_string();
+    get(&server, "/v2/registry.up.test/app/web/manifests/v1").expect_status(200);
+    let cached = get(
+        &server,
+        &format!("/v2/registry.up.test/app/web/blobs/{up_layer}"),
+    );
+    cached.expect_status(200);
+
+    // What is stored, for whom.
+    let (ok, du) = berth_verb("du", &server.root);
+    assert!(ok, "{du:#}");
+    assert_eq!(du["total"]["bytes"], blob_bytes(&server.root), "{du:#}");
+    assert!(
+        du["by_upstream"]["local"]["blobs"].as_u64() >= Some(3),
+        "{du:#}"
+    );
+    assert!(
+        du["by_upstream"]["registry.up.test"]["blobs"].as_u64() >= Some(2),
+        "{du:#}"
+    );
+    assert!(
+        du["cached"]["bytes"].as_u64() >= Some(cached.body.len() as u64),
+        "{du:#}"
+    );
+
+    let (ok, clean) = berth_verb("scrub", &server.root);
+    assert!(ok, "a clean store scrubs clean: {clean:#}");
+    assert_eq!(clean["corrupt"], serde_json::json!([]));
+    assert!(clean["blobs_checked"].as_u64() >= Some(5));
+
+    damage(&server, &local_layer);
+    damage(&server, &up_layer);
+    let (ok, found) = berth_verb("scrub", &server.root);
+    assert!(!ok, "scrub exits non-zero when it finds damage");
+    let mut corrupt: Vec<String> = serde_json::from_value(found["corrupt"].clone()).unwrap();
+    corrupt.sort();
+    let mut expected = vec![local_layer.clone(), up_layer.clone()];
+    expected.sort();
+    assert_eq!(corrupt, expected, "{found:#}");
+    assert_eq!(found["quarantined"], 2);
+    assert!(server.metric("berth_scrub_corrupt_total") >= 2.0);
+
+    // Never served again: the pushed one is missing until pushed again,
+    // the mirrored one comes back from the upstream, byte for byte.
+    get(&server, &format!("/v2/team/app/blobs/{local_layer}")).expect_error(404, "BLOB_UNKNOWN");
+    let again = get(
+        &server,
+        &format!("/v2/registry.up.test/app/web/blobs/{up_layer}"),
+    );
+    again.expect_status(200);
+    assert_eq!(sha256(&again.body), up_layer);
+    assert!(
+        server
+            .root
+            .join("quarantine/sha256")
+            .read_dir()
+            .unwrap()
+            .count()
+            == 2
+    );
+    let (ok, report) = berth_verb("scrub", &server.root);
+    assert!(ok, "{report:#}");
+}

@@ -7,6 +7,8 @@
 //!   `berth_registry`'s GC fence);
 //! - `uploads`: expiry of idle upload sessions and the records crashes leave;
 //! - `evict`: the size-capped cache (least recently pulled images first);
+//! - `scrub`: re-hashing every blob, quarantining any that does not match;
+//! - `usage`: what is stored and for whom (`berth du`);
 //! - `metrics`: runs, bytes freed, durations, for `/metrics`.
 //!
 //! [`Lifecycle`] runs one job at a time: on a schedule inside `berth serve`,
@@ -16,7 +18,9 @@
 pub mod evict;
 pub mod gc;
 pub mod metrics;
+pub mod scrub;
 pub mod uploads;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +30,9 @@ use berth_registry::Registry;
 pub use evict::{EvictReport, EvictionConfig};
 pub use gc::GcReport;
 pub use metrics::LifecycleMetrics;
+pub use scrub::ScrubReport;
 pub use uploads::UploadsReport;
+pub use usage::UsageReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -131,6 +137,25 @@ impl Lifecycle {
             gc,
             uploads,
         })
+    }
+
+    /// Re-hash every blob (see `scrub`), at most `rate` bytes a second.
+    pub async fn scrub(&self, rate: Option<u64>) -> Result<ScrubReport> {
+        let report = scrub::scrub(&self.registry, rate).await?;
+        self.metrics.scrub_runs.inc();
+        self.metrics
+            .scrub_corrupt
+            .inc_by(report.corrupt.len() as u64);
+        self.metrics.scrub_bytes.inc_by(report.bytes_checked);
+        tracing::info!(target: "berth::lifecycle", blobs = report.blobs_checked,
+            bytes = report.bytes_checked, corrupt = report.corrupt.len(),
+            millis = report.duration_ms, "scrub finished");
+        Ok(report)
+    }
+
+    /// What is stored and for whom.
+    pub async fn usage(&self) -> Result<UsageReport> {
+        usage::usage(&self.registry).await
     }
 
     /// Evict cached images if the store is over its cap or the device over

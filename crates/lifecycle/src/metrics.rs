@@ -20,6 +20,9 @@ pub struct LifecycleMetrics {
     pub evictions: Counter,
     pub evicted_bytes: Counter,
     pub stored_bytes: Gauge,
+    pub scrub_runs: Counter,
+    pub scrub_bytes: Counter,
+    pub scrub_corrupt: Counter,
 }
 
 impl LifecycleMetrics {
@@ -71,6 +74,18 @@ impl LifecycleMetrics {
             "evicted_bytes",
             "Blob bytes freed by evicting cached images",
             self.evicted_bytes.clone(),
+        );
+        let sc = prom.sub_registry_with_prefix("berth_scrub");
+        sc.register("runs", "Scrubs finished", self.scrub_runs.clone());
+        sc.register(
+            "bytes",
+            "Bytes re-hashed by scrubs",
+            self.scrub_bytes.clone(),
+        );
+        sc.register(
+            "corrupt",
+            "Blobs found not to match their digest (quarantined)",
+            self.scrub_corrupt.clone(),
         );
         let s = prom.sub_registry_with_prefix("berth_storage");
         s.register(

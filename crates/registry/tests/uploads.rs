@@ -64,6 +64,9 @@ impl Storage for LosingStorage {
     async fn blob_delete(&self, d: &Digest) -> StorageResult<bool> {
         self.inner.blob_delete(d).await
     }
+    async fn blob_quarantine(&self, d: &Digest) -> StorageResult<bool> {
+        self.inner.blob_quarantine(d).await
+    }
     async fn blob_stat(&self, d: &Digest) -> StorageResult<Option<berth_storage::BlobStat>> {
         self.inner.blob_stat(d).await
     }

@@ -4,7 +4,9 @@
 //! - `blobs/<alg>/<first two hex>/<hex>`: published blobs, never partially written;
 //! - `uploads/<uuid>`: the bytes of an upload session (sessions survive restarts);
 //! - `docs/<key>`: small documents;
-//! - `tmp/`: files being written; emptied at start-up, so a crash leaves nothing.
+//! - `tmp/`: files being written; emptied at start-up, so a crash leaves nothing;
+//! - `quarantine/<alg>/<hex>.<uuid>`: blobs scrub found damaged, kept aside;
+//! - `run/`: the root's lock and the admin socket (see `root_lock`).
 //!
 //! Everything becomes visible by `rename(2)` from `tmp/` or `uploads/` on the
 //! same file system, after an `fsync`: a reader sees all of a file or none.
@@ -523,6 +525,17 @@ impl Storage for FsStorage {
         }
         out.sort();
         Ok(out)
+    }
+
+    async fn blob_quarantine(&self, digest: &Digest) -> Result<bool> {
+        let dir = self
+            .root
+            .join("quarantine")
+            .join(digest.algorithm().as_str());
+        fs::create_dir_all(&dir).await?;
+        // Same file system: the rename is atomic, readers see it or nothing.
+        let dest = dir.join(format!("{}.{}", digest.hex(), uuid::Uuid::new_v4()));
+        Ok(not_found_as_none(fs::rename(self.blob_path(digest), dest).await)?.is_some())
     }
 
     async fn blob_stat(&self, digest: &Digest) -> Result<Option<crate::BlobStat>> {

@@ -163,6 +163,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn blob_delete(&self, digest: &Digest) -> Result<bool>;
     /// Every stored blob (for garbage collection and scrubbing).
     async fn blob_list(&self) -> Result<Vec<Digest>>;
+    /// Move a blob that failed verification out of the store, keeping its
+    /// bytes for inspection; `false` if it was not there.
+    async fn blob_quarantine(&self, digest: &Digest) -> Result<bool>;
     /// Size and modification time of a blob, or `None` when absent.
     async fn blob_stat(&self, digest: &Digest) -> Result<Option<BlobStat>>;
 

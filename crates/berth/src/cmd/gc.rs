@@ -6,12 +6,9 @@
 //! no server starts on it).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use berth_lifecycle::{CollectReport, Lifecycle, LifecycleConfig};
-use berth_registry::Registry;
-use berth_storage::fs::FsStorage;
 use berth_storage::root_lock;
 use clap::Args;
 
@@ -71,10 +68,7 @@ async fn collect(root: &Path, args: &GcArgs) -> anyhow::Result<CollectReport> {
     if let Some(s) = &args.upload_ttl {
         config.upload_ttl = super::serve::parse_duration("--upload-ttl", s)?;
     }
-    let storage = FsStorage::open(root)
-        .await
-        .with_context(|| format!("opening storage at {}", root.display()))?;
-    let registry = Arc::new(Registry::new(Arc::new(storage)));
+    let registry = super::admin::open_registry(root).await?;
     Ok(Lifecycle::new(registry, config)
         .collect(args.dry_run)
         .await?)
@@ -82,44 +76,7 @@ async fn collect(root: &Path, args: &GcArgs) -> anyhow::Result<CollectReport> {
 
 /// Ask the server holding `root` to collect, over its admin socket.
 async fn through_server(root: &Path, dry_run: bool) -> anyhow::Result<CollectReport> {
-    use http_body_util::BodyExt;
-    let socket = super::serve::admin_socket(root);
-    let stream = tokio::net::UnixStream::connect(&socket)
-        .await
-        .with_context(|| {
-            format!(
-                "a server holds {} but its admin socket {} does not answer",
-                root.display(),
-                socket.display()
-            )
-        })?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("talking to the server's admin socket")?;
-    tokio::spawn(conn);
-    let request = http::Request::post(format!("/gc?dry_run={dry_run}"))
-        .header(http::header::HOST, "berth-admin")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .context("building the admin request")?;
-    let response = sender
-        .send_request(request)
-        .await
-        .context("sending the admin request")?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("reading the admin response")?
-        .to_bytes();
-    if !status.is_success() {
-        anyhow::bail!(
-            "the server's garbage collection failed ({status}): {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    serde_json::from_slice(&body).context("parsing the server's report")
+    super::admin::call(root, &format!("/gc?dry_run={dry_run}")).await
 }
 
 fn print(report: &CollectReport, output: OutputFormat) -> anyhow::Result<()> {

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod doctor;
 pub mod gc;
 pub mod runtime_config;
+pub mod scrub;
 pub mod secret;
 pub mod serve;
 // Image tool (issue 5).
