@@ -6,6 +6,7 @@
 //!   the rest past a grace period, fenced against concurrent pushes through
 //!   `berth_registry`'s GC fence);
 //! - `uploads`: expiry of idle upload sessions and the records crashes leave;
+//! - `retention`: per-repository rules on tags and untagged manifests;
 //! - `evict`: the size-capped cache (least recently pulled images first);
 //! - `scrub`: re-hashing every blob, quarantining any that does not match;
 //! - `usage`: what is stored and for whom (`berth du`);
@@ -18,6 +19,7 @@
 pub mod evict;
 pub mod gc;
 pub mod metrics;
+pub mod retention;
 pub mod scrub;
 pub mod uploads;
 pub mod usage;
@@ -30,6 +32,7 @@ use berth_registry::Registry;
 pub use evict::{EvictReport, EvictionConfig};
 pub use gc::GcReport;
 pub use metrics::LifecycleMetrics;
+pub use retention::{RetentionReport, RetentionRule};
 pub use scrub::ScrubReport;
 pub use uploads::UploadsReport;
 pub use usage::UsageReport;
@@ -55,6 +58,8 @@ pub struct LifecycleConfig {
     /// How often `berth serve` runs GC and upload expiry; `None`: never.
     pub gc_interval: Option<Duration>,
     pub eviction: EvictionConfig,
+    /// Applied, first match per repository, before each collection.
+    pub retention: Vec<RetentionRule>,
 }
 
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60 * 60);
@@ -68,6 +73,7 @@ impl Default for LifecycleConfig {
             upload_ttl: DEFAULT_UPLOAD_TTL,
             gc_interval: Some(DEFAULT_GC_INTERVAL),
             eviction: EvictionConfig::default(),
+            retention: Vec::new(),
         }
     }
 }
@@ -76,6 +82,7 @@ impl Default for LifecycleConfig {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CollectReport {
     pub dry_run: bool,
+    pub retention: RetentionReport,
     pub gc: GcReport,
     pub uploads: UploadsReport,
 }
@@ -108,10 +115,18 @@ impl Lifecycle {
         &self.config
     }
 
-    /// Expire idle uploads, then collect garbage; with `dry_run`, only say
-    /// what would go.
+    /// Apply retention rules, expire idle uploads, then collect garbage;
+    /// with `dry_run`, only say what would go (a dry run's GC figures do
+    /// not count what retention would remove).
     pub async fn collect(&self, dry_run: bool) -> Result<CollectReport> {
         let _one = self.running.lock().await;
+        let retention = retention::apply(
+            &self.registry,
+            &self.config.retention,
+            self.config.gc_grace,
+            dry_run,
+        )
+        .await?;
         let uploads = uploads::expire(&self.registry, self.config.upload_ttl, dry_run).await?;
         let gc = gc::collect(
             &self.registry,
@@ -134,6 +149,7 @@ impl Lifecycle {
         );
         Ok(CollectReport {
             dry_run,
+            retention,
             gc,
             uploads,
         })

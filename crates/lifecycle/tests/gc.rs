@@ -1,6 +1,7 @@
 //! Garbage collection and upload expiry on a real registry over the local
 //! disk backend: what goes, what stays, and GC racing concurrent pushers.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,4 +311,143 @@ async fn gc_racing_eight_pushers_never_loses_a_blob_of_a_pushed_image() {
             assert!(registry.blob_size(&repo, &blob.digest).await.is_ok());
         }
     }
+}
+
+#[tokio::test]
+async fn retention_keeps_patterns_and_the_most_recent_and_drops_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FsStorage::open(dir.path()).await.unwrap();
+    let registry = Arc::new(Registry::new(Arc::new(storage)));
+    let rule = berth_lifecycle::RetentionRule {
+        repositories: vec!["team/**".parse().unwrap()],
+        keep_last: Some(2),
+        keep_tags: vec!["v*".into()],
+        pulled_within: None,
+        delete_untagged: true,
+    };
+    let lifecycle = Lifecycle::new(
+        registry.clone(),
+        LifecycleConfig {
+            gc_grace: Duration::ZERO,
+            gc_interval: None,
+            retention: vec![rule],
+            ..LifecycleConfig::default()
+        },
+    );
+    let repo: RepositoryName = "team/app".parse().unwrap();
+    let other: RepositoryName = "other/app".parse().unwrap();
+    let mut manifests = HashMap::new();
+    for (i, tag) in ["v1", "dev-a", "dev-b", "dev-c"].iter().enumerate() {
+        let config = bytes_of(300 + i as u64, 200);
+        let layer = bytes_of(400 + i as u64, 5000);
+        manifests.insert(
+            *tag,
+            push_image(&registry, &repo, tag, &[&config, &layer]).await,
+        );
+        push_image(&registry, &other, tag, &[&config, &layer]).await;
+        // Push times are kept in seconds: make the order unambiguous.
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+    }
+    // A pull makes dev-a the most recently used tag.
+    registry
+        .manifest_get(&repo, &ManifestRef::Tag("dev-a".parse().unwrap()))
+        .await
+        .unwrap();
+    // An untagged manifest, and a signature-like referrer of v1.
+    let (c, l) = (bytes_of(500, 100), bytes_of(501, 100));
+    for b in [&c, &l] {
+        registry
+            .blob_put(&repo, &Digest::sha256_of(b), body(b))
+            .await
+            .unwrap();
+    }
+    let untagged = manifest(&c, &[&l]);
+    let untagged_digest = Digest::sha256_of(&untagged);
+    registry
+        .manifest_put(
+            &repo,
+            &ManifestRef::Digest(untagged_digest.clone()),
+            Some(OCI),
+            Bytes::from(untagged.clone()),
+        )
+        .await
+        .unwrap();
+    let v1 = Digest::sha256_of(&manifests["v1"]);
+    let mut signature: serde_json::Value = serde_json::from_slice(&manifest(&c, &[&l])).unwrap();
+    signature["subject"] = serde_json::json!({
+        "mediaType": OCI, "digest": v1.to_string(), "size": manifests["v1"].len()
+    });
+    let signature = serde_json::to_vec(&signature).unwrap();
+    let signature_digest = Digest::sha256_of(&signature);
+    registry
+        .manifest_put(
+            &repo,
+            &ManifestRef::Digest(signature_digest.clone()),
+            Some(OCI),
+            Bytes::from(signature),
+        )
+        .await
+        .unwrap();
+
+    let dry = lifecycle.collect(true).await.unwrap();
+    assert_eq!(
+        dry.retention.tags_deleted,
+        vec!["team/app:dev-b".to_string()],
+        "{dry:?}"
+    );
+    let mut would_go = dry.retention.manifests_deleted.clone();
+    would_go.sort();
+    let tags = |r: &RepositoryName| {
+        let registry = registry.clone();
+        let r = r.clone();
+        async move {
+            let mut t: Vec<String> = registry
+                .tag_targets(&r)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(t, _)| t.to_string())
+                .collect();
+            t.sort();
+            t
+        }
+    };
+    assert_eq!(
+        tags(&repo).await,
+        ["dev-a", "dev-b", "dev-c", "v1"],
+        "a dry run deletes nothing"
+    );
+
+    let run = lifecycle.collect(false).await.unwrap();
+    assert_eq!(
+        run.retention.tags_deleted,
+        vec!["team/app:dev-b".to_string()]
+    );
+    let mut gone = run.retention.manifests_deleted.clone();
+    gone.sort();
+    let mut expected = vec![
+        format!("team/app@{untagged_digest}"),
+        format!("team/app@{}", Digest::sha256_of(&manifests["dev-b"])),
+    ];
+    expected.sort();
+    assert_eq!(gone, expected, "{run:?}");
+    assert_eq!(would_go, expected, "the dry run said as much: {dry:?}");
+    assert_eq!(tags(&repo).await, ["dev-a", "dev-c", "v1"]);
+    assert_eq!(
+        tags(&other).await.len(),
+        4,
+        "repositories no rule matches keep everything"
+    );
+    assert!(
+        registry
+            .manifest_get(&repo, &ManifestRef::Digest(signature_digest))
+            .await
+            .is_ok(),
+        "a referrer of a kept manifest stays"
+    );
+    // dev-b's manifest and blobs are other/app's too, and the untagged
+    // manifest's blobs the signature's: GC frees only the untagged
+    // manifest's own bytes.
+    assert_eq!(run.gc.blobs_deleted, 1, "{run:?}");
+    assert_eq!(run.gc.deleted, vec![untagged_digest.to_string()]);
 }

@@ -7,14 +7,18 @@
 //! - [`ManifestRef`]: the `<reference>` of `/v2/<name>/manifests/<reference>`.
 //! - [`ImageReference`]: a user-facing image reference with Docker's normalisation
 //!   (`alpine` = `docker.io/library/alpine:latest`).
+//! - [`RepositoryPattern`] and [`glob_match`]: patterns configuration uses to
+//!   select repositories and tags.
 #![forbid(unsafe_code)]
 
 mod digest;
 mod image;
 mod name;
+mod pattern;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
 pub use image::{
     normalise_registry, ImageReference, ImageReferenceError, DOCKER_HUB, DOCKER_HUB_ENDPOINT,
 };
 pub use name::{is_registry_host, ManifestRef, NameError, RepositoryName, Tag};
+pub use pattern::{glob_match, PatternError, RepositoryPattern};

@@ -99,6 +99,48 @@ fn link_time(value: &[u8]) -> SystemTime {
     parse_link(value).made
 }
 
+/// A manifest revision's record: its media type and when it was stored.
+pub(crate) fn revision_record(media_type: &str) -> Bytes {
+    Bytes::from(format!("{media_type} {}", now_secs()))
+}
+
+/// The media type and store time of a revision record (older stores hold
+/// the media type alone: stored long ago).
+pub(crate) fn parse_revision(value: &[u8]) -> (String, SystemTime) {
+    let text = String::from_utf8_lossy(value);
+    let mut words = text.split_whitespace();
+    let media_type = words.next().unwrap_or_default().to_string();
+    let at = words
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs));
+    (media_type, at)
+}
+
+/// A tag's record: the digest it points at and when it was pushed.
+pub(crate) fn tag_record(digest: &Digest) -> Bytes {
+    Bytes::from(format!("{digest} {}", now_secs()))
+}
+
+/// When a tag was pushed, from its record (older stores: long ago).
+fn tag_pushed_at(value: &[u8]) -> SystemTime {
+    let text = String::from_utf8_lossy(value);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A tag with what retention weighs: when it was pushed and last pulled.
+#[derive(Debug, Clone)]
+pub struct TagActivity {
+    pub tag: Tag,
+    pub digest: Digest,
+    pub pushed: SystemTime,
+    /// `None`: never pulled since pulls were recorded.
+    pub pulled: Option<SystemTime>,
+}
+
 /// A manifest the cache fetched from an upstream, and when it was last
 /// pulled: what eviction may remove, least recently pulled first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +245,87 @@ impl Registry {
         Ok(())
     }
 
+    /// A client resolved this tag: write it down (at most once a minute
+    /// per tag) for retention's `pulled_within` and `keep_last`.
+    pub(crate) async fn note_tag_pulled(&self, repo: &RepositoryName, tag: &Tag) {
+        let k = crate::memo::key(repo.as_str(), tag.as_str());
+        {
+            let mut pulled = self.pulled.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            if pulled
+                .get(&k)
+                .is_some_and(|t| now.duration_since(*t) < PULL_NOTE_EVERY)
+            {
+                return;
+            }
+            if pulled.len() > 100_000 {
+                pulled.clear();
+            }
+            pulled.insert(k, now);
+        }
+        let written = match layout::tag_pull(repo, tag) {
+            Ok(key) => self
+                .storage
+                .doc_put(&key, link_stamp())
+                .await
+                .map_err(RegistryError::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = written {
+            tracing::debug!(repository = %repo, %tag, "recording a tag pull failed: {e}");
+        }
+    }
+
+    /// Every tag of a repository with its push and last pull times.
+    pub async fn tag_activity(&self, repo: &RepositoryName) -> Result<Vec<TagActivity>> {
+        let mut out = Vec::new();
+        for name in self.storage.doc_list(&layout::tags(repo)?).await? {
+            let Ok(tag) = name.parse::<Tag>() else {
+                continue;
+            };
+            let Some(value) = self.storage.doc_get(&layout::tag(repo, &tag)?).await? else {
+                continue;
+            };
+            let Some(digest) = self.tag_lookup(repo, &tag).await? else {
+                continue;
+            };
+            let pulled = self
+                .storage
+                .doc_get(&layout::tag_pull(repo, &tag)?)
+                .await?
+                .map(|v| link_time(&v));
+            out.push(TagActivity {
+                pushed: tag_pushed_at(&value),
+                tag,
+                digest,
+                pulled,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When a manifest revision was stored (`None`: not in the repository).
+    pub async fn revision_stored_at(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<SystemTime>> {
+        Ok(self
+            .storage
+            .doc_get(&layout::manifest_revision(repo, digest)?)
+            .await?
+            .map(|v| parse_revision(&v).1))
+    }
+
+    /// Remove a tag (retention); its pull record too.
+    pub async fn tag_delete(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
+        let removed = self.tag_remove(repo, tag).await?;
+        self.storage
+            .doc_delete(&layout::tag_pull(repo, tag)?)
+            .await?;
+        Ok(removed)
+    }
+
     /// Every evictable manifest, in no particular order.
     pub async fn cached_images(&self) -> Result<Vec<CachedImage>> {
         let mut out = Vec::new();
@@ -274,7 +397,7 @@ impl Registry {
             let Ok(tag) = name.parse::<Tag>() else {
                 continue;
             };
-            if let Some(d) = self.tag_resolve(repo, &tag).await? {
+            if let Some(d) = self.tag_lookup(repo, &tag).await? {
                 out.push((tag, d));
             }
         }

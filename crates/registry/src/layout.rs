@@ -8,6 +8,8 @@
 //! - `_tags/<tag>`: the value is the digest the tag points at;
 //! - `_referrers/<alg>/<subject hex>/<alg>-<hex>`: a descriptor of a manifest
 //!   whose `subject` is that digest;
+//! - `_pulls/<tag>`: when the tag was last pulled (written at most once a
+//!   minute), for retention rules;
 //! - `_cached/<alg>/<hex>`: the manifest was fetched from the mirror's
 //!   upstream (evictable); the value is when it was last pulled.
 //!
@@ -22,6 +24,7 @@ pub const MANIFESTS: &str = "_manifests";
 pub const TAGS: &str = "_tags";
 pub const REFERRERS: &str = "_referrers";
 pub const CACHED: &str = "_cached";
+pub const PULLS: &str = "_pulls";
 
 pub fn repository(repo: &RepositoryName) -> Result<DocKey, KeyError> {
     DocKey::new([REPOSITORIES, repo.as_str()])
@@ -55,6 +58,10 @@ pub fn cached_record(repo: &RepositoryName, d: &Digest) -> Result<DocKey, KeyErr
         d.algorithm().as_str(),
         d.hex(),
     ])
+}
+
+pub fn tag_pull(repo: &RepositoryName, tag: &Tag) -> Result<DocKey, KeyError> {
+    DocKey::new([REPOSITORIES, repo.as_str(), PULLS, tag.as_str()])
 }
 
 pub fn tags(repo: &RepositoryName) -> Result<DocKey, KeyError> {

@@ -36,7 +36,7 @@ use berth_storage::{Storage, UploadId};
 pub use berth_storage::{ByteRange, ByteStream};
 pub use blobs::OpenBlob;
 pub use error::{RegistryError, Result};
-pub use inventory::{CachedImage, GcGuard, Link, References};
+pub use inventory::{CachedImage, GcGuard, Link, References, TagActivity};
 pub use manifests::{PutManifest, StoredManifest};
 pub use uploads::UploadStatus;
 

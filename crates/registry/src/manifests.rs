@@ -169,7 +169,7 @@ impl Registry {
             .storage
             .doc_put(
                 &revision,
-                Bytes::copy_from_slice(manifest.media_type.as_bytes()),
+                crate::inventory::revision_record(&manifest.media_type),
             )
             .await;
         // A re-push may change the media type it is served with.
@@ -226,7 +226,7 @@ impl Registry {
         }
         let stored = StoredManifest {
             digest,
-            media_type: String::from_utf8_lossy(&media_type).into_owned(),
+            media_type: crate::inventory::parse_revision(&media_type).0,
             bytes: Bytes::from(bytes),
         };
         self.manifest_memo.fill(token, k, stored.clone());

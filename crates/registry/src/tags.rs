@@ -12,6 +12,17 @@ use crate::{layout, paginate, Page, Registry, RegistryError, Result};
 impl Registry {
     /// The digest a tag points at, if the tag exists.
     pub async fn tag_resolve(&self, repo: &RepositoryName, tag: &Tag) -> Result<Option<Digest>> {
+        self.note_tag_pulled(repo, tag).await;
+        self.tag_lookup(repo, tag).await
+    }
+
+    /// [`Registry::tag_resolve`] without counting a pull (for listings and
+    /// the lifecycle jobs).
+    pub(crate) async fn tag_lookup(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Digest>> {
         let k = key(repo.as_str(), tag.as_str());
         if let Some(digest) = self.tag_memo.get(&k) {
             return Ok(Some(digest));
@@ -20,9 +31,11 @@ impl Registry {
         let Some(value) = self.storage.doc_get(&layout::tag(repo, tag)?).await? else {
             return Ok(None);
         };
+        // `<digest> <seconds pushed>`; older stores hold the digest alone.
         let digest = std::str::from_utf8(&value)
             .ok()
-            .and_then(|s| s.trim().parse::<Digest>().ok())
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse::<Digest>().ok())
             .ok_or_else(|| {
                 tracing::error!(repository = %repo, %tag, "tag document is corrupt");
                 RegistryError::ManifestUnknown(tag.to_string())
@@ -41,7 +54,7 @@ impl Registry {
         let doc = layout::tag(repo, tag)?;
         let written = self
             .storage
-            .doc_put(&doc, bytes::Bytes::from(digest.to_string()))
+            .doc_put(&doc, crate::inventory::tag_record(digest))
             .await;
         let k = key(repo.as_str(), tag.as_str());
         if written.is_ok() {
@@ -136,7 +149,7 @@ impl Registry {
             let Ok(tag) = name.parse::<Tag>() else {
                 continue;
             };
-            if self.tag_resolve(repo, &tag).await.ok().flatten().as_ref() == Some(digest) {
+            if self.tag_lookup(repo, &tag).await.ok().flatten().as_ref() == Some(digest) {
                 out.push(tag);
             }
         }

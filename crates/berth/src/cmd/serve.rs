@@ -107,6 +107,22 @@ struct FileConfig {
     cache_low_watermark: Option<f64>,
     #[serde(default)]
     upstreams: HashMap<String, FileUpstream>,
+    /// `[[retention]]` rules, first match per repository.
+    #[serde(default)]
+    retention: Vec<FileRetention>,
+}
+
+/// `[[retention]]` in the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetention {
+    repositories: Vec<String>,
+    keep_last: Option<usize>,
+    #[serde(default)]
+    keep_tags: Vec<String>,
+    pulled_within: Option<String>,
+    #[serde(default)]
+    delete_untagged: bool,
 }
 
 /// `[upstreams."HOST"]` in the configuration file.
@@ -163,6 +179,25 @@ fn lifecycle_config(file: &FileConfig, args: &ServeArgs) -> anyhow::Result<Lifec
     }
     if let Some(s) = pick(&args.gc_grace, &file.gc_grace) {
         config.gc_grace = duration("gc_grace", &s)?;
+    }
+    for (i, r) in file.retention.iter().enumerate() {
+        let what = format!("retention rule {}", i + 1);
+        anyhow::ensure!(!r.repositories.is_empty(), "{what}: repositories is empty");
+        config.retention.push(berth_lifecycle::RetentionRule {
+            repositories: r
+                .repositories
+                .iter()
+                .map(|p| p.parse().with_context(|| what.clone()))
+                .collect::<anyhow::Result<_>>()?,
+            keep_last: r.keep_last,
+            keep_tags: r.keep_tags.clone(),
+            pulled_within: r
+                .pulled_within
+                .as_deref()
+                .map(|d| duration(&format!("{what} pulled_within"), d))
+                .transpose()?,
+            delete_untagged: r.delete_untagged,
+        });
     }
     let eviction = &mut config.eviction;
     if let Some(s) = pick(&args.cache_max_size, &file.cache_max_size) {

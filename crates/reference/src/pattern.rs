@@ -1,0 +1,135 @@
+//! Patterns over names, for configuration that selects repositories and
+//! tags (retention rules, and anything else that names "these repos"):
+//!
+//! - [`RepositoryPattern`]: `/`-separated components where `*` matches
+//!   within one component and a component `**` matches any number of them
+//!   (none included): `team/**` matches `team/app` and `team/a/b`, `*/app`
+//!   matches `team/app` only, `docker.io/**` every Docker Hub mirror.
+//! - [`glob_match`]: `*` (any run) and `?` (one character) within a tag.
+
+use crate::RepositoryName;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid repository pattern {pattern:?}: {reason}")]
+pub struct PatternError {
+    pub pattern: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryPattern {
+    source: String,
+    components: Vec<String>,
+}
+
+impl std::str::FromStr for RepositoryPattern {
+    type Err = PatternError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fail = |reason| PatternError {
+            pattern: s.to_string(),
+            reason,
+        };
+        if s.is_empty() {
+            return Err(fail("empty"));
+        }
+        let components: Vec<String> = s.split('/').map(str::to_string).collect();
+        for c in &components {
+            if c.is_empty() {
+                return Err(fail("empty path component"));
+            }
+            if c.contains("**") && c != "**" {
+                return Err(fail("`**` must be a whole path component"));
+            }
+        }
+        Ok(RepositoryPattern {
+            source: s.to_string(),
+            components,
+        })
+    }
+}
+
+impl std::fmt::Display for RepositoryPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl RepositoryPattern {
+    pub fn matches(&self, repo: &RepositoryName) -> bool {
+        let names: Vec<&str> = repo.as_str().split('/').collect();
+        let pats: Vec<&str> = self.components.iter().map(String::as_str).collect();
+        components_match(&pats, &names)
+    }
+}
+
+fn components_match(pats: &[&str], names: &[&str]) -> bool {
+    match pats.split_first() {
+        None => names.is_empty(),
+        Some((&"**", rest)) => (0..=names.len()).any(|skip| components_match(rest, &names[skip..])),
+        Some((p, rest)) => match names.split_first() {
+            Some((n, names)) => glob_match(p, n) && components_match(rest, names),
+            None => false,
+        },
+    }
+}
+
+/// `*` matches any run of characters, `?` any one; everything else itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, r: &str) -> bool {
+        p.parse::<RepositoryPattern>()
+            .unwrap()
+            .matches(&r.parse().unwrap())
+    }
+
+    #[test]
+    fn repository_patterns() {
+        assert!(m("team/**", "team/app"));
+        assert!(m("team/**", "team/a/b/c"));
+        assert!(m("team/**", "team"));
+        assert!(!m("team/**", "teams/app"));
+        assert!(m("*/app", "team/app"));
+        assert!(!m("*/app", "a/b/app"));
+        assert!(m("**/app", "a/b/app"));
+        assert!(m("docker.io/**", "docker.io/library/alpine"));
+        assert!(m("team/app-*", "team/app-web"));
+        assert!(!m("team/app-*", "team/app-web/x"));
+        assert!(m("**", "anything/at/all"));
+        for bad in ["", "team//x", "team/a**"] {
+            assert!(bad.parse::<RepositoryPattern>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tag_globs() {
+        assert!(glob_match("v*", "v1.2.3"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("latest", "latest"));
+        assert!(!glob_match("latest", "latest2"));
+        assert!(glob_match("*-rc?", "1.0-rc1"));
+    }
+}
