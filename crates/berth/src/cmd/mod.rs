@@ -4,6 +4,7 @@ pub mod doctor;
 pub mod runtime_config;
 pub mod secret;
 pub mod serve;
+pub mod token;
 // Image tool (issue 5).
 pub mod bundle;
 pub mod cache;
