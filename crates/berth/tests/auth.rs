@@ -1080,7 +1080,7 @@ fn bad_credentials_and_tokens_are_clean_401s() {
 #[test]
 fn config_errors_stop_the_server_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let ht = dir.path().join("htpasswd");
+    let ht = dir.path().join("bad-htpasswd");
     let good = htpasswd(dir.path(), &["alice"]);
     let good_line = std::fs::read_to_string(&good).unwrap();
     std::fs::write(
