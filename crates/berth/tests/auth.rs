@@ -1329,3 +1329,130 @@ fn podman_login_push_and_pull() {
     ]));
     assert!(!out.status.success(), "{}", out.describe());
 }
+
+/// `berth serve` with `RUST_LOG=trace`, its log in `log`; the child and its
+/// `http://127.0.0.1:PORT` (read from the "berth is serving" line).
+fn start_traced(config: &Path, root: &Path, log: &Path) -> (std::process::Child, String) {
+    let file = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "trace")
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BERTH_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("berth is serving")) {
+            let addr = line
+                .split("address=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no address in {line}"))
+                .to_string();
+            return (child, format!("http://{addr}"));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("berth exited with {status}\n{text}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth not serving after 60 s\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn no_credential_reaches_the_log_even_at_trace_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let ht = htpasswd(dir.path(), &["reader", "writer", "admin", "ops"]);
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, policy_config(&ht, "5m", "")).unwrap();
+    let root = dir.path().join("root");
+    let log = dir.path().join("trace.log");
+    let (mut child, url) = start_traced(&config, &root, &log);
+    let api = create_token(&root, "ci", &["--scope", "push:team/**"]);
+    let writer = Cred::user("writer");
+    let secrets_used = {
+        let mut used = vec![PASSWORD.to_string(), api.clone(), basic("writer", PASSWORD)];
+        let u = |s: &str| format!("{url}{s}");
+        req(&writer, "GET", &u("/v2/")).send().expect_status(200);
+        req(
+            &Cred::Basic("ci".into(), api.clone()),
+            "POST",
+            &u("/v2/team/a/blobs/uploads/"),
+        )
+        .send()
+        .expect_status(202);
+        let r = req(
+            &writer,
+            "GET",
+            &u("/token?service=berth&scope=repository:team/a:pull,push&offline_token=true"),
+        )
+        .send();
+        r.expect_status(200);
+        let token = r.json()["token"].as_str().unwrap().to_string();
+        let refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+        req(
+            &Cred::Bearer(token.clone()),
+            "GET",
+            &u("/v2/team/a/tags/list"),
+        )
+        .send()
+        .expect_status(404);
+        let r = curl("POST", &u("/token"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=refresh_token&refresh_token={refresh}&scope=repository:team/a:pull"
+            ))
+            .send();
+        r.expect_status(200);
+        used.push(r.json()["access_token"].as_str().unwrap().to_string());
+        let r = curl("POST", &u("/token"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=password&username=writer&password={PASSWORD}"
+            ))
+            .send();
+        r.expect_status(200);
+        req(
+            &Cred::Basic("writer".into(), "wrong-Pass-1".into()),
+            "GET",
+            &u("/v2/"),
+        )
+        .send()
+        .expect_status(401);
+        used.extend([token, refresh, "wrong-Pass-1".into()]);
+        used
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Whatever the libraries emit at trace level is in this log, with berth's own lines.
+    assert!(
+        text.contains("berth::request") && text.contains("berth::audit"),
+        "no request or audit lines:\n{text:.2000}"
+    );
+    for secret in &secrets_used {
+        assert!(
+            !text.contains(secret.as_str()),
+            "log contains a credential ({:.12}…)",
+            secret
+        );
+    }
+    assert!(
+        !text.to_ascii_lowercase().contains("authorization:"),
+        "an Authorization header in the log"
+    );
+}
