@@ -1456,3 +1456,226 @@ fn no_credential_reaches_the_log_even_at_trace_level() {
         "an Authorization header in the log"
     );
 }
+
+#[test]
+fn containerd_ctr_pulls_with_user_credentials() {
+    let a = start_auth("");
+    let server = &a.server;
+    let (digest, _, layer) = push_image_as(server, &Cred::user("writer"), "team/ctr", "v1", 41);
+    let containerd = Containerd::start();
+    let image = format!("{}/team/ctr:v1", server.host());
+    // Without credentials, and with a wrong password: refused.
+    let out = run_unchecked(
+        containerd
+            .ctr()
+            .args(["content", "fetch", "--plain-http", &image]),
+    );
+    assert!(!out.status.success(), "{}", out.describe());
+    let out = run_unchecked(containerd.ctr().args([
+        "content",
+        "fetch",
+        "--plain-http",
+        "--user",
+        "reader:wrong",
+        &image,
+    ]));
+    assert!(!out.status.success(), "{}", out.describe());
+    // containerd's token flow (POST form first) with reader's password.
+    run(containerd.ctr().args([
+        "content",
+        "fetch",
+        "--plain-http",
+        "--user",
+        &format!("reader:{PASSWORD}"),
+        &image,
+    ]));
+    let listed = run(containerd.ctr().args(["images", "ls"])).stdout_str();
+    assert!(
+        listed.contains(&image) && listed.contains(&digest),
+        "{listed}"
+    );
+    // It went through /token: POST (password grant) answered 200.
+    let log = server.log();
+    assert!(
+        log.lines().any(|l| l.contains("method=POST")
+            && l.contains("path=/token")
+            && l.contains("status=200")),
+        "no POST /token in:\n{log}"
+    );
+}
+
+/// A Docker daemon of its own (data, exec root, socket, config), stopped
+/// when dropped.
+struct Dockerd {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let bin = if Path::new("/usr/sbin/dockerd").exists() {
+            PathBuf::from("/usr/sbin/dockerd")
+        } else {
+            require_tool("dockerd")
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("daemon.json"), "{}").unwrap();
+        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .args([
+                "--storage-driver=vfs",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let mut daemon = Dockerd {
+            child: Some(child),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out =
+                run_unchecked(
+                    daemon
+                        .docker()
+                        .args(["version", "--format", "{{.Server.Version}}"]),
+                );
+            if out.status.success() {
+                break;
+            }
+            if let Some(Ok(Some(status))) = daemon.child.as_mut().map(|c| c.try_wait()) {
+                panic!("dockerd exited ({status})\n{}", daemon.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd not ready\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        daemon
+    }
+
+    /// The docker client against this daemon, with its own config directory.
+    fn docker(&self) -> Command {
+        let bin = if Path::new("/usr/bin/docker").exists() {
+            PathBuf::from("/usr/bin/docker")
+        } else {
+            require_tool("docker")
+        };
+        let mut cmd = Command::new(bin);
+        cmd.arg("-H")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            ))
+            .env("DOCKER_CONFIG", self.dir.path().join("client"));
+        cmd
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM lets dockerd stop its own containerd; SIGKILL after a bound.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- dockerd log ---\n{}", self.log());
+        }
+    }
+}
+
+#[test]
+fn docker_login_push_and_pull() {
+    let a = start_auth("");
+    let server = &a.server;
+    let scratch = tempfile::tempdir().unwrap();
+    let src = Layout::init(&scratch.path().join("src"));
+    src.build("v1", 1, 51, "amd64");
+    let archive = scratch.path().join("image.tar");
+    let image = format!("{}/team/dock:v1", server.host());
+    run(skopeo(scratch.path()).args([
+        "copy",
+        &src.oci_ref("v1"),
+        &format!("docker-archive:{}:{image}", archive.display()),
+    ]));
+    let daemon = Dockerd::start();
+    run(daemon.docker().arg("load").arg("-i").arg(&archive));
+    let id = run(daemon
+        .docker()
+        .args(["image", "inspect", "--format", "{{.Id}}", &image]))
+    .stdout_str();
+
+    let out = run_unchecked(daemon.docker().args(["push", &image]));
+    assert!(
+        !out.status.success(),
+        "push without login\n{}",
+        out.describe()
+    );
+    let out = run_unchecked(daemon.docker().args([
+        "login",
+        "-u",
+        "writer",
+        "-p",
+        "wrong",
+        &server.host(),
+    ]));
+    assert!(!out.status.success(), "{}", out.describe());
+    run(daemon
+        .docker()
+        .args(["login", "-u", "writer", "-p", PASSWORD, &server.host()]));
+    run(daemon.docker().args(["push", &image]));
+    run(daemon.docker().args(["logout", &server.host()]));
+    run(daemon.docker().args(["rmi", &image]));
+    run(daemon
+        .docker()
+        .args(["login", "-u", "reader", "-p", PASSWORD, &server.host()]));
+    run(daemon.docker().args(["pull", &image]));
+    let pulled = run(daemon
+        .docker()
+        .args(["image", "inspect", "--format", "{{.Id}}", &image]))
+    .stdout_str();
+    assert_eq!(id.trim(), pulled.trim());
+    // reader may not push.
+    let other = format!("{}/team/dock:v2", server.host());
+    run(daemon.docker().args(["tag", &image, &other]));
+    let out = run_unchecked(daemon.docker().args(["push", &other]));
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        format!("{}{}", out.stderr, out.stdout_str()).contains("denied"),
+        "{}",
+        out.describe()
+    );
+}
