@@ -131,6 +131,9 @@ impl Signer {
         let path = dir.join("token.key");
         let io = |what: &str, e| AuthError::Io(format!("{what} {}", path.display()), e);
         std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+        // Only berth's own user reads what lives here.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("restricting the directory of", e))?;
         if !path.exists() {
             let key: [u8; 32] = crate::random_bytes()?;
             let tmp = dir.join(format!(
@@ -360,6 +363,8 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
         let k2 = Signer::open_key(dir.path()).unwrap();
         assert_eq!(k1, k2);
         std::fs::write(dir.path().join("token.key"), "short").unwrap();

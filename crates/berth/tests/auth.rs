@@ -1489,9 +1489,9 @@ fn containerd_ctr_pulls_with_user_credentials() {
         &format!("reader:{PASSWORD}"),
         &image,
     ]));
-    let listed = run(containerd.ctr().args(["images", "ls"])).stdout_str();
+    let listed = run(containerd.ctr().args(["content", "ls", "-q"])).stdout_str();
     assert!(
-        listed.contains(&image) && listed.contains(&digest),
+        listed.contains(&digest) && listed.contains(&layer),
         "{listed}"
     );
     // It went through /token: POST (password grant) answered 200.
