@@ -65,7 +65,7 @@ subjects = ["group:admins", "ops"]
 actions = ["pull", "push", "delete"]
 
 [[policy]]
-repositories = ["docker.io/**"]
+repositories = ["docker.io/**", "quay.io/**"]
 subjects = ["group:admins"]
 actions = ["push", "delete"]
 
@@ -1494,6 +1494,39 @@ fn containerd_ctr_pulls_with_user_credentials() {
         listed.contains(&digest) && listed.contains(&layer),
         "{listed}"
     );
+    // Nodes pull through the mirror with `?ns=`: anonymously where the
+    // policy lets anonymous pull (docker.io/**)...
+    let admin = Cred::user("admin");
+    let (hub_digest, _, _) = push_image_as(server, &admin, "docker.io/library/x", "v1", 42);
+    let scratch = tempfile::tempdir().unwrap();
+    let hub_hosts = containerd_hosts_dir(scratch.path(), "docker.io", &server.url());
+    run(containerd
+        .ctr()
+        .args(["content", "fetch", "--hosts-dir"])
+        .arg(&hub_hosts)
+        .arg("docker.io/library/x:v1"));
+    // ...and with credentials and a token whose scope names the resolved
+    // mirror repository where it does not (quay.io: admins only).
+    let (quay_digest, _, _) = push_image_as(server, &admin, "quay.io/team/x", "v1", 43);
+    let quay_hosts = containerd_hosts_dir(&scratch.path().join("q"), "quay.io", &server.url());
+    let out = run_unchecked(
+        containerd
+            .ctr()
+            .args(["content", "fetch", "--hosts-dir"])
+            .arg(&quay_hosts)
+            .args(["--user", &format!("reader:{PASSWORD}"), "quay.io/team/x:v1"]),
+    );
+    assert!(!out.status.success(), "{}", out.describe());
+    run(containerd
+        .ctr()
+        .args(["content", "fetch", "--hosts-dir"])
+        .arg(&quay_hosts)
+        .args(["--user", &format!("admin:{PASSWORD}"), "quay.io/team/x:v1"]));
+    let listed = run(containerd.ctr().args(["content", "ls", "-q"])).stdout_str();
+    assert!(
+        listed.contains(&hub_digest) && listed.contains(&quay_digest),
+        "{listed}"
+    );
     // It went through /token: POST (password grant) answered 200.
     let log = server.log();
     assert!(
@@ -1678,4 +1711,41 @@ fn docker_login_push_and_pull() {
         "{}",
         out.describe()
     );
+}
+
+#[test]
+fn without_an_auth_table_everything_is_allowed_and_there_is_no_token_endpoint() {
+    let server = Server::start();
+    push_image_as(&server, &Cred::Anonymous, "team/open", "v1", 61);
+    push_image_as(
+        &server,
+        &Cred::Anonymous,
+        "docker.io/library/open",
+        "v1",
+        62,
+    );
+    curl("GET", &format!("{}/v2/", server.url()))
+        .send()
+        .expect_status(200);
+    let r = curl("GET", &format!("{}/v2/_catalog", server.url())).send();
+    r.expect_status(200);
+    assert_eq!(
+        r.json()["repositories"],
+        serde_json::json!(["docker.io/library/open", "team/open"])
+    );
+    curl(
+        "GET",
+        &format!("{}/token?scope=repository:team/open:pull", server.url()),
+    )
+    .send()
+    .expect_status(404);
+    // Credentials are ignored rather than refused.
+    req(
+        &Cred::Basic("nobody".into(), "x".into()),
+        "GET",
+        &format!("{}/v2/team/open/tags/list", server.url()),
+    )
+    .send()
+    .expect_status(200);
+    assert!(!server.root.join("auth").exists());
 }
