@@ -172,7 +172,8 @@ impl Auth {
         }
     }
 
-    /// Count a failed login (also bearer tokens that fail to verify).
+    /// Count a failed login (a wrong password or API token, malformed
+    /// credentials, a refresh token that no longer holds).
     pub fn record_failure(&self, client: Option<IpAddr>) {
         if let Some(c) = client {
             self.limiter.fail(c);

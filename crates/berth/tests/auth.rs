@@ -1332,7 +1332,12 @@ fn podman_login_push_and_pull() {
 
 /// `berth serve` with `RUST_LOG=trace`, its log in `log`; the child and its
 /// `http://127.0.0.1:PORT` (read from the "berth is serving" line).
-fn start_traced(config: &Path, root: &Path, log: &Path) -> (std::process::Child, String) {
+fn start_traced(
+    config: &Path,
+    root: &Path,
+    log: &Path,
+    envs: &[(&str, &str)],
+) -> (std::process::Child, String) {
     let file = std::fs::File::create(log).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--root"])
@@ -1348,6 +1353,7 @@ fn start_traced(config: &Path, root: &Path, log: &Path) -> (std::process::Child,
             cmd.env_remove(key);
         }
     }
+    cmd.envs(envs.iter().copied());
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -1381,7 +1387,7 @@ fn no_credential_reaches_the_log_even_at_trace_level() {
     std::fs::write(&config, policy_config(&ht, "5m", "")).unwrap();
     let root = dir.path().join("root");
     let log = dir.path().join("trace.log");
-    let (mut child, url) = start_traced(&config, &root, &log);
+    let (mut child, url) = start_traced(&config, &root, &log, &[]);
     let api = create_token(&root, "ci", &["--scope", "push:team/**"]);
     let writer = Cred::user("writer");
     let secrets_used = {
@@ -1748,4 +1754,43 @@ fn without_an_auth_table_everything_is_allowed_and_there_is_no_token_endpoint() 
     .send()
     .expect_status(200);
     assert!(!server.root.join("auth").exists());
+}
+
+#[test]
+fn berth_auth_environment_overrides_the_auth_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let ht = htpasswd(dir.path(), &["reader", "writer", "admin", "ops"]);
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, policy_config(&ht, "5m", "")).unwrap();
+    let log = dir.path().join("serve.log");
+    let (mut child, url) = start_traced(
+        &config,
+        &dir.path().join("root"),
+        &log,
+        &[
+            ("BERTH_AUTH_TOKEN_TTL", "2m"),
+            ("BERTH_AUTH_SERVICE", "registry.test"),
+            ("BERTH_AUTH_REALM", "https://auth.test/token"),
+        ],
+    );
+    let r = curl("GET", &format!("{url}/v2/team/a/tags/list")).send();
+    let challenge = r.header("www-authenticate").unwrap_or_default().to_string();
+    let r = req(
+        &Cred::user("writer"),
+        "GET",
+        &format!("{url}/token?service=registry.test&scope=repository:team/a:pull"),
+    )
+    .send();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        challenge.starts_with("Bearer realm=\"https://auth.test/token\",service=\"registry.test\""),
+        "{challenge}"
+    );
+    r.expect_status(200);
+    assert_eq!(r.json()["expires_in"], 120);
+    assert_eq!(
+        claims(r.json()["token"].as_str().unwrap())["aud"],
+        "registry.test"
+    );
 }

@@ -103,13 +103,34 @@ struct FileAuth {
 
 fn auth_config(file: &mut FileConfig) -> anyhow::Result<Option<berth_auth::AuthConfig>> {
     let policy = std::mem::take(&mut file.policy);
-    let Some(a) = file.auth.take() else {
+    let Some(mut a) = file.auth.take() else {
         anyhow::ensure!(
             policy.is_empty(),
             "[[policy]] rules need an [auth] table (without one, access control is off)"
         );
         return Ok(None);
     };
+    // `BERTH_AUTH_<KEY>` overrides a scalar key of the table (the table
+    // itself is what turns access control on).
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    if let Some(v) = env("BERTH_AUTH_HTPASSWD") {
+        a.htpasswd = Some(v.into());
+    }
+    if let Some(v) = env("BERTH_AUTH_TOKEN_TTL") {
+        a.token_ttl = Some(v);
+    }
+    if let Some(v) = env("BERTH_AUTH_REALM") {
+        a.realm = Some(v);
+    }
+    if let Some(v) = env("BERTH_AUTH_SERVICE") {
+        a.service = Some(v);
+    }
+    if let Some(v) = env("BERTH_AUTH_MAX_LOGIN_FAILURES") {
+        a.max_login_failures = Some(
+            v.parse()
+                .with_context(|| format!("BERTH_AUTH_MAX_LOGIN_FAILURES={v:?}: a number"))?,
+        );
+    }
     let token_ttl = match &a.token_ttl {
         Some(s) => duration("auth.token_ttl", s)?,
         None => berth_auth::DEFAULT_TOKEN_TTL,
