@@ -133,6 +133,8 @@ pub(crate) struct Ctx {
     pub repo: RepositoryName,
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
+    /// The client's address, when the server records it.
+    pub client: Option<SocketAddr>,
 }
 
 /// The client's address, when the server was started with connect info.
@@ -241,6 +243,7 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
         repo,
         query,
         headers: parts.headers,
+        client,
     };
     let audited = ctx.state.auth.is_some() && action != Action::Pull;
     let result = route_to_handler(&ctx, method.clone(), route, body).await;

@@ -1794,3 +1794,38 @@ fn berth_auth_environment_overrides_the_auth_table() {
         "registry.test"
     );
 }
+
+#[test]
+fn catalog_pages_hold_only_what_the_caller_may_pull() {
+    let a = start_auth("");
+    let server = &a.server;
+    let admin = Cred::user("admin");
+    for repo in ["aaa/x", "team/a", "mmm/x", "team/b", "team/c", "zzz/x"] {
+        push_image_as(server, &admin, repo, "v1", 70);
+    }
+    let reader = Cred::user("reader");
+    let mut url = format!("{}/v2/_catalog?n=2", server.url());
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let r = req(&reader, "GET", &url).send();
+        r.expect_status(200);
+        let page: Vec<String> = serde_json::from_value(r.json()["repositories"].clone()).unwrap();
+        assert!(page.len() <= 2, "{page:?}");
+        seen.extend(page);
+        match r.header("link") {
+            Some(link) => {
+                let path = link
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                url = format!("{}{path}", server.url());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec!["team/a", "team/b", "team/c"]);
+    let r = req(&admin, "GET", &format!("{}/v2/_catalog", server.url())).send();
+    assert_eq!(r.json()["repositories"].as_array().unwrap().len(), 6);
+}
