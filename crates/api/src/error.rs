@@ -32,11 +32,19 @@ pub enum ApiError {
     Unauthorized { challenge: Option<String> },
     #[error("requested access to the resource is denied")]
     Denied,
+    /// Too many failed logins from the client's address: wait this many seconds.
+    #[error("too many failed login attempts; retry in {0} s")]
+    TooManyLogins(u64),
     #[error("not found")]
     NotFound,
 }
 
 impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Registry(e) => {
@@ -67,6 +75,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             ApiError::Denied => (StatusCode::FORBIDDEN, "DENIED"),
+            ApiError::TooManyLogins(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         }
     }
@@ -105,6 +114,9 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(c) {
                     h.insert(header::WWW_AUTHENTICATE, v);
                 }
+            }
+            ApiError::TooManyLogins(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
             ApiError::MethodNotAllowed(allow) => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));

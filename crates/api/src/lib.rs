@@ -4,9 +4,12 @@
 //! validated) → [`resolve::Resolver`] (which repository, incl. `?ns=` mirror
 //! routing) → [`auth::Authorizer`] (may it?) → one handler per endpoint
 //! family (`blobs`, `uploads`, `manifests`, `listing`, `referrers`), each a
-//! thin translation between HTTP and [`Registry`] calls.
+//! thin translation between HTTP and [`Registry`] calls. With access control
+//! on, [`access`] is the authorizer and `/token` issues its bearer tokens
+//! (`token_endpoint`); the decisions themselves are berth-auth's.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 mod blobs;
@@ -19,13 +22,15 @@ pub mod range;
 mod referrers;
 pub mod resolve;
 pub mod route;
+mod token_endpoint;
 mod uploads;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use berth_cache::Cache;
@@ -52,6 +57,8 @@ pub struct ApiState {
     /// Without it, mirrored repositories hold only what was pushed.
     pub cache: Option<Cache>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Access control (`[auth]`): users, policy, tokens; `None` allows all.
+    pub auth: Option<Arc<berth_auth::Auth>>,
 }
 
 impl ApiState {
@@ -63,7 +70,15 @@ impl ApiState {
             authorizer: Arc::new(AllowAll),
             cache: None,
             metrics: Arc::new(metrics::Metrics::new(None, None)),
+            auth: None,
         }
+    }
+
+    /// Access control by berth-auth: its authorizer, and `/token`.
+    pub fn with_auth(mut self, auth: Arc<berth_auth::Auth>) -> Self {
+        self.authorizer = Arc::new(access::PolicyAuthorizer::new(auth.clone()));
+        self.auth = Some(auth);
+        self
     }
 
     /// A registry whose mirrored repositories are filled from upstreams.
@@ -78,6 +93,7 @@ impl ApiState {
             authorizer: Arc::new(AllowAll),
             metrics: Arc::new(metrics::Metrics::new(Some(cache.metrics()), None)),
             cache: Some(cache),
+            auth: None,
         }
     }
 }
@@ -95,8 +111,11 @@ impl ApiState {
 
 /// The complete HTTP application: `/v2/…`, `/healthz`, `/readyz`.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+    let mut app = Router::new();
+    if state.auth.is_some() {
+        app = app.route("/token", axum::routing::any(token_endpoint::token));
+    }
+    app.route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(dispatch)
@@ -126,6 +145,16 @@ pub(crate) struct Ctx {
     pub repo: RepositoryName,
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
+    /// The client's address, when the server records it.
+    pub client: Option<SocketAddr>,
+}
+
+/// The client's address, when the server was started with connect info.
+fn client_addr(parts: &http::request::Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
 }
 
 impl Ctx {
@@ -198,9 +227,11 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
         ),
         None => None,
     };
-    state
+    let client = client_addr(&parts);
+    let caller = state
         .authorizer
-        .authorize(
+        .check(
+            client,
             &parts.headers,
             &Access {
                 repository: repo.as_ref(),
@@ -215,7 +246,7 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
             (Method::GET | Method::HEAD, Route::Base) => {
                 Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
             }
-            (Method::GET, Route::Catalog) => listing::catalog(&state, &query).await,
+            (Method::GET, Route::Catalog) => listing::catalog(&state, &query, &caller).await,
             _ => Err(ApiError::MethodNotAllowed(allow)),
         };
     };
@@ -224,29 +255,60 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
         repo,
         query,
         headers: parts.headers,
+        client,
     };
+    let audited = ctx.state.auth.is_some() && action != Action::Pull;
+    let result = route_to_handler(&ctx, method.clone(), route, body).await;
+    if audited {
+        let status = match &result {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        };
+        let outcome = if status.is_success() {
+            "ok".to_string()
+        } else {
+            format!("failed {}", status.as_u16())
+        };
+        access::audit(
+            caller.user.as_deref(),
+            client,
+            Some(ctx.repo.as_str()),
+            &format!("{} ({method})", action.as_str()),
+            &outcome,
+        );
+    }
+    result
+}
+
+async fn route_to_handler(
+    ctx: &Ctx,
+    method: Method,
+    route: Route,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let allow = route.allow();
     let head = method == Method::HEAD;
     match (method, route) {
-        (Method::GET, Route::Tags { .. }) => listing::tags(&ctx).await,
+        (Method::GET, Route::Tags { .. }) => listing::tags(ctx).await,
         (Method::GET | Method::HEAD, Route::Manifest { reference, .. }) => {
-            manifests::get(&ctx, &reference, head).await
+            manifests::get(ctx, &reference, head).await
         }
         (Method::PUT, Route::Manifest { reference, .. }) => {
-            manifests::put(&ctx, &reference, body).await
+            manifests::put(ctx, &reference, body).await
         }
         (Method::DELETE, Route::Manifest { reference, .. }) => {
-            manifests::delete(&ctx, &reference).await
+            manifests::delete(ctx, &reference).await
         }
         (Method::GET | Method::HEAD, Route::Blob { digest, .. }) => {
-            blobs::get(&ctx, &digest, head).await
+            blobs::get(ctx, &digest, head).await
         }
-        (Method::DELETE, Route::Blob { digest, .. }) => blobs::delete(&ctx, &digest).await,
-        (Method::POST, Route::Uploads { .. }) => uploads::start(&ctx, body).await,
-        (Method::GET, Route::Upload { id, .. }) => uploads::status(&ctx, &id).await,
-        (Method::PATCH, Route::Upload { id, .. }) => uploads::patch(&ctx, &id, body).await,
-        (Method::PUT, Route::Upload { id, .. }) => uploads::put(&ctx, &id, body).await,
-        (Method::DELETE, Route::Upload { id, .. }) => uploads::cancel(&ctx, &id).await,
-        (Method::GET, Route::Referrers { digest, .. }) => referrers::get(&ctx, &digest).await,
+        (Method::DELETE, Route::Blob { digest, .. }) => blobs::delete(ctx, &digest).await,
+        (Method::POST, Route::Uploads { .. }) => uploads::start(ctx, body).await,
+        (Method::GET, Route::Upload { id, .. }) => uploads::status(ctx, &id).await,
+        (Method::PATCH, Route::Upload { id, .. }) => uploads::patch(ctx, &id, body).await,
+        (Method::PUT, Route::Upload { id, .. }) => uploads::put(ctx, &id, body).await,
+        (Method::DELETE, Route::Upload { id, .. }) => uploads::cancel(ctx, &id).await,
+        (Method::GET, Route::Referrers { digest, .. }) => referrers::get(ctx, &digest).await,
         _ => Err(ApiError::MethodNotAllowed(allow)),
     }
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use berth_registry::Page;
 use http::{header, HeaderMap};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{set_header, ApiState, Ctx};
 
@@ -68,16 +69,60 @@ fn json_with_link(
     (headers, body).into_response()
 }
 
+/// How many repositories a filtered catalog looks at per storage page.
+const FILTER_PAGE: usize = 1000;
+
 pub async fn catalog(
     state: &ApiState,
     query: &HashMap<String, String>,
+    caller: &Caller,
 ) -> Result<Response, ApiError> {
     let (n, last) = page_params(query)?;
-    let page = state.registry.catalog(n, last).await?;
+    let page = if caller.is_unrestricted() {
+        state.registry.catalog(n, last).await?
+    } else {
+        filtered_catalog(state, n, last, caller).await?
+    };
     let body = CatalogBody {
         repositories: &page.items,
     };
     Ok(json_with_link(&body, &page, "/v2/_catalog", n))
+}
+
+/// A page of only the repositories `caller` may pull: storage pages are
+/// read until `n` such names (and one more, to know a next page exists)
+/// were found or the catalog ends.
+async fn filtered_catalog(
+    state: &ApiState,
+    n: Option<usize>,
+    last: Option<&str>,
+    caller: &Caller,
+) -> Result<Page, ApiError> {
+    let want = n.unwrap_or(usize::MAX);
+    let mut items = Vec::new();
+    let mut cursor = last.map(str::to_string);
+    let mut more = false;
+    loop {
+        let page = state
+            .registry
+            .catalog(Some(FILTER_PAGE), cursor.as_deref())
+            .await?;
+        for name in page.items {
+            if caller.may_pull(&name) {
+                if items.len() == want {
+                    more = true;
+                    break;
+                }
+                items.push(name);
+            }
+        }
+        if more || page.next_last.is_none() {
+            break;
+        }
+        cursor = page.next_last;
+    }
+    let next_last = if more { items.last().cloned() } else { None };
+    Ok(Page { items, next_last })
 }
 
 pub async fn tags(ctx: &Ctx) -> Result<Response, ApiError> {

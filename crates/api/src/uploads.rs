@@ -81,7 +81,8 @@ pub async fn start(ctx: &Ctx, body: Body) -> Result<Response, ApiError> {
             let may_pull = ctx
                 .state
                 .authorizer
-                .authorize(
+                .check(
+                    ctx.client,
                     &ctx.headers,
                     &Access {
                         repository: Some(&from),

@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the registry and pull-through cache.
     Serve(cmd::serve::ServeArgs),
+    /// API tokens for CI and nodes: create, list, revoke.
+    Token(cmd::token::TokenArgs),
     /// Write the mirror configuration for a container runtime.
     RuntimeConfig(cmd::runtime_config::RuntimeConfigArgs),
     /// Print a Kubernetes dockerconfigjson Secret for a registry.
@@ -56,6 +58,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Token(args) => cmd::token::run(args),
         Command::RuntimeConfig(args) => cmd::runtime_config::run(args),
         Command::Secret(args) => cmd::secret::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),

@@ -7,6 +7,7 @@ pub mod runtime_config;
 pub mod scrub;
 pub mod secret;
 pub mod serve;
+pub mod token;
 // Image tool (issue 5).
 pub mod bundle;
 pub mod cache;

@@ -110,6 +110,10 @@ struct FileConfig {
     /// `[[retention]]` rules, first match per repository.
     #[serde(default)]
     retention: Vec<FileRetention>,
+    /// Access control: with this table, what no `[[policy]]` allows is denied.
+    auth: Option<FileAuth>,
+    #[serde(default)]
+    policy: Vec<berth_auth::RuleConfig>,
 }
 
 /// `[[retention]]` in the configuration file.
@@ -123,6 +127,78 @@ struct FileRetention {
     pulled_within: Option<String>,
     #[serde(default)]
     delete_untagged: bool,
+}
+
+/// `[auth]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    /// bcrypt entries, as `htpasswd -B` writes them.
+    htpasswd: Option<PathBuf>,
+    /// Lifetime of bearer tokens from `/token` [default: 5m, at least 60s].
+    token_ttl: Option<String>,
+    #[serde(default)]
+    groups: HashMap<String, Vec<String>>,
+    /// The token endpoint's URL as clients reach it [default: from each
+    /// request's Host and X-Forwarded-Proto, path `/token`].
+    realm: Option<String>,
+    /// The service name in challenges and tokens [default: berth].
+    service: Option<String>,
+    /// Failed logins per client address per minute before 429 [default: 10].
+    max_login_failures: Option<u32>,
+}
+
+fn auth_config(file: &mut FileConfig) -> anyhow::Result<Option<berth_auth::AuthConfig>> {
+    let policy = std::mem::take(&mut file.policy);
+    let Some(mut a) = file.auth.take() else {
+        anyhow::ensure!(
+            policy.is_empty(),
+            "[[policy]] rules need an [auth] table (without one, access control is off)"
+        );
+        return Ok(None);
+    };
+    // `BERTH_AUTH_<KEY>` overrides a scalar key of the table (the table
+    // itself is what turns access control on).
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    if let Some(v) = env("BERTH_AUTH_HTPASSWD") {
+        a.htpasswd = Some(v.into());
+    }
+    if let Some(v) = env("BERTH_AUTH_TOKEN_TTL") {
+        a.token_ttl = Some(v);
+    }
+    if let Some(v) = env("BERTH_AUTH_REALM") {
+        a.realm = Some(v);
+    }
+    if let Some(v) = env("BERTH_AUTH_SERVICE") {
+        a.service = Some(v);
+    }
+    if let Some(v) = env("BERTH_AUTH_MAX_LOGIN_FAILURES") {
+        a.max_login_failures = Some(
+            v.parse()
+                .with_context(|| format!("BERTH_AUTH_MAX_LOGIN_FAILURES={v:?}: a number"))?,
+        );
+    }
+    let token_ttl = match &a.token_ttl {
+        Some(s) => duration("auth.token_ttl", s)?,
+        None => berth_auth::DEFAULT_TOKEN_TTL,
+    };
+    anyhow::ensure!(
+        token_ttl >= berth_auth::MIN_TOKEN_TTL,
+        "auth.token_ttl: {} is shorter than the minimum of {} s",
+        a.token_ttl.as_deref().unwrap_or_default(),
+        berth_auth::MIN_TOKEN_TTL.as_secs()
+    );
+    Ok(Some(berth_auth::AuthConfig {
+        htpasswd: a.htpasswd,
+        token_ttl,
+        groups: a.groups,
+        rules: policy,
+        realm: a.realm,
+        service: a.service.unwrap_or_else(|| "berth".into()),
+        max_login_failures: a
+            .max_login_failures
+            .unwrap_or(berth_auth::DEFAULT_MAX_LOGIN_FAILURES),
+    }))
 }
 
 /// `[upstreams."HOST"]` in the configuration file.
@@ -162,6 +238,7 @@ struct Settings {
     default_upstream: Option<String>,
     cache: CacheConfig,
     lifecycle: LifecycleConfig,
+    auth: Option<berth_auth::AuthConfig>,
 }
 
 /// The lifecycle jobs' settings: flags (and `BERTH_*`) over the file.
@@ -344,8 +421,10 @@ impl Settings {
         };
         let cache = cache_config(&mut file, &args)?;
         let lifecycle = lifecycle_config(&file, &args)?;
+        let auth = auth_config(&mut file)?;
         Ok(Settings {
             lifecycle,
+            auth,
             default_upstream: args
                 .default_upstream
                 .clone()
@@ -419,10 +498,22 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _admin = serve_admin(&settings.root, lifecycle.clone()).await?;
     let root = settings.root.clone();
     let cache = Cache::new(registry.clone(), settings.cache);
-    let app = router(
-        ApiState::with_cache(registry, cache, settings.default_upstream)
-            .with_lifecycle_metrics(&lifecycle),
-    );
+    let mut state = ApiState::with_cache(registry, cache, settings.default_upstream)
+        .with_lifecycle_metrics(&lifecycle);
+    if let Some(auth) = settings.auth {
+        let auth =
+            berth_auth::Auth::open(auth, &settings.root).context("access control ([auth])")?;
+        if !settings.listen.ip().is_loopback() {
+            tracing::warn!(
+                address = %settings.listen,
+                "access control is on but berth speaks plain HTTP on a non-loopback address: \
+                 passwords and tokens cross the network readable; use TLS in front of it or listen on loopback"
+            );
+        }
+        tracing::info!(service = auth.service(), "access control is on");
+        state = state.with_auth(Arc::new(auth));
+    }
+    let app = router(state);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -430,7 +521,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(address = %local, root = %settings.root.display(), "berth is serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    // Connect info gives handlers the client's address (rate limits, audit).
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stop| *stop).await;
     });
