@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use berth_reference::{is_registry_host, normalise_registry};
+use berth_reference::{is_registry_host, normalise_registry, RepositoryPattern};
 use serde::Deserialize;
 
 use crate::AuthError;
@@ -79,98 +79,40 @@ impl Actions {
     }
 }
 
-/// A repository glob: `*` within a component, `**` across components.
+/// A repository glob: `*` within a component, `**` across components (the
+/// matching itself is `berth_reference::RepositoryPattern`'s).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoGlob {
-    text: String,
-    parts: Vec<String>,
+    pattern: RepositoryPattern,
 }
 
 impl RepoGlob {
     pub fn parse(text: &str) -> Result<RepoGlob, AuthError> {
         let t = text.trim();
-        if t.is_empty() || t.starts_with('/') || t.ends_with('/') || t.contains("//") {
+        if t.starts_with('/') || t.ends_with('/') {
             return Err(AuthError::Config(format!(
                 "repository glob {text:?}: components separated by single '/', none empty"
             )));
         }
-        let mut parts: Vec<String> = t.split('/').map(str::to_string).collect();
-        // A registry host written literally is spelled as repositories spell
-        // it (`index.docker.io` is `docker.io`).
-        if let Some(first) = parts.first_mut() {
-            if !first.contains('*') && is_registry_host(first) && t.contains('/') {
-                *first = normalise_registry(first);
-            }
-        }
-        if parts.iter().any(|p| p.contains("**") && p != "**") {
-            return Err(AuthError::Config(format!(
-                "repository glob {text:?}: `**` must be a whole component"
-            )));
-        }
-        Ok(RepoGlob {
-            text: t.to_string(),
-            parts,
-        })
+        let pattern = t
+            .parse::<RepositoryPattern>()
+            .map_err(|e| AuthError::Config(e.to_string()))?;
+        Ok(RepoGlob { pattern })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.text
+        self.pattern.as_str()
     }
 
     pub fn matches(&self, repo: &str) -> bool {
-        let comps: Vec<&str> = repo.split('/').collect();
-        match_parts(&self.parts, &comps)
+        self.pattern.matches_name(repo)
     }
 
     /// The registry host this glob names literally as its first component
     /// (normalised: `index.docker.io` is `docker.io`), if any.
     pub fn literal_host(&self) -> Option<String> {
-        let first = self.parts.first()?;
-        (!first.contains('*') && is_registry_host(first)).then(|| normalise_registry(first))
+        self.pattern.literal_host().map(str::to_string)
     }
-}
-
-fn match_parts(glob: &[String], comps: &[&str]) -> bool {
-    match glob.split_first() {
-        None => comps.is_empty(),
-        Some((g, rest)) if g == "**" => {
-            (0..=comps.len()).any(|skip| match_parts(rest, &comps[skip..]))
-        }
-        Some((g, rest)) => match comps.split_first() {
-            Some((c, crest)) => {
-                component_match(g.as_bytes(), c.as_bytes()) && match_parts(rest, crest)
-            }
-            None => false,
-        },
-    }
-}
-
-/// `*` matches any run of characters inside one component.
-fn component_match(p: &[u8], s: &[u8]) -> bool {
-    // Iterative wildcard matching with one backtrack point: linear enough for
-    // names of at most 255 bytes and globs from a config file.
-    let (mut pi, mut si) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while si < s.len() {
-        if pi < p.len() && p[pi] != b'*' && p[pi] == s[si] {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            pi += 1;
-            mark = si;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 /// Who a rule is for.

@@ -7,7 +7,7 @@
 //!   matches `team/app` only, `docker.io/**` every Docker Hub mirror.
 //! - [`glob_match`]: `*` (any run) and `?` (one character) within a tag.
 
-use crate::RepositoryName;
+use crate::{is_registry_host, normalise_registry, RepositoryName};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid repository pattern {pattern:?}: {reason}")]
@@ -29,10 +29,20 @@ impl std::str::FromStr for RepositoryPattern {
             pattern: s.to_string(),
             reason,
         };
+        let s = s.trim();
         if s.is_empty() {
             return Err(fail("empty"));
         }
-        let components: Vec<String> = s.split('/').map(str::to_string).collect();
+        let mut components: Vec<String> = s.split('/').map(str::to_string).collect();
+        // A registry host written literally is spelled as mirrored
+        // repositories spell it (`index.docker.io/**` is `docker.io/**`).
+        if components.len() > 1 {
+            if let Some(first) = components.first_mut() {
+                if !first.contains(['*', '?']) && is_registry_host(first) {
+                    *first = normalise_registry(first);
+                }
+            }
+        }
         for c in &components {
             if c.is_empty() {
                 return Err(fail("empty path component"));
@@ -56,9 +66,28 @@ impl std::fmt::Display for RepositoryPattern {
 
 impl RepositoryPattern {
     pub fn matches(&self, repo: &RepositoryName) -> bool {
-        let names: Vec<&str> = repo.as_str().split('/').collect();
+        self.matches_name(repo.as_str())
+    }
+
+    /// [`RepositoryPattern::matches`] for a name not parsed yet.
+    pub fn matches_name(&self, repo: &str) -> bool {
+        let names: Vec<&str> = repo.split('/').collect();
         let pats: Vec<&str> = self.components.iter().map(String::as_str).collect();
         components_match(&pats, &names)
+    }
+
+    /// The pattern as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The registry host the pattern names literally as its first
+    /// component (normalised), if it does: `docker.io/**` names Docker
+    /// Hub's mirror, `**` and `*.io/**` name no host.
+    pub fn literal_host(&self) -> Option<&str> {
+        let first = self.components.first()?;
+        (self.components.len() > 1 && !first.contains(['*', '?']) && is_registry_host(first))
+            .then_some(first.as_str())
     }
 }
 
@@ -119,6 +148,20 @@ mod tests {
         assert!(m("team/app-*", "team/app-web"));
         assert!(!m("team/app-*", "team/app-web/x"));
         assert!(m("**", "anything/at/all"));
+        assert!(m("index.docker.io/**", "docker.io/library/alpine"));
+        let p: RepositoryPattern = "docker.io/library/*".parse().unwrap();
+        assert_eq!(p.literal_host(), Some("docker.io"));
+        assert_eq!(
+            "**".parse::<RepositoryPattern>().unwrap().literal_host(),
+            None
+        );
+        assert_eq!(
+            "*.io/**"
+                .parse::<RepositoryPattern>()
+                .unwrap()
+                .literal_host(),
+            None
+        );
         for bad in ["", "team//x", "team/a**"] {
             assert!(bad.parse::<RepositoryPattern>().is_err(), "{bad}");
         }
