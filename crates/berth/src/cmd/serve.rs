@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_api::{router, ApiState};
-use berth_cache::{Cache, CacheConfig, TtlPolicy, UpstreamSettings};
+use berth_cache::{Cache, CacheConfig, TtlPolicy, UpstreamAllowList, UpstreamSettings};
 use berth_reference::normalise_registry;
 use berth_registry::Registry;
 use berth_storage::fs::FsStorage;
@@ -44,6 +44,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     upstreams: Vec<String>,
+    /// Also contact upstream hosts matching this glob (`*` within one DNS
+    /// label, `**` across labels), e.g. `*.corp.example` (repeatable). Any
+    /// other host in a repository name or `?ns=` is NAME_UNKNOWN.
+    #[arg(
+        long = "allow-upstream",
+        env = "BERTH_ALLOW_UPSTREAMS",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    allow_upstreams: Vec<String>,
     /// Upstream for names that carry no registry host and are not local
     /// repositories (for Docker's `registry-mirrors`), e.g. `docker.io`.
     #[arg(long, env = "BERTH_DEFAULT_UPSTREAM", value_name = "HOST")]
@@ -76,6 +86,12 @@ struct FileConfig {
     tag_ttl: Option<String>,
     #[serde(default)]
     upstreams: HashMap<String, FileUpstream>,
+    /// Replaces the built-in list of public registries contacted without
+    /// configuration (`[]`: only configured and allowed upstreams).
+    known_upstreams: Option<Vec<String>>,
+    /// Host globs that may be contacted besides known and configured upstreams.
+    #[serde(default)]
+    allow_upstreams: Vec<String>,
 }
 
 /// `[upstreams."HOST"]` in the configuration file.
@@ -187,10 +203,13 @@ fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<Cache
             },
         );
     }
+    let mut allowed = std::mem::take(&mut file.allow_upstreams);
+    allowed.extend(args.allow_upstreams.iter().cloned());
     Ok(CacheConfig {
         upstreams,
         default_ttl,
         offline: args.offline || file.offline.unwrap_or(false),
+        allow: UpstreamAllowList::new(file.known_upstreams.as_deref(), &allowed),
     })
 }
 
