@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod listen;
+mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the registry and pull-through cache.
     Serve(cmd::serve::ServeArgs),
+    /// The --tls-auto private CA: `berth ca export` prints its certificate.
+    Ca(cmd::ca::CaArgs),
     /// Write the mirror configuration for a container runtime.
     RuntimeConfig(cmd::runtime_config::RuntimeConfigArgs),
     /// Print a Kubernetes dockerconfigjson Secret for a registry.
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Ca(args) => cmd::ca::run(args),
         Command::RuntimeConfig(args) => cmd::runtime_config::run(args),
         Command::Secret(args) => cmd::secret::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod ca;
 pub mod doctor;
 pub mod runtime_config;
 pub mod secret;

@@ -65,6 +65,34 @@ pub struct ServeArgs {
     /// (e.g. `90s`, `5m`, `2h`) [default: 5m]
     #[arg(long, env = "BERTH_TAG_TTL", value_name = "DURATION")]
     tag_ttl: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (re-read when it changes).
+    #[arg(
+        long,
+        env = "BERTH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "BERTH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate from a private CA kept under ROOT/tls/
+    /// (`berth ca export` prints the CA).
+    #[arg(long, env = "BERTH_TLS_AUTO", conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_auto: bool,
+    /// Extra names or addresses for the --tls-auto certificate (repeatable).
+    #[arg(
+        long = "tls-san",
+        env = "BERTH_TLS_SAN",
+        value_name = "NAME|IP",
+        value_delimiter = ','
+    )]
+    tls_sans: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -92,6 +120,19 @@ struct FileConfig {
     /// Host globs that may be contacted besides known and configured upstreams.
     #[serde(default)]
     allow_upstreams: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_auto: Option<bool>,
+    #[serde(default)]
+    tls_san: Vec<String>,
+}
+
+/// How the server speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TlsMode {
+    Plain,
+    Files { cert: PathBuf, key: PathBuf },
+    Auto { sans: Vec<String> },
 }
 
 /// `[upstreams."HOST"]` in the configuration file.
@@ -130,6 +171,7 @@ struct Settings {
     log_format: LogFormat,
     default_upstream: Option<String>,
     cache: CacheConfig,
+    tls: TlsMode,
 }
 
 fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -213,6 +255,35 @@ fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<Cache
     })
 }
 
+fn tls_mode(file: &FileConfig, args: &ServeArgs) -> anyhow::Result<TlsMode> {
+    let from_flags = args.tls_cert.is_some() || args.tls_auto;
+    let (cert, key, auto) = if from_flags {
+        (args.tls_cert.clone(), args.tls_key.clone(), args.tls_auto)
+    } else {
+        (
+            file.tls_cert.clone(),
+            file.tls_key.clone(),
+            file.tls_auto.unwrap_or(false),
+        )
+    };
+    let mut sans = file.tls_san.clone();
+    sans.extend(args.tls_sans.iter().cloned());
+    match (cert, key, auto) {
+        (None, None, false) => {
+            if !sans.is_empty() {
+                anyhow::bail!("--tls-san is for --tls-auto");
+            }
+            Ok(TlsMode::Plain)
+        }
+        (None, None, true) => Ok(TlsMode::Auto { sans }),
+        (Some(cert), Some(key), false) => Ok(TlsMode::Files { cert, key }),
+        (Some(_), Some(_), true) => {
+            anyhow::bail!("give --tls-cert/--tls-key or --tls-auto, not both")
+        }
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    }
+}
+
 impl Settings {
     fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         let mut file = match &args.config {
@@ -225,7 +296,9 @@ impl Settings {
             None => FileConfig::default(),
         };
         let cache = cache_config(&mut file, &args)?;
+        let tls = tls_mode(&file, &args)?;
         Ok(Settings {
+            tls,
             default_upstream: args
                 .default_upstream
                 .clone()
@@ -287,26 +360,31 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         cache,
         settings.default_upstream,
     ));
+    let tls = tls_config(&settings.tls, &settings.root, settings.listen)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(address = %local, root = %settings.root.display(), "berth is serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %local, %scheme, root = %settings.root.display(), "berth is serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let stop = async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stop| *stop).await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    };
+    let server = tokio::spawn(crate::listen::serve(
+        listener,
+        app,
+        tls,
+        stop,
+        SHUTDOWN_GRACE,
+    ));
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(joined) => joined.context("server task")?.context("serving")?,
-        Err(_) => {
-            tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting")
-        }
+    if !server.await.context("server task")? {
+        tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting")
     }
     // Chunks already answered must reach the disk. A request still running
     // past the grace period holds its session, so this wait is bounded too.
@@ -317,6 +395,54 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("uploads' last writes still pending after {SHUTDOWN_GRACE:?}; exiting");
     }
     Ok(())
+}
+
+/// How often `--tls-auto` looks whether its server certificate is due.
+const RENEW_CHECK: Duration = Duration::from_secs(24 * 3600);
+
+/// The TLS server configuration, if any. For `--tls-auto`, the CA and a
+/// current server certificate are made now, and a daily task renews it.
+fn tls_config(
+    mode: &TlsMode,
+    root: &std::path::Path,
+    listen: SocketAddr,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let (cert, key) = match mode {
+        TlsMode::Plain => return Ok(None),
+        TlsMode::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsMode::Auto { sans } => {
+            let sans = crate::tls::auto::default_sans(Some(listen.ip()), sans);
+            let (paths, _) = crate::tls::auto::ensure(root, &sans)
+                .context("preparing the --tls-auto certificates")?;
+            let root = root.to_path_buf();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RENEW_CHECK);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let (root, sans) = (root.clone(), sans.clone());
+                    match tokio::task::spawn_blocking(move || {
+                        crate::tls::auto::ensure(&root, &sans)
+                    })
+                    .await
+                    {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "renewing the --tls-auto certificate failed")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "renewing the --tls-auto certificate failed")
+                        }
+                    }
+                }
+            });
+            (paths.server_cert, paths.server_key)
+        }
+    };
+    let resolver =
+        crate::tls::ReloadingCert::open(&cert, &key).context("loading the TLS certificate")?;
+    let config = crate::tls::server_config(Arc::new(resolver))?;
+    Ok(Some(Arc::new(config)))
 }
 
 async fn shutdown_signal() {
