@@ -81,15 +81,18 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
     Ok(certified)
 }
 
-/// The files' identity for change detection: modification time and size.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// A file's identity for change detection: modification time and size.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
 
 struct Current {
     key: Arc<CertifiedKey>,
-    stamps: (Option<(SystemTime, u64)>, Option<(SystemTime, u64)>),
+    /// Of the certificate and the key files.
+    stamps: (Stamp, Stamp),
     checked: Instant,
 }
 
