@@ -333,16 +333,21 @@ fn redirects_to_private_addresses_are_refused() {
     let digest = push_blob(&origin, "team/app", &blob);
     let trap = Counting::start("127.0.0.2", Answer::Http("{}"));
     let t = trap.port();
+    // A name (not an address) that resolves to loopback: refused on what
+    // it resolves to.
+    let named = Counting::start("127.0.0.1", Answer::Http("{}"));
+    let n = named.port();
     let o = origin.port;
     let nginx = Nginx::start(&format!(
         "    location = /nginx-ready {{ return 200 'ok'; }}\n\
          location ~ ^/v2/plain/ {{ return 307 http://127.0.0.2:{t}$request_uri; }}\n\
          location ~ ^/v2/tls/ {{ return 307 https://127.0.0.2:{t}$request_uri; }}\n\
+         location ~ ^/v2/name/ {{ return 307 https://localhost:{n}$request_uri; }}\n\
          location ~ ^/v2/own/(.*)$ {{ return 307 http://127.0.0.1:{o}/v2/team/$1; }}\n\
          location / {{ return 404; }}\n"
     ));
     let berth = Server::start_with(&[format!("--upstream=up.test={}", nginx.url())]);
-    for prefix in ["plain", "tls"] {
+    for prefix in ["plain", "tls", "name"] {
         let r = curl(
             "GET",
             &format!("{}/v2/up.test/{prefix}/app/blobs/{digest}", berth.url()),
@@ -351,6 +356,11 @@ fn redirects_to_private_addresses_are_refused() {
         assert_eq!(r.status, 502, "{prefix}: {}", r.describe());
     }
     assert_eq!(trap.count(), 0, "berth followed a redirect to 127.0.0.2");
+    assert_eq!(
+        named.count(),
+        0,
+        "berth followed a redirect to a name resolving to loopback"
+    );
     assert!(
         berth.log().contains("refused an upstream redirect"),
         "{}",

@@ -296,7 +296,11 @@ impl Settings {
             None => FileConfig::default(),
         };
         // The default upstream is one the operator named: it may be contacted.
-        if let Some(h) = args.default_upstream.as_ref().or(file.default_upstream.as_ref()) {
+        if let Some(h) = args
+            .default_upstream
+            .as_ref()
+            .or(file.default_upstream.as_ref())
+        {
             file.allow_upstreams.push(normalise_registry(h));
         }
         let cache = cache_config(&mut file, &args)?;
