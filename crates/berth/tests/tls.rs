@@ -565,3 +565,126 @@ fn without_tls_flags_berth_speaks_plain_http() {
         out.describe()
     );
 }
+
+/// `berth runtime-config --tls-auto-root ROOT` installs the server's CA
+/// where each runtime reads it, and the real consumers then trust berth:
+/// containerd (`ctr content fetch --hosts-dir` with the generated
+/// hosts.toml naming `berth-ca.crt` beside it), skopeo with the generated
+/// registries.conf drop-in and `certs.d/<mirror>/ca.crt`; k3s's
+/// `configs.<mirror>.tls.ca_file` and Docker's certs.d are checked as files.
+#[test]
+fn runtime_config_installs_the_tls_auto_ca() {
+    let dir = tempfile::tempdir().expect("temp");
+    let root = dir.path().join("root");
+    let server = TlsServer::start(&root, &["--tls-auto".into()]);
+    let ca = std::fs::read_to_string(root.join("tls/ca.crt")).expect("CA");
+    let mirror = format!("https://{}", server.host());
+    // Preload an image under the registry name the nodes will pull.
+    let scratch = tempfile::tempdir().expect("scratch");
+    let trust = cert_dir(scratch.path(), &root.join("tls/ca.crt"));
+    let layout = Layout::init(&scratch.path().join("layout"));
+    layout.build("v1", 1, 9, "amd64");
+    let (digest, _) = layout.manifest("v1");
+    run(skopeo(scratch.path())
+        .args(["copy", "--dest-cert-dir"])
+        .arg(&trust)
+        .arg(layout.oci_ref("v1"))
+        .arg(format!("docker://{}/reg.test/team/app:v1", server.host())));
+    let rc = |target: &str, extra: &[String]| {
+        run(Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "runtime-config",
+                target,
+                "--mirror",
+                &mirror,
+                "--registries",
+                "reg.test",
+                "--tls-auto-root",
+            ])
+            .arg(&root)
+            .args(extra));
+    };
+
+    // containerd
+    let hosts = dir.path().join("certs.d-containerd");
+    rc("containerd", &[format!("--dest={}", hosts.display())]);
+    let installed = hosts.join("reg.test").join("berth-ca.crt");
+    assert_eq!(
+        std::fs::read_to_string(&installed).expect("installed CA"),
+        ca
+    );
+    let toml_text = std::fs::read_to_string(hosts.join("reg.test/hosts.toml")).expect("hosts.toml");
+    assert!(
+        toml_text.contains(&installed.display().to_string()),
+        "{toml_text}"
+    );
+    let containerd = Containerd::start();
+    run(containerd
+        .ctr()
+        .args([
+            "content",
+            "fetch",
+            "--platform",
+            "linux/amd64",
+            "--hosts-dir",
+        ])
+        .arg(&hosts)
+        .arg("reg.test/team/app:v1"));
+    let listed = run(containerd.ctr().args(["content", "ls", "-q"])).stdout_str();
+    assert!(
+        listed.contains(&digest),
+        "{digest} not in containerd:\n{listed}"
+    );
+
+    // Podman/skopeo: the drop-in plus certs.d/<mirror>/ca.crt.
+    let conf = dir.path().join("registries.conf.d/90-berth-mirror.conf");
+    let certs = dir.path().join("containers-certs.d");
+    rc(
+        "podman",
+        &[
+            format!("--dest={}", conf.display()),
+            format!("--certs-dir={}", certs.display()),
+        ],
+    );
+    let mirror_certs = certs.join(server.host());
+    assert_eq!(
+        std::fs::read_to_string(mirror_certs.join("ca.crt")).expect("certs.d CA"),
+        ca
+    );
+    let out = scratch.path().join("out");
+    run(skopeo(scratch.path())
+        .arg("--registries-conf")
+        .arg(&conf)
+        .args(["copy", "--src-cert-dir"])
+        .arg(&mirror_certs)
+        .arg("docker://reg.test/team/app:v1")
+        .arg(format!("oci:{}:v1", out.display())));
+    assert_eq!(Layout { dir: out }.manifest("v1").0, digest);
+
+    // k3s and Docker.
+    let k3s = dir.path().join("k3s/registries.yaml");
+    rc("k3s", &[format!("--dest={}", k3s.display())]);
+    let k3s_ca = dir.path().join("k3s/berth-ca.crt");
+    assert_eq!(std::fs::read_to_string(&k3s_ca).expect("k3s CA"), ca);
+    let yaml: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&k3s).expect("yaml")).expect("parse yaml");
+    assert_eq!(
+        yaml["configs"][server.host()]["tls"]["ca_file"],
+        serde_json::Value::String(k3s_ca.display().to_string()),
+        "{yaml}"
+    );
+    let docker_certs = dir.path().join("docker-certs.d");
+    rc(
+        "docker",
+        &[
+            format!("--dest={}", dir.path().join("daemon.json").display()),
+            format!("--certs-dir={}", docker_certs.display()),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(docker_certs.join(server.host()).join("ca.crt"))
+            .expect("docker CA"),
+        ca
+    );
+    drop(server);
+}
