@@ -100,3 +100,124 @@ pub async fn serve(
         .await
         .is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+    use std::net::SocketAddr;
+
+    /// A router that answers with the client address it was given, and a
+    /// slow route for the shutdown check.
+    fn echo() -> Router {
+        Router::new()
+            .route(
+                "/who",
+                axum::routing::get(|ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
+                    addr.to_string()
+                }),
+            )
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    "done"
+                }),
+            )
+    }
+
+    async fn get<S>(io: S, path: &str) -> (u16, String)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn tls_pair(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
+        let (paths, _) = crate::tls::auto::ensure(dir, &["localhost".to_string()]).unwrap();
+        let cert = crate::tls::ReloadingCert::open(&paths.server_cert, &paths.server_key).unwrap();
+        let server = crate::tls::server_config(Arc::new(cert)).unwrap();
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_file(&paths.ca_cert).unwrap())
+            .unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        (
+            Arc::new(server),
+            tokio_rustls::TlsConnector::from(Arc::new(client)),
+        )
+    }
+
+    #[tokio::test]
+    async fn connect_info_on_plain_and_tls_and_graceful_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server_tls, connector) = tls_pair(dir.path());
+        for tls in [None, Some(server_tls)] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let is_tls = tls.is_some();
+            let server = tokio::spawn(serve(
+                listener,
+                echo(),
+                tls,
+                async {
+                    let _ = stop_rx.await;
+                },
+                Duration::from_secs(5),
+            ));
+            let connect = || async {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let local = tcp.local_addr().unwrap();
+                (tcp, local)
+            };
+            let (tcp, local) = connect().await;
+            let (status, body) = if is_tls {
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                get(connector.connect(name, tcp).await.unwrap(), "/who").await
+            } else {
+                get(tcp, "/who").await
+            };
+            assert_eq!((status, body), (200, local.to_string()), "tls: {is_tls}");
+
+            // A request in flight when the stop comes is answered.
+            let (tcp, _) = connect().await;
+            let slow = if is_tls {
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                let io = connector.connect(name, tcp).await.unwrap();
+                tokio::spawn(async move { get(io, "/slow").await })
+            } else {
+                tokio::spawn(async move { get(tcp, "/slow").await })
+            };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop_tx.send(()).unwrap();
+            assert_eq!(slow.await.unwrap(), (200, "done".to_string()));
+            assert!(
+                server.await.unwrap(),
+                "connections left after the grace period"
+            );
+            assert!(
+                tokio::net::TcpStream::connect(addr).await.is_err(),
+                "still listening"
+            );
+        }
+    }
+}

@@ -150,7 +150,12 @@ impl Meta {
                 Some(("not_before", v)) => not_before = v.trim().parse().ok(),
                 Some(("not_after", v)) => not_after = v.trim().parse().ok(),
                 Some(("sans", v)) => {
-                    sans = Some(v.split(',').map(str::to_string).collect::<Vec<_>>())
+                    sans = Some(
+                        v.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect::<Vec<_>>(),
+                    )
                 }
                 _ => {}
             }
