@@ -198,9 +198,26 @@ fn hosts_outside_the_list_are_never_contacted() {
             "{what}: names the host: {body}"
         );
     }
+    assert_eq!(catalog(&berth), Vec::<String>::new());
+    // What is pushed under such a name (an air-gap preload) is served from
+    // berth alone; what it lacks gets the spec's code.
+    let preload = format!("127.0.0.1:{}/team/app", open.port());
+    let blob = pseudo_random(2048, 3);
+    let d = push_blob(&berth, &preload, &blob);
+    let r = curl("GET", &format!("{}/v2/{preload}/blobs/{d}", berth.url())).send();
+    r.expect_status(200);
+    assert_eq!(r.body, blob);
+    curl("GET", &format!("{}/v2/{preload}/manifests/v9", berth.url()))
+        .send()
+        .expect_error(404, "MANIFEST_UNKNOWN");
+    curl(
+        "GET",
+        &format!("{}/v2/{preload}/blobs/{}", berth.url(), sha256(b"absent")),
+    )
+    .send()
+    .expect_error(404, "BLOB_UNKNOWN");
     assert_eq!(open.count(), 0, "berth connected to the open port");
     assert_eq!(silent.count(), 0, "berth connected to the silent port");
-    assert_eq!(catalog(&berth), Vec::<String>::new());
 
     // Allowed: now berth does connect, and the client still learns nothing
     // of the port's state.

@@ -94,7 +94,10 @@ impl Cache {
         match inner.reach(&host) {
             Reach::Online => {}
             Reach::Offline => return Err(unknown()),
-            Reach::Refused => return Err(RegistryError::UpstreamNotAllowed),
+            Reach::Refused if inner.refused_and_unknown(repo).await? => {
+                return Err(RegistryError::UpstreamNotAllowed)
+            }
+            Reach::Refused => return Err(unknown()),
         }
         let fill = self.join_or_start(host, remote, repo.clone(), digest.clone());
         let mut progress = fill.progress.clone();
@@ -178,7 +181,10 @@ impl Cache {
         match inner.reach(&host) {
             Reach::Online => {}
             Reach::Offline => return Err(unknown()),
-            Reach::Refused => return Err(RegistryError::UpstreamNotAllowed),
+            Reach::Refused if inner.refused_and_unknown(repo).await? => {
+                return Err(RegistryError::UpstreamNotAllowed)
+            }
+            Reach::Refused => return Err(unknown()),
         }
         let Ok(client) = inner.client(&host) else {
             return Err(unknown());

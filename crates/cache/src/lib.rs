@@ -189,6 +189,17 @@ impl Inner {
         }
     }
 
+    /// For a repository of a host that may not be contacted: true when it
+    /// holds nothing at all (NAME_UNKNOWN, one text whatever the host),
+    /// false when content was pushed there (then the spec's
+    /// MANIFEST_UNKNOWN/BLOB_UNKNOWN for what it lacks).
+    pub(crate) async fn refused_and_unknown(
+        &self,
+        repo: &RepositoryName,
+    ) -> Result<bool, RegistryError> {
+        Ok(!self.registry.repository_exists(repo).await?)
+    }
+
     fn client(&self, host: &str) -> Result<UpstreamClient, Failure> {
         // Nothing may build a client for a host outside the list, whatever
         // path a request took to get here.

@@ -37,9 +37,13 @@ impl Cache {
             Err(e) => return Err(e),
         };
         let reach = inner.reach(&host);
-        let unknown = || match reach {
-            Reach::Refused => RegistryError::UpstreamNotAllowed,
-            _ => RegistryError::ManifestUnknown(reference.to_string()),
+        let refused = reach == Reach::Refused && inner.refused_and_unknown(repo).await?;
+        let unknown = || {
+            if refused {
+                RegistryError::UpstreamNotAllowed
+            } else {
+                RegistryError::ManifestUnknown(reference.to_string())
+            }
         };
         match reference {
             ManifestRef::Digest(digest) => {
