@@ -52,7 +52,8 @@ impl ApiError {
                     RegistryError::BlobUnknown(_)
                     | RegistryError::BlobUploadUnknown
                     | RegistryError::ManifestUnknown(_)
-                    | RegistryError::NameUnknown(_) => StatusCode::NOT_FOUND,
+                    | RegistryError::NameUnknown(_)
+                    | RegistryError::UpstreamNotAllowed => StatusCode::NOT_FOUND,
                     RegistryError::RangeInvalid { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
                     RegistryError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
                     RegistryError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod listen;
+mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,8 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// API tokens for CI and nodes: create, list, revoke.
     Token(cmd::token::TokenArgs),
+    /// The --tls-auto private CA: `berth ca export` prints its certificate.
+    Ca(cmd::ca::CaArgs),
     /// Write the mirror configuration for a container runtime.
     RuntimeConfig(cmd::runtime_config::RuntimeConfigArgs),
     /// Print a Kubernetes dockerconfigjson Secret for a registry.
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Token(args) => cmd::token::run(args),
+        Command::Ca(args) => cmd::ca::run(args),
         Command::RuntimeConfig(args) => cmd::runtime_config::run(args),
         Command::Secret(args) => cmd::secret::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),

@@ -1,4 +1,12 @@
-//! Blob fills: one download per missing blob, shared by every client.
+//! Blob fills: one download per missing blob and repository, shared by
+//! every client of that repository.
+//!
+//! Fills are keyed by repository as well as digest: a client asking for a
+//! digest through another repository must not receive bytes that only the
+//! first repository's upstream vouched for. When the bytes are already
+//! stored (fetched or pushed for another repository), the fill is a HEAD
+//! that asks this repository's upstream whether it has the blob, and links
+//! the stored copy only on a yes.
 //!
 //! The first request for a missing blob starts a task that downloads it into
 //! an upload area, hashing as it goes and flushing every [`FLUSH_EVERY`]
@@ -20,7 +28,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::{lock, Cache, Failure, Inner};
+use crate::{lock, Cache, Failure, Inner, Reach};
 
 /// How much is downloaded between two points where followers may catch up.
 const FLUSH_EVERY: u64 = 256 * 1024;
@@ -72,7 +80,7 @@ impl BlobLocation {
 
 impl Cache {
     /// Find a blob of a mirrored repository, starting (or joining) its
-    /// download when the cache does not hold it.
+    /// download when the repository does not hold it.
     pub async fn blob_locate(
         &self,
         repo: &RepositoryName,
@@ -87,8 +95,13 @@ impl Cache {
         let Some((host, remote)) = Cache::upstream_of(repo) else {
             return Err(unknown());
         };
-        if inner.config.offline {
-            return Err(unknown());
+        match inner.reach(&host) {
+            Reach::Online => {}
+            Reach::Offline => return Err(unknown()),
+            Reach::Refused if inner.refused_and_unknown(repo).await? => {
+                return Err(RegistryError::UpstreamNotAllowed)
+            }
+            Reach::Refused => return Err(unknown()),
         }
         let fill = self.join_or_start(host, remote, repo.clone(), digest.clone());
         let mut progress = fill.progress.clone();
@@ -102,13 +115,9 @@ impl Cache {
                 fill: Arc::new(FillHandle(fill)),
                 size,
             }),
-            // Finished before we looked: the download linked the repository
-            // it was started for, which need not be ours (a base layer
-            // shared by two images pulled at once).
-            Progress::Done { size } => {
-                inner.registry.link_cached_blob(repo, digest).await?;
-                Ok(BlobLocation::Local { size })
-            }
+            // Finished before we looked (or confirmed a stored copy): the
+            // fill was for this repository and linked it.
+            Progress::Done { size } => Ok(BlobLocation::Local { size }),
             Progress::Failed(Failure::NoSpace) => self.uncached(&host_of(repo), repo, digest).await,
             Progress::Failed(f) => Err(f.into_error(unknown())),
             Progress::Starting => Err(unknown()),
@@ -170,30 +179,24 @@ impl Cache {
         }
     }
 
-    /// The blob's size when the cache holds it for this repository, or for
-    /// another one: content by digest is the same, so it is linked here too
-    /// (a push that HEADs a blob before its manifest must then find it).
+    /// The blob's size when this repository holds it. A copy stored for
+    /// another repository does not count (see the module comment).
     async fn held(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
-        let registry = &self.inner.registry;
-        match registry.blob_size(repo, digest).await {
-            Ok(size) => return Ok(Some(size)),
-            Err(RegistryError::BlobUnknown(_)) => {}
-            Err(e) => return Err(e),
-        }
-        match registry.storage().blob_size(digest).await? {
-            Some(size) => {
-                registry.link_blob(repo, digest).await?;
-                Ok(Some(size))
-            }
-            None => Ok(None),
+        match self.inner.registry.blob_size(repo, digest).await {
+            Ok(size) => Ok(Some(size)),
+            Err(RegistryError::BlobUnknown(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// Size of a blob for a `HEAD`, without downloading it.
+    /// Size of a blob for a `HEAD`, without downloading it. When the
+    /// upstream confirms the repository has a blob whose bytes are already
+    /// stored, the repository is linked to them (a push that HEADs a blob
+    /// before its manifest then finds it).
     pub async fn blob_head(
         &self,
         repo: &RepositoryName,
@@ -209,15 +212,25 @@ impl Cache {
         let Some((host, remote)) = Cache::upstream_of(repo) else {
             return Err(unknown());
         };
-        if inner.config.offline {
-            return Err(unknown());
+        match inner.reach(&host) {
+            Reach::Online => {}
+            Reach::Offline => return Err(unknown()),
+            Reach::Refused if inner.refused_and_unknown(repo).await? => {
+                return Err(RegistryError::UpstreamNotAllowed)
+            }
+            Reach::Refused => return Err(unknown()),
         }
         let Ok(client) = inner.client(&host) else {
             return Err(unknown());
         };
         inner.metrics.upstream_requests.inc();
         match client.blob_head(&remote, digest).await {
-            Ok(meta) => Ok(meta.size),
+            Ok(meta) => {
+                if inner.registry.storage().blob_size(digest).await? == Some(meta.size) {
+                    inner.registry.link_cached_blob(repo, digest).await?;
+                }
+                Ok(meta.size)
+            }
             // A HEAD is how pushing clients ask "do you have it?": when the
             // upstream cannot say, the honest answer is that we don't, so a
             // preload into a mirror works while its upstream is unreachable.
@@ -237,15 +250,16 @@ impl Cache {
         repo: RepositoryName,
         digest: Digest,
     ) -> Arc<Fill> {
+        let key = (repo.clone(), digest.clone());
         let mut fills = lock(&self.inner.fills);
-        if let Some(f) = fills.get(&digest) {
+        if let Some(f) = fills.get(&key) {
             self.inner.metrics.coalesced.inc();
             return f.clone();
         }
         self.inner.metrics.misses.inc();
         let (tx, rx) = watch::channel(Progress::Starting);
         let fill = Arc::new(Fill { progress: rx });
-        fills.insert(digest.clone(), fill.clone());
+        fills.insert(key.clone(), fill.clone());
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let outcome = download(&inner, &host, &remote, &repo, &digest, &tx).await;
@@ -260,7 +274,7 @@ impl Cache {
                 }
             }
             // Only now: a request arriving later finds the blob published.
-            lock(&inner.fills).remove(&digest);
+            lock(&inner.fills).remove(&key);
         });
         fill
     }
@@ -275,18 +289,33 @@ async fn download(
     digest: &Digest,
     tx: &watch::Sender<Progress>,
 ) -> Result<u64, Failure> {
-    // A fill of the same digest may have published it and left the map
-    // between this request's local lookup and its joining: look once more,
-    // so that finishing and starting never overlap into a second GET.
+    // The bytes may be stored already: fetched or pushed for another
+    // repository, or published by a fill of this one that left the map
+    // between this request's lookup and its joining. They are linked here
+    // only once this repository's upstream confirms it has the blob; that
+    // HEAD replaces a second download.
     let storage = inner.registry.storage();
+    let client = inner.client(host)?;
     if let Some(size) = storage.blob_size(digest).await.map_err(storage_failure)? {
-        inner.registry.link_cached_blob(repo, digest).await?;
+        if inner.registry.blob_size(repo, digest).await.is_err() {
+            inner.metrics.upstream_requests.inc();
+            let meta = client
+                .blob_head(remote, digest)
+                .await
+                .map_err(|e| Failure::from_upstream(&e))?;
+            if meta.size != size {
+                return Err(Failure::Unavailable(format!(
+                    "upstream reports {} bytes for a blob stored with {size}",
+                    meta.size
+                )));
+            }
+            inner.registry.link_cached_blob(repo, digest).await?;
+        }
         return Ok(size);
     }
     if crate::storage_short(&inner.registry, None).await {
         return Err(Failure::NoSpace);
     }
-    let client = inner.client(host)?;
     inner.metrics.upstream_requests.inc();
     let mut body = client
         .blob_get(remote, digest, None)

@@ -9,9 +9,17 @@
 //!   storage while every requesting client streams from the bytes already
 //!   written; it is published only after its digest verified;
 //! - `ttl`: per-upstream, per-tag-pattern TTLs;
+//! - `allow`: which upstream hosts may be contacted at all (the closed
+//!   proxy): any other host in a name is NAME_UNKNOWN without a connection;
 //! - `metrics`: hits, misses, upstream traffic, coalescing, stale serves.
+//!
+//! A blob is served from a mirrored repository only if that repository
+//! holds it: pushed or mounted there, or fetched from (or confirmed with a
+//! HEAD by) that repository's upstream. Bytes held for another repository
+//! are never handed out on the strength of their digest alone.
 #![forbid(unsafe_code)]
 
+pub mod allow;
 mod fill;
 mod manifests;
 pub mod metrics;
@@ -25,6 +33,7 @@ use berth_reference::{Digest, RepositoryName};
 use berth_registry::{Registry, RegistryError};
 use berth_upstream::{UpstreamClient, UpstreamConfig, UpstreamError};
 
+pub use allow::{HostGlob, UpstreamAllowList, DEFAULT_KNOWN_UPSTREAMS};
 pub use fill::BlobLocation;
 pub use metrics::CacheMetrics;
 pub use ttl::TtlPolicy;
@@ -45,6 +54,18 @@ pub struct CacheConfig {
     pub default_ttl: TtlPolicy,
     /// Never contact an upstream.
     pub offline: bool,
+    /// Hosts that may be contacted besides those in `upstreams`.
+    pub allow: UpstreamAllowList,
+}
+
+/// Whether an upstream may be contacted for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    Online,
+    /// `--offline`: serve what is held, answer as if the upstream lacked the rest.
+    Offline,
+    /// Not a known, configured or allowed upstream: never contacted.
+    Refused,
 }
 
 /// Why a fetch from upstream failed, in a form that can be shared with
@@ -75,18 +96,28 @@ impl Failure {
         matches!(self, Failure::TooManyRequests | Failure::Unavailable(_))
     }
 
+    /// The client's error. What went wrong upstream is logged here and not
+    /// told to the client: its text (refused, reset, timed out, TLS) would
+    /// describe the state of a host and port on berth's network.
     fn into_error(self, not_found: RegistryError) -> RegistryError {
         match self {
             Failure::NotFound => not_found,
             Failure::TooManyRequests => RegistryError::TooManyRequests,
-            Failure::Unavailable(m) => RegistryError::UpstreamUnavailable(m),
+            Failure::Unavailable(m) => {
+                tracing::warn!(reason = %m, "upstream unavailable");
+                RegistryError::UpstreamUnavailable(UPSTREAM_UNAVAILABLE.to_string())
+            }
             Failure::Internal(m) => {
-                RegistryError::UpstreamUnavailable(format!("caching failed: {m}"))
+                tracing::warn!(reason = %m, "caching from the upstream failed");
+                RegistryError::UpstreamUnavailable(UPSTREAM_UNAVAILABLE.to_string())
             }
             Failure::NoSpace => RegistryError::StorageFull,
         }
     }
 }
+
+/// The one text a client sees for any upstream failure.
+const UPSTREAM_UNAVAILABLE: &str = "the upstream registry could not be used; try again later";
 
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
@@ -119,7 +150,8 @@ pub(crate) struct Inner {
     /// When each cached tag was last confirmed with its upstream.
     validated: Mutex<HashMap<(RepositoryName, String), Instant>>,
     manifest_flights: Mutex<HashMap<String, manifests::Flight>>,
-    fills: Mutex<HashMap<Digest, Arc<fill::Fill>>>,
+    /// Downloads in progress, by repository and digest (see `fill`).
+    fills: Mutex<HashMap<(RepositoryName, Digest), Arc<fill::Fill>>>,
     metrics: CacheMetrics,
 }
 
@@ -167,7 +199,34 @@ impl Cache {
 }
 
 impl Inner {
+    /// Whether `host` may be contacted now.
+    pub(crate) fn reach(&self, host: &str) -> Reach {
+        if self.config.offline {
+            Reach::Offline
+        } else if self.config.upstreams.contains_key(host) || self.config.allow.permits(host) {
+            Reach::Online
+        } else {
+            Reach::Refused
+        }
+    }
+
+    /// For a repository of a host that may not be contacted: true when it
+    /// holds nothing at all (NAME_UNKNOWN, one text whatever the host),
+    /// false when content was pushed there (then the spec's
+    /// MANIFEST_UNKNOWN/BLOB_UNKNOWN for what it lacks).
+    pub(crate) async fn refused_and_unknown(
+        &self,
+        repo: &RepositoryName,
+    ) -> Result<bool, RegistryError> {
+        Ok(!self.registry.repository_exists(repo).await?)
+    }
+
     fn client(&self, host: &str) -> Result<UpstreamClient, Failure> {
+        // Nothing may build a client for a host outside the list, whatever
+        // path a request took to get here.
+        if self.reach(host) != Reach::Online {
+            return Err(Failure::NotFound);
+        }
         let mut clients = lock(&self.clients);
         if let Some(c) = clients.get(host) {
             return Ok(c.clone());

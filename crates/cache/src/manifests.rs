@@ -10,7 +10,7 @@ use berth_reference::{Digest, ManifestRef, RepositoryName, Tag};
 use berth_registry::{RegistryError, StoredManifest};
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use crate::{lock, Cache, Failure, Inner};
+use crate::{lock, Cache, Failure, Inner, Reach};
 
 pub(crate) type Flight = Shared<BoxFuture<'static, Result<StoredManifest, Failure>>>;
 
@@ -51,14 +51,22 @@ impl Cache {
             Err(RegistryError::ManifestUnknown(_)) => None,
             Err(e) => return Err(e),
         };
-        let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        let reach = inner.reach(&host);
+        let refused = reach == Reach::Refused && inner.refused_and_unknown(repo).await?;
+        let unknown = || {
+            if refused {
+                RegistryError::UpstreamNotAllowed
+            } else {
+                RegistryError::ManifestUnknown(reference.to_string())
+            }
+        };
         match reference {
             ManifestRef::Digest(digest) => {
                 if let Some(m) = local {
                     inner.metrics.hits.inc();
                     return Ok(m);
                 }
-                if inner.config.offline {
+                if reach != Reach::Online {
                     return Err(unknown());
                 }
                 inner.metrics.misses.inc();
@@ -70,7 +78,7 @@ impl Cache {
                     .map_err(|f| f.into_error(unknown()))
             }
             ManifestRef::Tag(tag) => {
-                if inner.config.offline {
+                if reach != Reach::Online {
                     return local.ok_or_else(unknown);
                 }
                 if let Some(m) = &local {

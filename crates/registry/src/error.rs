@@ -31,6 +31,11 @@ pub enum RegistryError {
     NameInvalid(String),
     #[error("repository name not known to registry")]
     NameUnknown(String),
+    /// A mirrored repository of a host berth may not contact, holding
+    /// nothing for the request. Carries no detail: the answer is the same
+    /// text whatever host and port the name gave.
+    #[error("repository name not known to registry")]
+    UpstreamNotAllowed,
     #[error("provided length did not match content length: {0}")]
     SizeInvalid(String),
     #[error("the operation is unsupported: {0}")]
@@ -61,7 +66,7 @@ impl RegistryError {
             RegistryError::ManifestInvalid(_) => "MANIFEST_INVALID",
             RegistryError::ManifestUnknown(_) => "MANIFEST_UNKNOWN",
             RegistryError::NameInvalid(_) => "NAME_INVALID",
-            RegistryError::NameUnknown(_) => "NAME_UNKNOWN",
+            RegistryError::NameUnknown(_) | RegistryError::UpstreamNotAllowed => "NAME_UNKNOWN",
             RegistryError::SizeInvalid(_) => "SIZE_INVALID",
             RegistryError::Unsupported(_) => "UNSUPPORTED",
             // Not spec codes, but the spec allows others; clients show the message.

@@ -114,8 +114,23 @@ pub fn plan(settings: &Settings, dest: &Path) -> Result<Plan, ConfigError> {
         targets.push(None);
     }
     for registry in targets {
+        let dir = dest.join(host_dir_name(registry));
+        // The CA goes beside each hosts.toml, which names it by path.
+        let with_ca;
+        let settings = match &settings.ca_pem {
+            Some(pem) => {
+                let ca = dir.join(crate::CA_FILE_NAME);
+                with_ca = settings.with_installed_ca(&ca);
+                plan.files.push(PlannedFile {
+                    path: ca,
+                    contents: pem.clone(),
+                });
+                &with_ca
+            }
+            None => settings,
+        };
         plan.files.push(PlannedFile {
-            path: dest.join(host_dir_name(registry)).join("hosts.toml"),
+            path: dir.join("hosts.toml"),
             contents: render(settings, registry)?,
         });
     }
@@ -266,6 +281,8 @@ mod tests {
             registries: Registries::parse(registries).unwrap(),
             ca: None,
             skip_verify: false,
+            ca_pem: None,
+            certs_dir: None,
         }
     }
 

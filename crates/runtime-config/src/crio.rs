@@ -14,6 +14,8 @@ use crate::{generated_header, ConfigError, Plan, PlannedFile, Settings};
 /// Drop-ins are read in name order and later ones win; 90 keeps ours after
 /// distribution defaults.
 pub const DEFAULT_DEST: &str = "/etc/containers/registries.conf.d/90-berth-mirror.conf";
+/// Where containers/image (CRI-O, Podman, skopeo) looks for `<host>/ca.crt`.
+pub const DEFAULT_CERTS_DIR: &str = "/etc/containers/certs.d";
 
 /// A `registries.conf` file (only the parts berth writes or reads).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -120,10 +122,17 @@ pub fn plan(settings: &Settings, dest: &Path, runtime: &str) -> Result<Plan, Con
             "Podman, Buildah and skopeo read it on their next run; nothing to restart.".to_string(),
         );
     }
-    if settings.ca.is_some() {
+    // registries.conf cannot name a CA: containers/image reads
+    // certs.d/<host>/ca.crt.
+    if let Some(pem) = &settings.ca_pem {
+        plan.files.push(PlannedFile {
+            path: settings.certs_d_file(DEFAULT_CERTS_DIR),
+            contents: pem.clone(),
+        });
+    } else if settings.ca.is_some() {
         plan.instructions.push(format!(
-            "registries.conf cannot name a CA: copy the CA file to /etc/containers/certs.d/{}/ca.crt on every node.",
-            settings.mirror.authority()
+            "registries.conf cannot name a CA: copy the CA file to {} on every node.",
+            settings.certs_d_file(DEFAULT_CERTS_DIR).display()
         ));
     }
     if settings.mirror.is_plain_http() {
@@ -146,6 +155,8 @@ mod tests {
             registries: Registries::parse(registries).unwrap(),
             ca: None,
             skip_verify: false,
+            ca_pem: None,
+            certs_dir: None,
         }
     }
 

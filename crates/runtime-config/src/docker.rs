@@ -11,6 +11,8 @@ use serde_json::Value;
 use crate::{ConfigError, Plan, PlannedFile, Settings};
 
 pub const DEFAULT_DEST: &str = "/etc/docker/daemon.json";
+/// Where Docker looks for `<host>/ca.crt`.
+pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
 
 /// A parsed `daemon.json`: top-level keys in the user's order.
 pub type DaemonJson = IndexMap<String, Value>;
@@ -133,10 +135,16 @@ pub fn plan(settings: &Settings, dest: &Path, existing: Option<&str>) -> Result<
             "nothing for Docker to change: Docker Hub is not among the registries.".to_string(),
         );
     }
-    if settings.ca.is_some() {
+    // daemon.json cannot name a CA: Docker reads certs.d/<host>/ca.crt.
+    if let Some(pem) = &settings.ca_pem {
+        plan.files.push(PlannedFile {
+            path: settings.certs_d_file(DEFAULT_CERTS_DIR),
+            contents: pem.clone(),
+        });
+    } else if settings.ca.is_some() {
         plan.instructions.push(format!(
-            "daemon.json cannot name a CA: copy the CA file to /etc/docker/certs.d/{}/ca.crt.",
-            settings.mirror.authority()
+            "daemon.json cannot name a CA: copy the CA file to {}.",
+            settings.certs_d_file(DEFAULT_CERTS_DIR).display()
         ));
     }
     Ok(plan)
@@ -153,6 +161,8 @@ mod tests {
             registries: Registries::parse(registries).unwrap(),
             ca: None,
             skip_verify: false,
+            ca_pem: None,
+            certs_dir: None,
         }
     }
 

@@ -1010,6 +1010,8 @@ mod tests {
             registries: Registries::parse("docker.io").unwrap(),
             ca: None,
             skip_verify: false,
+            ca_pem: None,
+            certs_dir: None,
         };
         for file in crate::containerd::plan(&settings, &root.join("etc/containerd/certs.d"))
             .unwrap()

@@ -127,12 +127,31 @@ pub fn plan(
     dest: &std::path::Path,
     existing: Option<&str>,
 ) -> Result<Plan, ConfigError> {
+    // An installed CA goes beside registries.yaml, which names it.
+    let mut files = Vec::new();
+    let with_ca;
+    let settings = match &settings.ca_pem {
+        Some(pem) => {
+            let ca = dest
+                .parent()
+                .unwrap_or(std::path::Path::new("/"))
+                .join(crate::CA_FILE_NAME);
+            with_ca = settings.with_installed_ca(&ca);
+            files.push(PlannedFile {
+                path: ca,
+                contents: pem.clone(),
+            });
+            &with_ca
+        }
+        None => settings,
+    };
     let contents = render(settings, existing, &dest.display().to_string())?;
+    files.push(PlannedFile {
+        path: dest.to_path_buf(),
+        contents,
+    });
     let mut plan = Plan {
-        files: vec![PlannedFile {
-            path: dest.to_path_buf(),
-            contents,
-        }],
+        files,
         ..Plan::default()
     };
     plan.instructions.push(
@@ -159,6 +178,8 @@ mod tests {
             registries: Registries::parse(registries).unwrap(),
             ca: None,
             skip_verify: false,
+            ca_pem: None,
+            certs_dir: None,
         }
     }
 

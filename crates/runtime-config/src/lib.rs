@@ -221,9 +221,38 @@ pub struct Settings {
     pub ca: Option<PathBuf>,
     /// Do not verify the mirror's TLS certificate.
     pub skip_verify: bool,
+    /// The CA certificate itself (PEM), when it is to be installed with the
+    /// configuration (`--ca-file`, `--tls-auto-root`): each generator writes
+    /// it where its runtime reads CAs and points the configuration at it.
+    pub ca_pem: Option<String>,
+    /// Where CRI-O/Podman and Docker look for `<host>/ca.crt`
+    /// (default `/etc/containers/certs.d`, `/etc/docker/certs.d`).
+    pub certs_dir: Option<PathBuf>,
 }
 
+/// The file name of an installed CA beside containerd's and k3s's files.
+pub const CA_FILE_NAME: &str = "berth-ca.crt";
+
 impl Settings {
+    /// These settings with `ca` pointing at `path` (where `ca_pem` is
+    /// written), unless a node path was given already.
+    pub(crate) fn with_installed_ca(&self, path: &std::path::Path) -> Settings {
+        let mut s = self.clone();
+        if s.ca.is_none() {
+            s.ca = Some(path.to_path_buf());
+        }
+        s
+    }
+
+    /// `certs.d/<mirror>/ca.crt` under `default_dir` (or `certs_dir`).
+    pub(crate) fn certs_d_file(&self, default_dir: &str) -> PathBuf {
+        self.certs_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(default_dir))
+            .join(self.mirror.authority())
+            .join("ca.crt")
+    }
+
     /// Whether the runtime must be told the mirror is "insecure": plain HTTP
     /// or unverified TLS.
     pub fn insecure(&self) -> bool {

@@ -23,6 +23,7 @@ use crate::blob::{BlobBody, BlobMeta, BlobStream, ByteRange, ContentRange, Verif
 use crate::challenge::challenges_from_headers;
 use crate::config::UpstreamConfig;
 use crate::error::{parse_retry_after, UpstreamError};
+use crate::policy::NetPolicy;
 
 /// OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -103,6 +104,7 @@ pub(crate) struct Inner {
     pub base: Url,
     pub http: reqwest::Client,
     pub auth: Authenticator,
+    pub policy: NetPolicy,
     pub request_timeout: Duration,
 }
 
@@ -203,13 +205,21 @@ pub(crate) fn parse_link_next(value: &str) -> Option<&str> {
 impl UpstreamClient {
     /// Build a client. Fails on an unreadable CA file or an unusable TLS setup.
     pub fn new(config: UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
+        let mut base = config.base_url.clone();
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let policy = NetPolicy::new(&base, config.insecure);
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
-            // Blob GETs redirect to object stores/CDNs; reqwest drops the
-            // Authorization header when a redirect leaves the host.
-            .redirect(reqwest::redirect::Policy::limited(10))
+            // Blob GETs redirect to object stores/CDNs: followed only to
+            // https on public addresses (see `policy`); reqwest drops the
+            // Authorization header when a redirect leaves the origin.
+            .redirect(policy.redirect_policy())
+            .dns_resolver(policy.resolver())
             .tls_danger_accept_invalid_certs(config.insecure);
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path).map_err(|e| {
@@ -228,11 +238,6 @@ impl UpstreamClient {
         let http = builder
             .build()
             .map_err(|e| UpstreamError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let mut base = config.base_url.clone();
-        if !base.path().ends_with('/') {
-            let p = format!("{}/", base.path());
-            base.set_path(&p);
-        }
         Ok(UpstreamClient {
             inner: Arc::new(Inner {
                 registry: config.registry.clone(),
@@ -240,6 +245,7 @@ impl UpstreamClient {
                 auth: Authenticator::new(config.credentials.clone(), base.clone()),
                 base,
                 http,
+                policy,
                 request_timeout: config.request_timeout,
             }),
         })
@@ -303,6 +309,10 @@ impl UpstreamClient {
             } => {
                 // One token fetch at a time per registry: requests that start
                 // together (a pull's blobs) then share the first one's token.
+                self.inner.policy.check(&realm).map_err(|why| {
+                    tracing::warn!(registry = %self.inner.registry, reason = %why, "refused a token realm");
+                    UpstreamError::Protocol(format!("token realm refused: {why}"))
+                })?;
                 let _one_at_a_time = self.inner.token_fetch.lock().await;
                 if let Some(h) = self
                     .inner
@@ -311,7 +321,17 @@ impl UpstreamClient {
                 {
                     return Ok(Some(h));
                 }
-                let rb = match self.inner.auth.credentials() {
+                // Credentials cross the network in the clear only for an
+                // upstream the operator marked insecure.
+                let credentials = self
+                    .inner
+                    .auth
+                    .credentials()
+                    .filter(|_| self.inner.policy.may_send_credentials(&realm));
+                if credentials.is_none() && self.inner.auth.credentials().is_some() {
+                    tracing::warn!(registry = %self.inner.registry, "the token realm is plain http: asking for a token without the configured credentials (mark the upstream insecure to send them)");
+                }
+                let rb = match credentials {
                     // OAuth2: trade the refresh token for an access token.
                     Some(c) if c.identity_token.is_some() => {
                         let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -412,11 +432,17 @@ impl UpstreamClient {
                 ReqBody::Bytes(b) => (Some(reqwest::Body::from(b.clone())), Some(Some(b))),
                 ReqBody::Stream(s) => (Some(s), None),
             };
-        // Credentials go up front only to the registry itself; another host
-        // (an upload Location elsewhere) gets them only if it asks.
-        let plan = if req.url.origin() == self.inner.base.origin() {
+        // Credentials go only to the registry itself; another host (an
+        // upload Location elsewhere) must pass the network policy and never
+        // gets them, nor a token obtained with them.
+        let at_registry = req.url.origin() == self.inner.base.origin();
+        let plan = if at_registry {
             self.inner.auth.plan(&req.scopes)
         } else {
+            self.inner
+                .policy
+                .check(&req.url)
+                .map_err(|why| UpstreamError::Protocol(format!("refused: {why}")))?;
             Plan::Anonymous
         };
         let authorization = self.authorize(plan, &req.scopes).await?;
@@ -433,6 +459,11 @@ impl UpstreamClient {
         // redirect to another host would drop the Authorization again.
         let final_url = resp.url().clone();
         let redirected = final_url.origin() != req.url.origin();
+        if (redirected || !at_registry) && self.inner.auth.credentials().is_some() {
+            // The challenger is not the registry: with credentials configured,
+            // any token we could present carries their access.
+            return Ok(resp);
+        }
         let challenges = challenges_from_headers(resp.headers());
         let plan = self.inner.auth.plan_after_challenge(
             &challenges,

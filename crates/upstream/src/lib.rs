@@ -21,6 +21,9 @@
 //! - `upload`: uploads, mounts, manifest puts and deletes.
 //! - `blob`: streamed blob bodies, verified against their digest.
 //! - `error`: [`UpstreamError`] and "unavailable" vs "not found".
+//! - `policy`: where else than the registry the client may connect
+//!   (redirects, token realms: https and public addresses only) and where
+//!   credentials may go.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +55,7 @@ mod challenge;
 mod client;
 mod config;
 mod error;
+mod policy;
 mod upload;
 
 pub use auth::{
@@ -71,4 +75,5 @@ pub use config::{
     DEFAULT_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use error::{parse_spec_errors, SpecError, UpstreamError};
+pub use policy::is_public;
 pub use upload::{MountOutcome, UploadSession, DEFAULT_CHUNK_SIZE};

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod admin;
+pub mod ca;
 pub mod doctor;
 pub mod gc;
 pub mod runtime_config;

@@ -63,6 +63,32 @@ pub struct RuntimeConfigArgs {
     /// Do not verify the mirror's TLS certificate.
     #[arg(long)]
     skip_verify: bool,
+    /// Install this CA certificate (PEM, read here) with the configuration:
+    /// beside hosts.toml / registries.yaml, or as certs.d/<mirror>/ca.crt
+    /// for CRI-O, Podman and Docker.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tls_auto_root", "ca"])]
+    ca_file: Option<PathBuf>,
+    /// Install the CA of `berth serve --tls-auto --root ROOT` (ROOT/tls/ca.crt).
+    #[arg(long, value_name = "ROOT", conflicts_with = "ca")]
+    tls_auto_root: Option<PathBuf>,
+    /// The certs.d directory for CRI-O/Podman/Docker [default: /etc/containers/certs.d, /etc/docker/certs.d].
+    #[arg(long, value_name = "DIR")]
+    certs_dir: Option<PathBuf>,
+}
+
+/// The CA to install, read from `--ca-file` or the `--tls-auto` root.
+fn ca_pem(args: &RuntimeConfigArgs) -> anyhow::Result<Option<String>> {
+    let path = match (&args.ca_file, &args.tls_auto_root) {
+        (Some(f), _) => f.clone(),
+        (None, Some(root)) => root.join("tls").join("ca.crt"),
+        (None, None) => return Ok(None),
+    };
+    let pem = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        anyhow::bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(Some(pem))
 }
 
 fn default_dest(target: Target) -> PathBuf {
@@ -79,13 +105,14 @@ fn default_dest(target: Target) -> PathBuf {
 pub fn run(args: RuntimeConfigArgs) -> anyhow::Result<()> {
     let mirror = Mirror::parse(&args.mirror)?;
     let registries = Registries::parse(&args.registries)?;
+    let ca_pem = ca_pem(&args)?;
     let ca = match args.ca {
         Some(p) => {
             Some(std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?)
         }
         None => None,
     };
-    if ca.is_some() && mirror.is_plain_http() {
+    if (ca.is_some() || ca_pem.is_some()) && mirror.is_plain_http() {
         anyhow::bail!("--ca is for an https:// mirror; {mirror} is plain HTTP");
     }
     if args.skip_verify && mirror.is_plain_http() {
@@ -96,6 +123,13 @@ pub fn run(args: RuntimeConfigArgs) -> anyhow::Result<()> {
         registries,
         ca,
         skip_verify: args.skip_verify,
+        ca_pem,
+        certs_dir: args
+            .certs_dir
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()
+            .context("resolving --certs-dir")?,
     };
     let dest = args.dest.unwrap_or_else(|| default_dest(args.target));
     let dest =

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_api::{router, ApiState};
-use berth_cache::{Cache, CacheConfig, TtlPolicy, UpstreamSettings};
+use berth_cache::{Cache, CacheConfig, TtlPolicy, UpstreamAllowList, UpstreamSettings};
 use berth_lifecycle::{Lifecycle, LifecycleConfig};
 use berth_reference::normalise_registry;
 use berth_registry::Registry;
@@ -46,6 +46,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     upstreams: Vec<String>,
+    /// Also contact upstream hosts matching this glob (`*` within one DNS
+    /// label, `**` across labels), e.g. `*.corp.example` (repeatable). Any
+    /// other host in a repository name or `?ns=` is NAME_UNKNOWN.
+    #[arg(
+        long = "allow-upstream",
+        env = "BERTH_ALLOW_UPSTREAMS",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    allow_upstreams: Vec<String>,
     /// Upstream for names that carry no registry host and are not local
     /// repositories (for Docker's `registry-mirrors`), e.g. `docker.io`.
     #[arg(long, env = "BERTH_DEFAULT_UPSTREAM", value_name = "HOST")]
@@ -77,6 +87,34 @@ pub struct ServeArgs {
     /// Images pulled this recently are never evicted [default: 5m]
     #[arg(long, env = "BERTH_CACHE_MIN_AGE", value_name = "DURATION")]
     cache_min_age: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (re-read when it changes).
+    #[arg(
+        long,
+        env = "BERTH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "BERTH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate from a private CA kept under ROOT/tls/
+    /// (`berth ca export` prints the CA).
+    #[arg(long, env = "BERTH_TLS_AUTO", conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_auto: bool,
+    /// Extra names or addresses for the --tls-auto certificate (repeatable).
+    #[arg(
+        long = "tls-san",
+        env = "BERTH_TLS_SAN",
+        value_name = "NAME|IP",
+        value_delimiter = ','
+    )]
+    tls_sans: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -114,6 +152,17 @@ struct FileConfig {
     auth: Option<FileAuth>,
     #[serde(default)]
     policy: Vec<berth_auth::RuleConfig>,
+    /// Replaces the built-in list of public registries contacted without
+    /// configuration (`[]`: only configured and allowed upstreams).
+    known_upstreams: Option<Vec<String>>,
+    /// Host globs that may be contacted besides known and configured upstreams.
+    #[serde(default)]
+    allow_upstreams: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_auto: Option<bool>,
+    #[serde(default)]
+    tls_san: Vec<String>,
 }
 
 /// `[[retention]]` in the configuration file.
@@ -201,6 +250,14 @@ fn auth_config(file: &mut FileConfig) -> anyhow::Result<Option<berth_auth::AuthC
     }))
 }
 
+/// How the server speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TlsMode {
+    Plain,
+    Files { cert: PathBuf, key: PathBuf },
+    Auto { sans: Vec<String> },
+}
+
 /// `[upstreams."HOST"]` in the configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +296,7 @@ struct Settings {
     cache: CacheConfig,
     lifecycle: LifecycleConfig,
     auth: Option<berth_auth::AuthConfig>,
+    tls: TlsMode,
 }
 
 /// The lifecycle jobs' settings: flags (and `BERTH_*`) over the file.
@@ -401,11 +459,43 @@ fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<Cache
             },
         );
     }
+    let mut allowed = std::mem::take(&mut file.allow_upstreams);
+    allowed.extend(args.allow_upstreams.iter().cloned());
     Ok(CacheConfig {
         upstreams,
         default_ttl,
         offline: args.offline || file.offline.unwrap_or(false),
+        allow: UpstreamAllowList::new(file.known_upstreams.as_deref(), &allowed),
     })
+}
+
+fn tls_mode(file: &FileConfig, args: &ServeArgs) -> anyhow::Result<TlsMode> {
+    let from_flags = args.tls_cert.is_some() || args.tls_auto;
+    let (cert, key, auto) = if from_flags {
+        (args.tls_cert.clone(), args.tls_key.clone(), args.tls_auto)
+    } else {
+        (
+            file.tls_cert.clone(),
+            file.tls_key.clone(),
+            file.tls_auto.unwrap_or(false),
+        )
+    };
+    let mut sans = file.tls_san.clone();
+    sans.extend(args.tls_sans.iter().cloned());
+    match (cert, key, auto) {
+        (None, None, false) => {
+            if !sans.is_empty() {
+                anyhow::bail!("--tls-san is for --tls-auto");
+            }
+            Ok(TlsMode::Plain)
+        }
+        (None, None, true) => Ok(TlsMode::Auto { sans }),
+        (Some(cert), Some(key), false) => Ok(TlsMode::Files { cert, key }),
+        (Some(_), Some(_), true) => {
+            anyhow::bail!("give --tls-cert/--tls-key or --tls-auto, not both")
+        }
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    }
 }
 
 impl Settings {
@@ -419,12 +509,22 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
+        // The default upstream is one the operator named: it may be contacted.
+        if let Some(h) = args
+            .default_upstream
+            .as_ref()
+            .or(file.default_upstream.as_ref())
+        {
+            file.allow_upstreams.push(normalise_registry(h));
+        }
         let cache = cache_config(&mut file, &args)?;
         let lifecycle = lifecycle_config(&file, &args)?;
         let auth = auth_config(&mut file)?;
+        let tls = tls_mode(&file, &args)?;
         Ok(Settings {
             lifecycle,
             auth,
+            tls,
             default_upstream: args
                 .default_upstream
                 .clone()
@@ -503,7 +603,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(auth) = settings.auth {
         let auth =
             berth_auth::Auth::open(auth, &settings.root).context("access control ([auth])")?;
-        if !settings.listen.ip().is_loopback() {
+        if !settings.listen.ip().is_loopback() && matches!(settings.tls, TlsMode::Plain) {
             tracing::warn!(
                 address = %settings.listen,
                 "access control is on but berth speaks plain HTTP on a non-loopback address: \
@@ -514,29 +614,32 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         state = state.with_auth(Arc::new(auth));
     }
     let app = router(state);
+    let tls = tls_config(&settings.tls, &settings.root, settings.listen)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(address = %local, root = %settings.root.display(), "berth is serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %local, %scheme, root = %settings.root.display(), "berth is serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Connect info gives handlers the client's address (rate limits, audit).
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+    let stop = async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stop| *stop).await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    };
+    let server = tokio::spawn(crate::listen::serve(
+        listener,
+        app,
+        tls,
+        stop,
+        SHUTDOWN_GRACE,
+    ));
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     let _ = std::fs::remove_file(admin_socket(&root));
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(joined) => joined.context("server task")?.context("serving")?,
-        Err(_) => {
-            tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting")
-        }
+    if !server.await.context("server task")? {
+        tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting")
     }
     Ok(())
 }
@@ -576,6 +679,54 @@ async fn serve_admin(root: &std::path::Path, lifecycle: Lifecycle) -> anyhow::Re
 /// Where a server on `root` answers admin requests.
 pub fn admin_socket(root: &std::path::Path) -> std::path::PathBuf {
     root_lock::run_dir(root).join("admin.sock")
+}
+
+/// How often `--tls-auto` looks whether its server certificate is due.
+const RENEW_CHECK: Duration = Duration::from_secs(24 * 3600);
+
+/// The TLS server configuration, if any. For `--tls-auto`, the CA and a
+/// current server certificate are made now, and a daily task renews it.
+fn tls_config(
+    mode: &TlsMode,
+    root: &std::path::Path,
+    listen: SocketAddr,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let (cert, key) = match mode {
+        TlsMode::Plain => return Ok(None),
+        TlsMode::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsMode::Auto { sans } => {
+            let sans = crate::tls::auto::default_sans(Some(listen.ip()), sans);
+            let (paths, _) = crate::tls::auto::ensure(root, &sans)
+                .context("preparing the --tls-auto certificates")?;
+            let root = root.to_path_buf();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RENEW_CHECK);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let (root, sans) = (root.clone(), sans.clone());
+                    match tokio::task::spawn_blocking(move || {
+                        crate::tls::auto::ensure(&root, &sans)
+                    })
+                    .await
+                    {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "renewing the --tls-auto certificate failed")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "renewing the --tls-auto certificate failed")
+                        }
+                    }
+                }
+            });
+            (paths.server_cert, paths.server_key)
+        }
+    };
+    let resolver =
+        crate::tls::ReloadingCert::open(&cert, &key).context("loading the TLS certificate")?;
+    let config = crate::tls::server_config(Arc::new(resolver))?;
+    Ok(Some(Arc::new(config)))
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,690 @@
+//! `berth serve` over TLS, driven by real clients:
+//!
+//! - `--tls-cert/--tls-key` from an `openssl`-made CA: curl with
+//!   `--cacert` over HTTP/2 (ALPN) and HTTP/1.1, TLS 1.2 and 1.3; skopeo
+//!   pushing and pulling with `--cert-dir`;
+//! - certificate rotation: the files are replaced, the next new connection
+//!   gets the new certificate, a keep-alive connection opened before goes on
+//!   working (a rustls + hyper client holds it);
+//! - `--tls-auto`: `berth ca export` prints the CA, skopeo trusts it through
+//!   `--cert-dir`, `--tls-san` names are in the certificate, a restart on
+//!   the same root keeps the CA;
+//! - without TLS flags berth speaks plain HTTP.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// ---------------------------------------------------------------------------
+// Certificates made by openssl
+
+struct Ca {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path) -> Command {
+    let mut cmd = Command::new(require_tool("openssl"));
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// A CA (EC P-256, two days).
+fn make_ca(dir: &Path, name: &str) -> Ca {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    run(openssl(dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]));
+    Ca { cert, key }
+}
+
+/// A server certificate for localhost and 127.0.0.1 signed by `ca`.
+fn make_server_cert(dir: &Path, ca: &Ca, name: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write ext file");
+    run(openssl(dir)
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    run(openssl(dir)
+        .args([
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-set_serial",
+            &format!("{}", unique() + 1000),
+        ])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca.cert)
+        .arg("-CAkey")
+        .arg(&ca.key)
+        .arg("-out")
+        .arg(&cert)
+        .arg("-extfile")
+        .arg(&ext));
+    (cert, key)
+}
+
+// ---------------------------------------------------------------------------
+// A TLS berth
+
+/// `berth serve` with TLS arguments, ready once curl gets a 200 from `/v2/`
+/// over https (certificate not checked: readiness only).
+struct TlsServer {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    fn start(root: &Path, extra: &[String]) -> TlsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for attempt in 0..5 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("addr").port()
+            };
+            let log = dir.path().join(format!("berth-{attempt}.log"));
+            let logfile = std::fs::File::create(&log).expect("log file");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+            cmd.arg("serve")
+                .arg(format!("--listen=127.0.0.1:{port}"))
+                .arg("--root")
+                .arg(root)
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(logfile.try_clone().expect("clone"))
+                .stderr(logfile);
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("BERTH_") {
+                    cmd.env_remove(key);
+                }
+            }
+            let mut child = cmd.spawn().expect("spawn berth");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let url = format!("https://127.0.0.1:{port}/v2/");
+            let mut exited = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    exited = true;
+                    break;
+                }
+                let out = run_unchecked(
+                    Command::new("curl")
+                        .args([
+                            "-sk",
+                            "--noproxy",
+                            "*",
+                            "--max-time",
+                            "2",
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{http_code}",
+                        ])
+                        .arg(&url),
+                );
+                if out.stdout_str() == "200" {
+                    return TlsServer {
+                        child: Some(child),
+                        port,
+                        log,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if !(exited && text.contains("in use")) {
+                panic!("berth serve (TLS) not ready on {port}\n{text}");
+            }
+        }
+        panic!("berth serve (TLS) could not bind a port in 5 attempts");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- berth serve log ---\n{}", self.log());
+        }
+    }
+}
+
+/// curl with verification against `ca`; its verbose stderr tells the
+/// negotiated TLS version and HTTP version.
+fn curl_tls(ca: &Path, url: &str, extra: &[&str]) -> Output {
+    run_unchecked(
+        Command::new(require_tool("curl"))
+            .args([
+                "-sS",
+                "-v",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "20",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .arg("--cacert")
+            .arg(ca)
+            .args(extra)
+            .arg(url),
+    )
+}
+
+fn expect_ok(out: &Output, http_version: &str, tls_version: &str) {
+    assert!(out.status.success(), "{}", out.describe());
+    assert_eq!(
+        out.stdout_str(),
+        format!("200 {http_version}"),
+        "{}",
+        out.describe()
+    );
+    let err = out.stderr.clone();
+    assert!(
+        err.contains(&format!("SSL connection using {tls_version}")),
+        "not {tls_version}:\n{err}"
+    );
+}
+
+/// A cert dir for skopeo: the CA as `ca.crt`.
+fn cert_dir(parent: &Path, ca: &Path) -> PathBuf {
+    let d = parent.join("certs");
+    std::fs::create_dir_all(&d).expect("cert dir");
+    std::fs::copy(ca, d.join("ca.crt")).expect("copy CA");
+    d
+}
+
+/// Push an umoci image with skopeo (verifying TLS against `certs`), read it
+/// back, and compare the manifest bytes.
+fn skopeo_roundtrip(scratch: &Path, certs: &Path, host: &str) {
+    let layout = Layout::init(&scratch.join("layout"));
+    layout.build("v1", 2, 5, "amd64");
+    let (digest, manifest) = layout.manifest("v1");
+    let dest = format!("docker://{host}/team/app:v1");
+    run(skopeo(scratch)
+        .args(["copy", "--dest-cert-dir"])
+        .arg(certs)
+        .arg(layout.oci_ref("v1"))
+        .arg(&dest));
+    let raw = run(skopeo(scratch)
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(certs)
+        .arg(&dest))
+    .stdout;
+    assert_eq!(raw, manifest, "manifest bytes differ");
+    let copy = Layout::init(&scratch.join("copy"));
+    run(skopeo(scratch)
+        .args(["copy", "--src-cert-dir"])
+        .arg(certs)
+        .arg(&dest)
+        .arg(copy.oci_ref("v1")));
+    assert_eq!(copy.manifest("v1").0, digest);
+    // Without the CA the certificate is refused.
+    let out = run_unchecked(skopeo(scratch).args(["inspect", "--raw"]).arg(&dest));
+    assert!(
+        !out.status.success(),
+        "untrusted CA accepted: {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn tls_files_serve_http2_http11_tls12_tls13_and_skopeo() {
+    let dir = tempfile::tempdir().expect("temp");
+    let ca = make_ca(dir.path(), "test-ca");
+    let (cert, key) = make_server_cert(dir.path(), &ca, "server");
+    let server = TlsServer::start(
+        &dir.path().join("root"),
+        &[
+            format!("--tls-cert={}", cert.display()),
+            format!("--tls-key={}", key.display()),
+        ],
+    );
+    let v2 = format!("{}/v2/", server.url());
+    expect_ok(&curl_tls(&ca.cert, &v2, &["--http2"]), "2", "TLSv1.3");
+    expect_ok(&curl_tls(&ca.cert, &v2, &["--http1.1"]), "1.1", "TLSv1.3");
+    expect_ok(
+        &curl_tls(&ca.cert, &v2, &["--tlsv1.2", "--tls-max", "1.2", "--http2"]),
+        "2",
+        "TLSv1.2",
+    );
+    expect_ok(
+        &curl_tls(
+            &ca.cert,
+            &v2,
+            &["--tlsv1.2", "--tls-max", "1.2", "--http1.1"],
+        ),
+        "1.1",
+        "TLSv1.2",
+    );
+    expect_ok(
+        &curl_tls(
+            &ca.cert,
+            &format!("https://localhost:{}/v2/", server.port),
+            &["--tlsv1.3"],
+        ),
+        "2",
+        "TLSv1.3",
+    );
+    // TLS 1.1 and plain HTTP on the TLS port are refused.
+    let out = curl_tls(&ca.cert, &v2, &["--tlsv1.1", "--tls-max", "1.1"]);
+    assert!(
+        !out.status.success(),
+        "TLS 1.1 accepted: {}",
+        out.describe()
+    );
+    assert_ne!(
+        raw_status(server.addr(), "GET", "/v2/"),
+        Some(200),
+        "plain HTTP answered on the TLS port"
+    );
+    let scratch = tempfile::tempdir().expect("scratch");
+    let certs = cert_dir(scratch.path(), &ca.cert);
+    skopeo_roundtrip(scratch.path(), &certs, &server.host());
+}
+
+/// Replace `cert`/`key` with the contents of other files, each atomically.
+fn replace(dest: &Path, src: &Path) {
+    let tmp = dest.with_extension("new");
+    std::fs::copy(src, &tmp).expect("copy");
+    std::fs::rename(&tmp, dest).expect("rename");
+}
+
+fn roots(cas: &[&Path]) -> rustls::RootCertStore {
+    use rustls_pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    for ca in cas {
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("read CA") {
+            store.add(c.expect("CA PEM")).expect("add CA");
+        }
+    }
+    store
+}
+
+#[test]
+fn rotated_certificate_files_are_picked_up_and_open_connections_keep_working() {
+    let dir = tempfile::tempdir().expect("temp");
+    let ca1 = make_ca(dir.path(), "ca-one");
+    let ca2 = make_ca(dir.path(), "ca-two");
+    let (c1, k1) = make_server_cert(dir.path(), &ca1, "one");
+    let (c2, k2) = make_server_cert(dir.path(), &ca2, "two");
+    let live_cert = dir.path().join("tls.crt");
+    let live_key = dir.path().join("tls.key");
+    std::fs::copy(&c1, &live_cert).expect("copy");
+    std::fs::copy(&k1, &live_key).expect("copy");
+    let server = TlsServer::start(
+        &dir.path().join("root"),
+        &[
+            format!("--tls-cert={}", live_cert.display()),
+            format!("--tls-key={}", live_key.display()),
+        ],
+    );
+    let v2 = format!("{}/v2/", server.url());
+    expect_ok(&curl_tls(&ca1.cert, &v2, &[]), "2", "TLSv1.3");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use http_body_util::Empty;
+        use hyper_util::rt::TokioIo;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots(&[&ca1.cert, &ca2.cert]))
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = connector.connect(name, tcp).await.expect("handshake");
+        let first_cert = tls.get_ref().1.peer_certificates().expect("peer certs")[0].clone();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("http1 handshake");
+        tokio::spawn(conn);
+        let get = || {
+            hyper::Request::get("/v2/")
+                .header("host", "localhost")
+                .body(Empty::<bytes::Bytes>::new())
+                .expect("request")
+        };
+        let resp = send.send_request(get()).await.expect("first request");
+        assert_eq!(resp.status(), 200);
+
+        // Rotate: key first, then certificate (as cert-manager's Secret
+        // update lands both), and wait for the server to look again.
+        replace(&live_key, &k2);
+        replace(&live_cert, &c2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = curl_tls(&ca2.cert, &v2, &[]);
+            if out.stdout_str() == "200 2" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new certificate was not served: {}",
+                out.describe()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let out = curl_tls(&ca1.cert, &v2, &[]);
+        assert!(
+            !out.status.success(),
+            "old CA still accepted: {}",
+            out.describe()
+        );
+
+        // The connection from before still works, on the old certificate.
+        for _ in 0..3 {
+            let resp = send
+                .send_request(get())
+                .await
+                .expect("request on the old connection");
+            assert_eq!(resp.status(), 200);
+        }
+        let one_der = {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::CertificateDer::from_pem_file(&c1).expect("cert one")
+        };
+        assert_eq!(
+            first_cert, one_der,
+            "the first connection saw another certificate"
+        );
+    });
+    assert!(
+        server.log().contains("TLS certificate reloaded"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn tls_auto_ca_export_and_skopeo_with_cert_dir() {
+    let dir = tempfile::tempdir().expect("temp");
+    let root = dir.path().join("root");
+    let mut server = TlsServer::start(
+        &root,
+        &["--tls-auto".into(), "--tls-san=registry.test".into()],
+    );
+    let export = run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["ca", "export", "--root"])
+        .arg(&root))
+    .stdout;
+    let on_disk = std::fs::read(root.join("tls/ca.crt")).expect("ROOT/tls/ca.crt");
+    assert_eq!(export, on_disk);
+    assert!(String::from_utf8_lossy(&export).starts_with("-----BEGIN CERTIFICATE-----"));
+    let ca = dir.path().join("exported-ca.crt");
+    std::fs::write(&ca, &export).expect("write CA");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root.join("tls/ca.key"))
+        .expect("ca.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    for host in ["127.0.0.1", "localhost", "registry.test"] {
+        let out = curl_tls(
+            &ca,
+            &format!("https://{host}:{}/v2/", server.port),
+            &[
+                "--resolve",
+                &format!("registry.test:{}:127.0.0.1", server.port),
+            ],
+        );
+        expect_ok(&out, "2", "TLSv1.3");
+    }
+    let scratch = tempfile::tempdir().expect("scratch");
+    let certs = cert_dir(scratch.path(), &ca);
+    skopeo_roundtrip(scratch.path(), &certs, &server.host());
+
+    // A restart on the same root keeps the CA and serves what was pushed.
+    server.stop();
+    let again = TlsServer::start(
+        &root,
+        &["--tls-auto".into(), "--tls-san=registry.test".into()],
+    );
+    assert_eq!(std::fs::read(root.join("tls/ca.crt")).expect("ca"), on_disk);
+    let out = curl_tls(&ca, &format!("{}/v2/team/app/tags/list", again.url()), &[]);
+    expect_ok(&out, "2", "TLSv1.3");
+
+    // `ca export` without a CA says so and fails.
+    let out = run_unchecked(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["ca", "export", "--root"])
+            .arg(dir.path().join("nothing-here")),
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.clone().contains("--tls-auto"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn without_tls_flags_berth_speaks_plain_http() {
+    let server = Server::start();
+    curl("GET", &format!("{}/v2/", server.url()))
+        .send()
+        .expect_status(200);
+    let out = run_unchecked(
+        Command::new("curl")
+            .args(["-sk", "--noproxy", "*", "--max-time", "5"])
+            .arg(format!("https://127.0.0.1:{}/v2/", server.port)),
+    );
+    assert!(
+        !out.status.success(),
+        "TLS answered without TLS flags: {}",
+        out.describe()
+    );
+}
+
+/// `berth runtime-config --tls-auto-root ROOT` installs the server's CA
+/// where each runtime reads it, and the real consumers then trust berth:
+/// containerd (`ctr content fetch --hosts-dir` with the generated
+/// hosts.toml naming `berth-ca.crt` beside it), skopeo with the generated
+/// registries.conf drop-in and `certs.d/<mirror>/ca.crt`; k3s's
+/// `configs.<mirror>.tls.ca_file` and Docker's certs.d are checked as files.
+#[test]
+fn runtime_config_installs_the_tls_auto_ca() {
+    let dir = tempfile::tempdir().expect("temp");
+    let root = dir.path().join("root");
+    let server = TlsServer::start(&root, &["--tls-auto".into()]);
+    let ca = std::fs::read_to_string(root.join("tls/ca.crt")).expect("CA");
+    let mirror = format!("https://{}", server.host());
+    // Preload an image under the registry name the nodes will pull.
+    let scratch = tempfile::tempdir().expect("scratch");
+    let trust = cert_dir(scratch.path(), &root.join("tls/ca.crt"));
+    let layout = Layout::init(&scratch.path().join("layout"));
+    layout.build("v1", 1, 9, "amd64");
+    let (digest, _) = layout.manifest("v1");
+    run(skopeo(scratch.path())
+        .args(["copy", "--dest-cert-dir"])
+        .arg(&trust)
+        .arg(layout.oci_ref("v1"))
+        .arg(format!("docker://{}/reg.test/team/app:v1", server.host())));
+    let rc = |target: &str, extra: &[String]| {
+        run(Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "runtime-config",
+                target,
+                "--mirror",
+                &mirror,
+                "--registries",
+                "reg.test",
+                "--tls-auto-root",
+            ])
+            .arg(&root)
+            .args(extra));
+    };
+
+    // containerd
+    let hosts = dir.path().join("certs.d-containerd");
+    rc("containerd", &[format!("--dest={}", hosts.display())]);
+    let installed = hosts.join("reg.test").join("berth-ca.crt");
+    assert_eq!(
+        std::fs::read_to_string(&installed).expect("installed CA"),
+        ca
+    );
+    let toml_text = std::fs::read_to_string(hosts.join("reg.test/hosts.toml")).expect("hosts.toml");
+    assert!(
+        toml_text.contains(&installed.display().to_string()),
+        "{toml_text}"
+    );
+    let containerd = Containerd::start();
+    run(containerd
+        .ctr()
+        .args([
+            "content",
+            "fetch",
+            "--platform",
+            "linux/amd64",
+            "--hosts-dir",
+        ])
+        .arg(&hosts)
+        .arg("reg.test/team/app:v1"));
+    let listed = run(containerd.ctr().args(["content", "ls", "-q"])).stdout_str();
+    assert!(
+        listed.contains(&digest),
+        "{digest} not in containerd:\n{listed}"
+    );
+
+    // Podman/skopeo: the drop-in plus certs.d/<mirror>/ca.crt.
+    let conf = dir.path().join("registries.conf.d/90-berth-mirror.conf");
+    let certs = dir.path().join("containers-certs.d");
+    rc(
+        "podman",
+        &[
+            format!("--dest={}", conf.display()),
+            format!("--certs-dir={}", certs.display()),
+        ],
+    );
+    let mirror_certs = certs.join(server.host());
+    assert_eq!(
+        std::fs::read_to_string(mirror_certs.join("ca.crt")).expect("certs.d CA"),
+        ca
+    );
+    let out = scratch.path().join("out");
+    run(skopeo(scratch.path())
+        .arg("--registries-conf")
+        .arg(&conf)
+        .args(["copy", "--src-cert-dir"])
+        .arg(&mirror_certs)
+        .arg("docker://reg.test/team/app:v1")
+        .arg(format!("oci:{}:v1", out.display())));
+    assert_eq!(Layout { dir: out }.manifest("v1").0, digest);
+
+    // k3s and Docker.
+    let k3s = dir.path().join("k3s/registries.yaml");
+    rc("k3s", &[format!("--dest={}", k3s.display())]);
+    let k3s_ca = dir.path().join("k3s/berth-ca.crt");
+    assert_eq!(std::fs::read_to_string(&k3s_ca).expect("k3s CA"), ca);
+    let yaml: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&k3s).expect("yaml")).expect("parse yaml");
+    assert_eq!(
+        yaml["configs"][server.host()]["tls"]["ca_file"],
+        serde_json::Value::String(k3s_ca.display().to_string()),
+        "{yaml}"
+    );
+    let docker_certs = dir.path().join("docker-certs.d");
+    rc(
+        "docker",
+        &[
+            format!("--dest={}", dir.path().join("daemon.json").display()),
+            format!("--certs-dir={}", docker_certs.display()),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(docker_certs.join(server.host()).join("ca.crt"))
+            .expect("docker CA"),
+        ca
+    );
+    drop(server);
+}
