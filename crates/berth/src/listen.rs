@@ -51,8 +51,18 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
+        let tls = acceptor.is_some();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            if tls {
+                // berth terminates TLS itself: say so the way a proxy in
+                // front would, so that the token realm in challenges is
+                // https (whatever the client sent in this header).
+                req.headers_mut().insert(
+                    "x-forwarded-proto",
+                    http::HeaderValue::from_static("https"),
+                );
+            }
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
         match &acceptor {
