@@ -58,10 +58,8 @@ pub async fn serve(
                 // berth terminates TLS itself: say so the way a proxy in
                 // front would, so that the token realm in challenges is
                 // https (whatever the client sent in this header).
-                req.headers_mut().insert(
-                    "x-forwarded-proto",
-                    http::HeaderValue::from_static("https"),
-                );
+                req.headers_mut()
+                    .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
             }
             app.clone().oneshot(req.map(axum::body::Body::new))
         });

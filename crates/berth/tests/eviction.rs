@@ -99,6 +99,9 @@ fn a_capped_cache_evicts_the_least_recently_pulled_and_keeps_serving() {
         format!("--upstream=registry.up.test={}", upstream.url()),
         format!("--cache-max-size={CAP}"),
         "--cache-min-age=1s".into(),
+        // The device's own fill (other data on the test machine) must not
+        // evict: this test is about the cap.
+        "--cache-high-watermark=off".into(),
     ]);
     // Preloaded into the mirror namespace: pushed, so pinned.
     let pinned = push_image(

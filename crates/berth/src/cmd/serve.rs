@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Images pulled this recently are never evicted [default: 5m]
     #[arg(long, env = "BERTH_CACHE_MIN_AGE", value_name = "DURATION")]
     cache_min_age: Option<String>,
+    /// Device usage (a fraction such as 0.9, or `off`) past which cached
+    /// images are evicted, whoever filled the device [default: 0.9]
+    #[arg(long, env = "BERTH_CACHE_HIGH_WATERMARK", value_name = "FRACTION|off")]
+    cache_high_watermark: Option<String>,
     /// Serve HTTPS with this PEM certificate chain (re-read when it changes).
     #[arg(
         long,
@@ -343,7 +347,14 @@ fn lifecycle_config(file: &FileConfig, args: &ServeArgs) -> anyhow::Result<Lifec
     if let Some(s) = pick(&args.cache_min_age, &file.cache_min_age) {
         eviction.min_age = duration("cache_min_age", &s)?;
     }
-    match &file.cache_high_watermark {
+    let from_flag = match args.cache_high_watermark.as_deref().map(str::trim) {
+        None => None,
+        Some("off") => Some(toml::Value::String("off".into())),
+        Some(v) => Some(toml::Value::Float(v.parse().with_context(|| {
+            format!("--cache-high-watermark: {v:?} is not a fraction like 0.9, or off")
+        })?)),
+    };
+    match from_flag.as_ref().or(file.cache_high_watermark.as_ref()) {
         None => {}
         Some(toml::Value::String(s)) if s == "off" => eviction.high_watermark = None,
         Some(toml::Value::Float(f)) if *f > 0.0 && *f <= 1.0 => eviction.high_watermark = Some(*f),
