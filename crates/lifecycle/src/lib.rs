@@ -136,6 +136,10 @@ impl Lifecycle {
         .await?;
         if !dry_run {
             self.metrics.record(&gc, &uploads);
+            match usage::usage(&self.registry).await {
+                Ok(u) => self.metrics.record_usage(&u),
+                Err(e) => tracing::warn!(target: "berth::lifecycle", "measuring usage failed: {e}"),
+            }
         }
         tracing::info!(
             target: "berth::lifecycle",
@@ -169,9 +173,11 @@ impl Lifecycle {
         Ok(report)
     }
 
-    /// What is stored and for whom.
+    /// What is stored and for whom (also exported on `/metrics`).
     pub async fn usage(&self) -> Result<UsageReport> {
-        usage::usage(&self.registry).await
+        let u = usage::usage(&self.registry).await?;
+        self.metrics.record_usage(&u);
+        Ok(u)
     }
 
     /// Evict cached images if the store is over its cap or the device over

@@ -1,11 +1,19 @@
 //! Lifecycle counters for `/metrics`: GC runs, what they freed and how long
 //! they took; expired uploads.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry as PromRegistry;
 
-use crate::{GcReport, UploadsReport};
+use crate::{GcReport, UploadsReport, UsageReport};
+
+/// `upstream="docker.io"`, or `upstream="local"` for local repositories.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct LifecycleMetrics {
@@ -23,6 +31,9 @@ pub struct LifecycleMetrics {
     pub scrub_runs: Counter,
     pub scrub_bytes: Counter,
     pub scrub_corrupt: Counter,
+    pub upstream_bytes: Family<UpstreamLabel, Gauge>,
+    pub pinned_bytes: Gauge,
+    pub cached_bytes: Gauge,
 }
 
 impl LifecycleMetrics {
@@ -93,6 +104,36 @@ impl LifecycleMetrics {
             "Bytes of blobs stored (measured by the evictor)",
             self.stored_bytes.clone(),
         );
+        s.register(
+            "upstream_bytes",
+            "Bytes of blobs held for each upstream's mirrors, and for local repositories (at the last collection)",
+            self.upstream_bytes.clone(),
+        );
+        s.register(
+            "pinned_bytes",
+            "Bytes of pushed or loaded blobs, never evicted (at the last collection)",
+            self.pinned_bytes.clone(),
+        );
+        s.register(
+            "cached_bytes",
+            "Bytes of blobs only the cache holds, evictable (at the last collection)",
+            self.cached_bytes.clone(),
+        );
+    }
+
+    pub(crate) fn record_usage(&self, usage: &UsageReport) {
+        self.stored_bytes.set(usage.total.bytes as i64);
+        self.pinned_bytes.set(usage.pinned.bytes as i64);
+        self.cached_bytes.set(usage.cached.bytes as i64);
+        self.uploads_open.set(usage.uploads.blobs as i64);
+        self.upstream_bytes.clear();
+        for (group, b) in &usage.by_upstream {
+            self.upstream_bytes
+                .get_or_create(&UpstreamLabel {
+                    upstream: group.clone(),
+                })
+                .set(b.bytes as i64);
+        }
     }
 
     pub(crate) fn record(&self, gc: &GcReport, uploads: &UploadsReport) {
