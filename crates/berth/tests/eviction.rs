@@ -166,3 +166,66 @@ fn a_capped_cache_evicts_the_least_recently_pulled_and_keeps_serving() {
         "the shared layer stays"
     );
 }
+
+/// The device watermark on a real small file system: berth's root on a
+/// 64 MiB tmpfs, pulled through by twenty 3 MiB images. Past 90% used, the
+/// least recently pulled images go until it is under 80%; the newest image
+/// still pulls with the upstream stopped, and no pull ever fails. (Images
+/// are small beside the device so that the watermark, not the 1% reserve
+/// that makes a fill stream uncached, is what acts.)
+#[test]
+fn the_device_watermark_evicts_from_90_down_to_80_percent() {
+    let fs = Tmpfs::mount(64);
+    let root = fs.path.join("root");
+    let upstream = Server::start();
+    let images: Vec<Image> = (0..20u64)
+        .map(|i| {
+            let own = pseudo_random((3 * MIB) as usize, 300 + i);
+            push_image(&upstream, "app/big", &format!("v{i}"), vec![own])
+        })
+        .collect();
+    let server = Server::start_on_with(
+        &root,
+        &[
+            format!("--upstream=registry.up.test={}", upstream.url()),
+            "--cache-min-age=1s".into(),
+        ],
+    );
+    let mut evicted_once = false;
+    for image in &images {
+        assert!(
+            pull(&server, "registry.up.test/app/big", image),
+            "pull {}",
+            image.tag
+        );
+        let (used, total) = df_used_total(&fs.path);
+        assert!(
+            used <= total / 100 * 90 + IMAGE,
+            "{used} of {total} bytes used after pulling {}: over the watermark plus one image",
+            image.tag
+        );
+        if used > total / 100 * 90 {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while df_used_total(&fs.path).0 > total / 100 * 80 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let (used, _) = df_used_total(&fs.path);
+            assert!(
+                used <= total / 100 * 80,
+                "still {used} of {total} bytes used"
+            );
+            evicted_once = true;
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    assert!(
+        evicted_once,
+        "the watermark was never passed: nothing was tested"
+    );
+    assert!(server.metric("berth_cache_evictions_total") >= 1.0);
+    drop(upstream);
+    assert!(
+        pull(&server, "registry.up.test/app/big", images.last().unwrap()),
+        "the newest image pulls from the cache"
+    );
+}

@@ -19,39 +19,6 @@ use std::process::Command;
 
 use common::*;
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(size_mib: u64) -> Tmpfs {
-        let dir = tempfile::tempdir().expect("mount point");
-        let path = dir.path().join("fs");
-        std::fs::create_dir(&path).expect("create mount point");
-        let out = run_unchecked(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o"])
-                .arg(format!("size={size_mib}m"))
-                .arg("tmpfs")
-                .arg(&path),
-        );
-        assert!(
-            out.status.success(),
-            "full-disk tests mount a tmpfs and must run as root\n{}",
-            out.describe()
-        );
-        Tmpfs { _dir: dir, path }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
 /// Fill what is left of the file system at `dir` with a ballast file until
 /// the kernel refuses, so that the next write anywhere on it fails.
 fn fill_up(path: &Path) {

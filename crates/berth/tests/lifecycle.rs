@@ -112,7 +112,10 @@ fn gc_while_serving_frees_deleted_content_and_keeps_what_is_referenced() {
     // What is stored, as /metrics tells it after the collection.
     let after = blob_bytes(&server.root) as f64;
     assert_eq!(server.metric("berth_storage_stored_bytes"), after);
-    assert_eq!(server.metric("berth_storage_upstream_bytes{upstream=\"local\"}"), after);
+    assert_eq!(
+        server.metric("berth_storage_upstream_bytes{upstream=\"local\"}"),
+        after
+    );
     assert_eq!(server.metric("berth_storage_pinned_bytes"), after);
 }
 

@@ -1606,3 +1606,53 @@ pub fn http_get_blocking(
             Duration::from_secs(120),
         ))
 }
+
+// ---------------------------------------------------------------------------
+// A small file system of the test's own (full-disk and watermark tests)
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+pub struct Tmpfs {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(size_mib: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("mount point");
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).expect("create mount point");
+        let out = run_unchecked(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size_mib}m"))
+                .arg("tmpfs")
+                .arg(&path),
+        );
+        assert!(
+            out.status.success(),
+            "full-disk tests mount a tmpfs and must run as root\n{}",
+            out.describe()
+        );
+        Tmpfs { _dir: dir, path }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Bytes used and in all on the file system at `path` (`df`, as berth's
+/// statvfs sees it).
+pub fn df_used_total(path: &Path) -> (u64, u64) {
+    let out = run(Command::new("df")
+        .args(["--output=used,size", "-B1"])
+        .arg(path));
+    let text = out.stdout_str();
+    let line = text.lines().nth(1).unwrap_or_default().to_string();
+    let mut nums = line
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().unwrap_or(0));
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
+}
