@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,22 +13,6 @@ use common::*;
 const MIB: u64 = 1 << 20;
 const CAP: u64 = 16 * MIB;
 const IMAGE: u64 = 8 * MIB;
-
-fn blob_bytes(root: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![root.join("blobs")];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let meta = e.metadata().expect("stat");
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += meta.len();
-            }
-        }
-    }
-    total
-}
 
 struct Image {
     tag: String,

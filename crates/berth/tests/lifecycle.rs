@@ -22,23 +22,6 @@ fn berth_gc(root: &Path, extra: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("berth gc printed no JSON report ({e})\n{}", out.describe()))
 }
 
-/// Bytes of every published blob under the root.
-fn blob_bytes(root: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![root.join("blobs")];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let meta = e.metadata().expect("stat");
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += meta.len();
-            }
-        }
-    }
-    total
-}
-
 fn get(server: &Server, path: &str) -> Resp {
     curl("GET", &format!("{}{path}", server.url()))
         .header("Accept", OCI_MANIFEST)

@@ -92,17 +92,7 @@ impl Cache {
             return Ok(BlobLocation::Local { size });
         }
         let unknown = || RegistryError::BlobUnknown(digest.clone());
-        let Some((host, remote)) = Cache::upstream_of(repo) else {
-            return Err(unknown());
-        };
-        match inner.reach(&host) {
-            Reach::Online => {}
-            Reach::Offline => return Err(unknown()),
-            Reach::Refused if inner.refused_and_unknown(repo).await? => {
-                return Err(RegistryError::UpstreamNotAllowed)
-            }
-            Reach::Refused => return Err(unknown()),
-        }
+        let (host, remote) = self.reachable_upstream(repo, digest).await?;
         let fill = self.join_or_start(host, remote, repo.clone(), digest.clone());
         let mut progress = fill.progress.clone();
         let state = progress
@@ -179,6 +169,28 @@ impl Cache {
         }
     }
 
+    /// The upstream (host, name there) a blob of `repo` may be asked of;
+    /// BLOB_UNKNOWN when offline or not a mirror, NAME_UNKNOWN for a host
+    /// that may not be contacted and a repository that holds nothing.
+    async fn reachable_upstream(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(String, RepositoryName), RegistryError> {
+        let unknown = || RegistryError::BlobUnknown(digest.clone());
+        let Some((host, remote)) = Cache::upstream_of(repo) else {
+            return Err(unknown());
+        };
+        match self.inner.reach(&host) {
+            Reach::Online => Ok((host, remote)),
+            Reach::Offline => Err(unknown()),
+            Reach::Refused if self.inner.refused_and_unknown(repo).await? => {
+                Err(RegistryError::UpstreamNotAllowed)
+            }
+            Reach::Refused => Err(unknown()),
+        }
+    }
+
     /// The blob's size when this repository holds it. A copy stored for
     /// another repository does not count (see the module comment).
     async fn held(
@@ -209,17 +221,7 @@ impl Cache {
             return Ok(size);
         }
         let unknown = || RegistryError::BlobUnknown(digest.clone());
-        let Some((host, remote)) = Cache::upstream_of(repo) else {
-            return Err(unknown());
-        };
-        match inner.reach(&host) {
-            Reach::Online => {}
-            Reach::Offline => return Err(unknown()),
-            Reach::Refused if inner.refused_and_unknown(repo).await? => {
-                return Err(RegistryError::UpstreamNotAllowed)
-            }
-            Reach::Refused => return Err(unknown()),
-        }
+        let (host, remote) = self.reachable_upstream(repo, digest).await?;
         let Ok(client) = inner.client(&host) else {
             return Err(unknown());
         };

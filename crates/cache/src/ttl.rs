@@ -55,17 +55,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn globs() {
-        assert!(glob_match("v*", "v1.2.3"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("latest", "latest"));
-        assert!(!glob_match("latest", "latest2"));
-        assert!(glob_match("*-rc?", "1.0-rc1"));
-        assert!(!glob_match("v*", "1.0"));
-        assert!(glob_match("a*b*c", "aXXbYYc"));
-    }
-
-    #[test]
     fn ttl_patterns_first_match_wins() {
         let p = TtlPolicy {
             default: Duration::from_secs(60),

@@ -174,5 +174,7 @@ mod tests {
         assert!(glob_match("latest", "latest"));
         assert!(!glob_match("latest", "latest2"));
         assert!(glob_match("*-rc?", "1.0-rc1"));
+        assert!(!glob_match("v*", "1.0"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
     }
 }

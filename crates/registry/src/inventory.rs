@@ -474,16 +474,19 @@ impl Registry {
         Ok(())
     }
 
-    /// A manifest push's hold on the fence, recording `digests` when a GC
-    /// runs. Held until the manifest is stored.
+    /// A manifest push's hold on the fence, recording what `manifest`
+    /// references (and its own digest, when known) while a GC runs. Held
+    /// until the manifest is stored.
     pub(crate) async fn fence_enter(
         &self,
-        digests: impl Iterator<Item = &Digest>,
+        manifest: &Manifest,
+        own: Option<&Digest>,
     ) -> tokio::sync::RwLockReadGuard<'_, ()> {
         let gate = self.fence.gate.read().await;
         if self.fence.active.load(Ordering::SeqCst) {
             let mut touched = self.fence.touched.lock().await;
-            touched.extend(digests.cloned());
+            let referenced = manifest.blobs.iter().chain(&manifest.manifests);
+            touched.extend(referenced.map(|r| r.digest.clone()).chain(own.cloned()));
         }
         gate
     }

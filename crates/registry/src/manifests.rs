@@ -48,15 +48,7 @@ impl Registry {
     ) -> Result<PutManifest> {
         let manifest = Manifest::parse(&bytes, content_type)?;
         // Held until the manifest is stored: GC keeps what it references.
-        let _fence = self
-            .fence_enter(
-                manifest
-                    .blobs
-                    .iter()
-                    .chain(&manifest.manifests)
-                    .map(|r| &r.digest),
-            )
-            .await;
+        let _fence = self.fence_enter(&manifest, None).await;
         let digest = match reference {
             ManifestRef::Digest(expected) => {
                 let actual = Digest::of_bytes(expected.algorithm(), &bytes);
@@ -120,16 +112,7 @@ impl Registry {
         tag: Option<&berth_reference::Tag>,
     ) -> Result<StoredManifest> {
         let manifest = Manifest::parse(&bytes, content_type)?;
-        let _fence = self
-            .fence_enter(
-                manifest
-                    .blobs
-                    .iter()
-                    .chain(&manifest.manifests)
-                    .map(|r| &r.digest)
-                    .chain(std::iter::once(digest)),
-            )
-            .await;
+        let _fence = self.fence_enter(&manifest, Some(digest)).await;
         let media_type = manifest.media_type.clone();
         // Pushed content stays pinned when the cache stores it again.
         let pinned = self

@@ -1320,6 +1320,12 @@ impl Server {
             .unwrap_or_else(|e| panic!("blob {digest} in berth's root: {e}"))
     }
 
+    /// Bytes of every published blob under the root (what `du` of
+    /// `blobs/` would say, without block rounding).
+    pub fn blob_bytes(&self) -> u64 {
+        blob_bytes(&self.root)
+    }
+
     /// Files under the root's upload area (abandoned downloads leave none).
     pub fn upload_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -1655,4 +1661,21 @@ pub fn df_used_total(path: &Path) -> (u64, u64) {
         .split_whitespace()
         .map(|n| n.parse::<u64>().unwrap_or(0));
     (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
+}
+
+/// Bytes of every published blob under a storage root.
+pub fn blob_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.join("blobs")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
 }
