@@ -253,6 +253,76 @@ fn docker_daemon_json_merge_keeps_unrelated_keys() {
     assert_eq!(backups_of(&dest).len(), 1);
 }
 
+/// With a private CA: the Secret, then a ConfigMap `NAME-ca` whose `ca.crt`
+/// is the CA file (a CDI DataVolume's `certConfigMap`).
+#[test]
+fn secret_with_a_ca_config_map_for_cdi() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, crt) = (dir.path().join("ca.key"), dir.path().join("ca.crt"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=berth test CA",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt),
+    );
+    let out = run_ok(
+        berth()
+            .args([
+                "secret",
+                "--registry",
+                "mirror.example:5000",
+                "--creds",
+                "robot:pw",
+                "--name",
+                "vm-pull",
+                "--namespace",
+                "vms",
+                "--ca-file",
+            ])
+            .arg(&crt),
+    );
+    let docs: Vec<serde_norway::Value> = stdout(&out)
+        .split("\n---\n")
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "{}", stdout(&out));
+    assert_eq!(docs[0]["kind"].as_str(), Some("Secret"));
+    assert_eq!(docs[1]["kind"].as_str(), Some("ConfigMap"));
+    assert_eq!(docs[1]["metadata"]["name"].as_str(), Some("vm-pull-ca"));
+    assert_eq!(docs[1]["metadata"]["namespace"].as_str(), Some("vms"));
+    assert_eq!(
+        docs[1]["data"]["ca.crt"].as_str(),
+        Some(fs::read_to_string(&crt).unwrap().as_str())
+    );
+    let bad = dir.path().join("not-a-cert");
+    fs::write(&bad, "hello").unwrap();
+    let out = berth()
+        .args([
+            "secret",
+            "--registry",
+            "r.example",
+            "--creds",
+            "u:p",
+            "--ca-file",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
 #[test]
 fn secret_decodes_to_the_right_auths() {
     let out = run_ok(berth().args([

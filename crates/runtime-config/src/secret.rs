@@ -172,6 +172,57 @@ pub fn build(
     })
 }
 
+/// A ConfigMap carrying a registry's CA certificate under `ca.crt`: what
+/// CDI's registry importer takes as a DataVolume's `certConfigMap` (and
+/// KubeVirt's import of a containerDisk from a private-CA registry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigMap {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub data: BTreeMap<String, String>,
+}
+
+/// The CA ConfigMap for `pem` (one or more PEM certificates).
+pub fn ca_config_map(
+    name: &str,
+    namespace: Option<&str>,
+    pem: &str,
+) -> Result<ConfigMap, ConfigError> {
+    if !valid_dns_name(name, 253, true) {
+        return Err(ConfigError::Unsupported(format!(
+            "{name:?} is not a valid ConfigMap name (lowercase letters, digits, '-' and '.')"
+        )));
+    }
+    if !pem.contains("-----BEGIN CERTIFICATE-----") || !pem.contains("-----END CERTIFICATE-----") {
+        return Err(ConfigError::Unsupported(
+            "the CA file holds no PEM certificate".to_string(),
+        ));
+    }
+    Ok(ConfigMap {
+        api_version: "v1".to_string(),
+        kind: "ConfigMap".to_string(),
+        metadata: Metadata {
+            name: name.to_string(),
+            namespace: namespace.map(str::to_string),
+            labels: BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "berth".to_string(),
+            )]),
+        },
+        data: BTreeMap::from([("ca.crt".to_string(), pem.trim_end().to_string() + "\n")]),
+    })
+}
+
+/// The ConfigMap as a YAML document.
+pub fn render_config_map(map: &ConfigMap) -> Result<String, ConfigError> {
+    serde_norway::to_string(map).map_err(|e| ConfigError::Generate {
+        what: "ConfigMap".to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// The Secret as a YAML document.
 pub fn render(secret: &Secret) -> Result<String, ConfigError> {
     serde_norway::to_string(secret).map_err(|e| ConfigError::Generate {
@@ -228,6 +279,19 @@ mod tests {
         }
         assert_eq!(auth_key("http://127.0.0.1:5000").unwrap(), "127.0.0.1:5000");
         assert!(auth_key("not a host").is_err());
+    }
+
+    #[test]
+    fn ca_config_map_for_cdi() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let m = ca_config_map("pull-ca", Some("vms"), pem).unwrap();
+        let yaml = render_config_map(&m).unwrap();
+        let back: ConfigMap = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(back.kind, "ConfigMap");
+        assert_eq!(back.data["ca.crt"], pem);
+        assert_eq!(back.metadata.namespace.as_deref(), Some("vms"));
+        assert!(ca_config_map("pull-ca", None, "not a cert").is_err());
+        assert!(ca_config_map("Bad_Name", None, pem).is_err());
     }
 
     #[test]

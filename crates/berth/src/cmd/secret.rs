@@ -8,7 +8,8 @@ use berth_runtime_config::secret::{self, Credentials};
 #[derive(clap::Args)]
 #[command(after_help = "\
 The Secret also carries accessKeyId/secretKey, which CDI's registry importer reads from a \
-DataVolume's secretRef. Apply it with `berth secret ... | kubectl apply -f -`.")]
+DataVolume's secretRef. With --ca-file or --tls-auto-root, a ConfigMap NAME-ca holding \
+ca.crt follows it: a DataVolume's certConfigMap. Apply with `berth secret ... | kubectl apply -f -`.")]
 pub struct SecretArgs {
     /// Registry host the credentials are for (e.g. mirror.lan:5000, docker.io).
     #[arg(long, value_name = "HOST")]
@@ -27,6 +28,13 @@ pub struct SecretArgs {
     /// Namespace (omitted: kubectl's current namespace).
     #[arg(long, value_name = "NS")]
     namespace: Option<String>,
+    /// Also print a ConfigMap NAME-ca with this CA certificate (PEM), for
+    /// CDI's `certConfigMap` when the registry's certificate is private.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_auto_root")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Like --ca-file, with the CA of `berth serve --tls-auto` on ROOT.
+    #[arg(long, value_name = "ROOT")]
+    tls_auto_root: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: SecretArgs) -> anyhow::Result<()> {
@@ -45,5 +53,21 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
         args.namespace.as_deref(),
     )?;
     print!("{}", secret::render(&secret)?);
+    let ca = match (&args.ca_file, &args.tls_auto_root) {
+        (Some(f), _) => Some(f.clone()),
+        (None, Some(root)) => Some(root.join("tls").join("ca.crt")),
+        (None, None) => None,
+    };
+    if let Some(path) = ca {
+        use anyhow::Context;
+        let pem = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+        let map = secret::ca_config_map(
+            &format!("{}-ca", args.name),
+            args.namespace.as_deref(),
+            &pem,
+        )?;
+        print!("---\n{}", secret::render_config_map(&map)?);
+    }
     Ok(())
 }
