@@ -279,3 +279,115 @@ fn kill9_during_eviction() {
     }
     let _ = images;
 }
+
+#[test]
+fn kill9_during_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for (trial, delay) in (0..20u64).zip(delays(14)) {
+        assert!(Instant::now() < deadline, "trials took over 240 s");
+        let mut server = Server::start_on(&root);
+        let data = pseudo_random(6 << 20, 1200 + trial);
+        let digest = sha256(&data);
+        let post = curl(
+            "POST",
+            &format!("{}/v2/team/push/blobs/uploads/", server.url()),
+        )
+        .send();
+        post.expect_status(202);
+        let path = post
+            .location(&server.url())
+            .strip_prefix(&server.url())
+            .unwrap_or_default()
+            .to_string();
+        // Three 2 MiB chunks and the final PUT, in the background; kill -9
+        // lands somewhere among them.
+        let chunks: Vec<Vec<u8>> = data.chunks(2 << 20).map(<[u8]>::to_vec).collect();
+        let url = format!("{}{path}", server.url());
+        let pusher = {
+            let digest = digest.clone();
+            std::thread::spawn(move || {
+                let mut offset = 0usize;
+                for c in &chunks {
+                    let body = tempfile::NamedTempFile::new().expect("chunk file");
+                    std::fs::write(body.path(), c).expect("write chunk");
+                    let ok = Command::new("curl")
+                        .args([
+                            "-s",
+                            "-f",
+                            "-o",
+                            "/dev/null",
+                            "--max-time",
+                            "20",
+                            "-X",
+                            "PATCH",
+                            "-H",
+                            "Expect:",
+                        ])
+                        .args([
+                            "-H",
+                            &format!("Content-Range: {offset}-{}", offset + c.len() - 1),
+                        ])
+                        .args(["-H", "Content-Type: application/octet-stream"])
+                        .arg("--data-binary")
+                        .arg(format!("@{}", body.path().display()))
+                        .arg(&url)
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if !ok {
+                        return;
+                    }
+                    offset += c.len();
+                }
+                let _ = Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "--max-time", "20", "-X", "PUT"])
+                    .arg(format!("{url}?digest={digest}"))
+                    .status();
+            })
+        };
+        std::thread::sleep(delay * 2);
+        server.kill9();
+        let _ = pusher.join();
+
+        let server = Server::start_on(&root);
+        assert_store_sound(&root);
+        let head = curl(
+            "HEAD",
+            &format!("{}/v2/team/push/blobs/{digest}", server.url()),
+        )
+        .send();
+        if head.status == 200 {
+            continue; // completed before the kill, verified by the store check
+        }
+        // Otherwise the session holds a prefix of what was sent: resume it.
+        let session = format!("{}{path}", server.url());
+        let status = curl("GET", &session).send();
+        status.expect_status(204);
+        let range = status.header("Range").unwrap_or("0-0").to_string();
+        let have: usize = match range
+            .strip_prefix("0-")
+            .and_then(|e| e.parse::<usize>().ok())
+        {
+            Some(end) if end > 0 || range != "0-0" => end + 1,
+            _ => 0,
+        };
+        assert!(
+            have <= data.len(),
+            "trial {trial}: session claims {have} bytes"
+        );
+        let mut put = curl("PUT", &with_query(&session, &format!("digest={digest}")));
+        if have < data.len() {
+            put = put
+                .header("Content-Range", &format!("{have}-{}", data.len() - 1))
+                .body(data[have..].to_vec());
+        }
+        put.send().expect_status(201);
+        let got = curl(
+            "GET",
+            &format!("{}/v2/team/push/blobs/{digest}", server.url()),
+        )
+        .send();
+        assert!(got.body == data, "trial {trial}: the resumed blob differs");
+    }
+}
