@@ -133,7 +133,9 @@ fn chunk_start(ctx: &Ctx) -> Result<Option<u64>, ApiError> {
         .and_then(parse_content_range)
         .ok_or_else(|| ApiError::BadRequest("malformed Content-Range".into()))?;
     if let Some(len) = content_length(ctx) {
-        if len != end - start + 1 {
+        // `end - start + 1` overflows for 0-18446744073709551615: such a
+        // range matches no Content-Length.
+        if Some(len) != (end - start).checked_add(1) {
             return Err(ApiError::BadRequest(format!(
                 "Content-Range {start}-{end} does not match Content-Length {len}"
             )));

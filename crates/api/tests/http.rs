@@ -455,6 +455,15 @@ async fn content_range_and_length_must_agree() {
         .send()
         .await;
     r.expect_error(400, "BLOB_UPLOAD_INVALID");
+    // A range whose length overflows u64 matches no Content-Length (it once
+    // wrapped to 0 and an empty body was accepted).
+    let r = h
+        .request(Method::PATCH, &loc)
+        .header("content-range", "0-18446744073709551615")
+        .header("content-length", "0")
+        .send()
+        .await;
+    r.expect_error(400, "BLOB_UPLOAD_INVALID");
     for bad in ["abc", "9-0", "-5", "0-"] {
         let r = h
             .request(Method::PATCH, &loc)
