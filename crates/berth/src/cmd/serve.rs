@@ -179,7 +179,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let lifecycle = Lifecycle::new(registry.clone(), settings.lifecycle.clone());
     let _schedule = lifecycle.spawn_schedule().map(AbortOnDrop);
     let _evictor = lifecycle.spawn_evictor().map(AbortOnDrop);
-    let _admin = serve_admin(&settings.root, lifecycle.clone()).await?;
+    // Without the socket (a root path longer than a socket address allows,
+    // say) berth still serves; only `berth gc` & co. against it are refused.
+    let _admin = match serve_admin(&settings.root, lifecycle.clone()).await {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!("no admin socket: {e:#}; berth gc, scrub and du cannot reach this server");
+            None
+        }
+    };
     let root = settings.root.clone();
     let cache = Cache::new(registry.clone(), settings.cache);
     let mut state = ApiState::with_cache(registry, cache, settings.default_upstream)
