@@ -85,19 +85,24 @@ macro_rules! progress {
     ($($t:tt)*) => { eprintln!("==> {}", format!($($t)*)) };
 }
 
+/// Progress on stderr, for workloads in other modules.
+pub(crate) fn progress_line(text: &str) {
+    progress!("{text}");
+}
+
 /// Per-server samples of one figure.
 #[derive(Default)]
-struct Samples {
-    vals: [Vec<f64>; 2],
+pub(crate) struct Samples {
+    pub(crate) vals: [Vec<f64>; 2],
     errs: [Option<String>; 2],
 }
 
 impl Samples {
-    fn failed(&self, i: usize) -> bool {
+    pub(crate) fn failed(&self, i: usize) -> bool {
         self.errs[i].is_some()
     }
 
-    fn record(&mut self, i: usize, r: Result<f64>) {
+    pub(crate) fn record(&mut self, i: usize, r: Result<f64>) {
         match r {
             Ok(v) => self.vals[i].push(v),
             Err(e) => {
@@ -107,7 +112,7 @@ impl Samples {
         }
     }
 
-    fn cell(&self, i: usize, higher_is_better: bool) -> Cell {
+    pub(crate) fn cell(&self, i: usize, higher_is_better: bool) -> Cell {
         if let Some(e) = &self.errs[i] {
             return Err(e.clone());
         }
@@ -126,7 +131,7 @@ fn best(vals: &[f64], higher_is_better: bool) -> Cell {
 }
 
 /// Errors go into a table cell: one line, bounded.
-fn short(e: &str) -> String {
+pub(crate) fn short(e: &str) -> String {
     let line = e.lines().next().unwrap_or_default();
     let mut s: String = line.chars().take(90).collect();
     if s.len() < line.len() {
@@ -136,7 +141,7 @@ fn short(e: &str) -> String {
 }
 
 /// The order servers run in on repeat `rep`.
-fn order(rep: usize) -> [usize; 2] {
+pub(crate) fn order(rep: usize) -> [usize; 2] {
     if rep.is_multiple_of(2) {
         [0, 1]
     } else {
@@ -168,10 +173,10 @@ fn row(workload: String, s: &Samples, unit: Unit, target: Target) -> Row {
 
 /// Where a server keeps a blob's bytes (to free the space of benchmark
 /// blobs once measured; neither server reads them again).
-fn blob_file(server: &Server, blob: &Blob) -> PathBuf {
+pub(crate) fn blob_file(server: &Server, blob: &Blob) -> PathBuf {
     let hex = blob.hex();
     match server.name {
-        "berth" => server.root.join("blobs/sha256").join(&hex[..2]).join(hex),
+        "berth" | "berth-tls" => server.root.join("blobs/sha256").join(&hex[..2]).join(hex),
         _ => server
             .root
             .join("docker/registry/v2/blobs/sha256")
@@ -192,6 +197,10 @@ impl Bench<'_> {
 
     async fn conn(&self, i: usize) -> Result<Conn> {
         Conn::connect(self.addr(i)).await
+    }
+
+    pub(crate) async fn conn_to(&self, server: &Server) -> Result<Conn> {
+        Conn::connect(server.addr).await
     }
 
     pub async fn idle_memory(&mut self) {

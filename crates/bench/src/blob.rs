@@ -89,6 +89,16 @@ impl Blob {
         FrameIter(frames).boxed_unsync()
     }
 
+    /// Write the blob's bytes to a file (for clients that read a file).
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for chunk in self.chunks(0, self.size) {
+            f.write_all(&chunk)?;
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+
     /// The hex part of the digest (for paths on disk).
     pub fn hex(&self) -> &str {
         self.digest.trim_start_matches("sha256:")

@@ -8,7 +8,8 @@
 //! Modules: `servers` (starting and killing the processes), `client` (the
 //! measuring HTTP/1.1 client), `blob` (generated blobs and their digests),
 //! `ops` (registry operations), `wrk` (small-request load), `bench` (the
-//! workloads), `report` (the table).
+//! workloads), `tls` (TLS with access control against plain HTTP and
+//! nginx over TLS), `report` (the table).
 //!
 //! Exit status: 0 when every workload produced its figures, even if targets
 //! were missed (it is a measurement); 1 when any workload errored, so that
@@ -21,6 +22,7 @@ mod client;
 mod ops;
 mod report;
 mod servers;
+mod tls;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -59,7 +61,7 @@ struct Args {
     #[arg(long)]
     max_seconds: Option<u64>,
     /// Run only these workloads (for profiling one path); comma-separated
-    /// from: push, chunked, get, manifest, listing [default: all]
+    /// from: push, chunked, get, manifest, listing, tls [default: all]
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
     /// Repeats per workload and server [default: 3, quick: 1]
@@ -74,6 +76,7 @@ enum Workload {
     Get,
     Manifest,
     Listing,
+    Tls,
 }
 
 fn main() -> ExitCode {
@@ -242,6 +245,9 @@ async fn run(args: Args) -> Result<bool> {
         }
         if wanted(Workload::Listing) {
             b.listings().await;
+        }
+        if wanted(Workload::Tls) {
+            b.tls(&berth_bin).await;
         }
         for s in [&berth, &dist] {
             if let Err(e) = s.rss() {

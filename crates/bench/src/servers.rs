@@ -138,6 +138,94 @@ pub async fn start_berth(bin: &Path, dir: &Path) -> Result<Server> {
     Ok(s)
 }
 
+/// `berth serve --tls-cert CERT --tls-key KEY --config CONFIG` on its own
+/// root: HTTPS with access control. Ready once `/v2/` answers 401 over TLS
+/// (checked with curl, which trusts `ca`).
+pub async fn start_berth_tls(
+    bin: &Path,
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    config: &Path,
+    ca: &Path,
+) -> Result<Server> {
+    let addr = free_port()?;
+    let root = dir.join("berth-tls-root");
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--root")
+        .arg(&root)
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn");
+    let (child, log) = spawn("berth-tls", cmd, dir)?;
+    let mut s = Server {
+        name: "berth-tls",
+        addr,
+        root,
+        log,
+        child,
+    };
+    s.wait_ready_tls(ca, "/v2/", Some(401)).await?;
+    Ok(s)
+}
+
+impl Server {
+    /// Like `wait_ready`, over TLS: curl (`--cacert ca`) until `GET path`
+    /// answers `want` (any status when `None`).
+    async fn wait_ready_tls(&mut self, ca: &Path, path: &str, want: Option<u16>) -> Result<()> {
+        let deadline = Instant::now() + STARTUP;
+        let url = format!("https://{}{path}", self.addr);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited during start-up ({status}):
+{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            let out = tokio::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "5",
+                    "--cacert",
+                ])
+                .arg(ca)
+                .arg(&url)
+                .output()
+                .await
+                .context("running curl (is it installed?)")?;
+            let code: u16 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            if code != 0 && want.is_none_or(|w| w == code) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not answer {want:?} on {url} within {STARTUP:?}:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Distribution 2.8 configured as the `registry:2` image ships it
 /// (filesystem storage, in-memory blob descriptor cache, deletes enabled),
 /// minus the access log and health checks, at log level warn.
@@ -174,14 +262,45 @@ pub async fn start_distribution(bin: &Path, dir: &Path) -> Result<Server> {
 /// nginx as one process serving `docroot` with `sendfile on`: the ceiling
 /// for serving a file over HTTP on this machine.
 pub async fn start_nginx(bin: &Path, dir: &Path, docroot: &Path) -> Result<Server> {
+    let mut s = nginx(bin, dir, docroot, None)?;
+    s.wait_ready("/", None).await?;
+    Ok(s)
+}
+
+/// nginx serving `docroot` over TLS (`cert`, `key`): the ceiling for
+/// serving a file over HTTPS. Ready once `GET /` answers over TLS.
+pub async fn start_nginx_tls(
+    bin: &Path,
+    dir: &Path,
+    docroot: &Path,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<Server> {
+    let mut s = nginx(bin, dir, docroot, Some((cert, key)))?;
+    s.wait_ready_tls(ca, "/", None).await?;
+    Ok(s)
+}
+
+fn nginx(bin: &Path, dir: &Path, docroot: &Path, tls: Option<(&Path, &Path)>) -> Result<Server> {
     let addr = free_port()?;
-    let prefix = dir.join("nginx");
+    let name = if tls.is_some() { "nginx-tls" } else { "nginx" };
+    let prefix = dir.join(name);
     std::fs::create_dir_all(&prefix)?;
     let p = prefix.display();
     let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
         .iter()
         .map(|t| format!("  {t}_temp_path {p}/{t};\n"))
         .collect();
+    let listen = match tls {
+        None => format!("listen {addr};"),
+        Some((cert, key)) => format!(
+            "listen {addr} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+             ssl_protocols TLSv1.2 TLSv1.3;",
+            cert.display(),
+            key.display()
+        ),
+    };
     let config = prefix.join("nginx.conf");
     std::fs::write(
         &config,
@@ -190,7 +309,7 @@ pub async fn start_nginx(bin: &Path, dir: &Path, docroot: &Path) -> Result<Serve
              error_log {p}/error.log warn;\npid {p}/nginx.pid;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n{temps}\
-             \x20 server {{\n    listen {addr};\n    root {};\n  }}\n}}\n",
+             \x20 server {{\n    {listen}\n    root {};\n  }}\n}}\n",
             docroot.display()
         ),
     )?;
@@ -201,16 +320,14 @@ pub async fn start_nginx(bin: &Path, dir: &Path, docroot: &Path) -> Result<Serve
         .arg(prefix.join("error.log"))
         .arg("-c")
         .arg(&config);
-    let (child, log) = spawn("nginx", cmd, dir)?;
-    let mut s = Server {
-        name: "nginx",
+    let (child, log) = spawn(name, cmd, dir)?;
+    Ok(Server {
+        name,
         addr,
         root: docroot.to_path_buf(),
         log,
         child,
-    };
-    s.wait_ready("/", None).await?;
-    Ok(s)
+    })
 }
 
 /// Find a program: an explicit path, else `PATH`, else the sbin directories

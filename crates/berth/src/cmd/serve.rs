@@ -184,7 +184,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _admin = match serve_admin(&settings.root, lifecycle.clone()).await {
         Ok(task) => Some(task),
         Err(e) => {
-            tracing::warn!("no admin socket: {e:#}; berth gc, scrub and du cannot reach this server");
+            tracing::warn!(
+                "no admin socket: {e:#}; berth gc, scrub and du cannot reach this server"
+            );
             None
         }
     };
