@@ -211,7 +211,7 @@ impl Authorizer for PolicyAuthorizer {
                     }
                 }
                 Credentials::Bearer(token) => match auth.verify_access(&token) {
-                    Ok(g) => (g.identity, Some(g.access)),
+                    Ok(g) => (g.identity.clone(), Some(g.access.clone())),
                     Err(_) => {
                         audit(None, client, repo, action, "invalid-token");
                         return Err(challenge(auth, headers, scope, Some("invalid_token")));

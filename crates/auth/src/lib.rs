@@ -15,6 +15,7 @@ pub mod htpasswd;
 pub mod policy;
 pub mod ratelimit;
 pub mod token;
+mod verified;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -127,6 +128,8 @@ pub struct Auth {
     signer: Signer,
     tokens: TokenStore,
     limiter: FailureLimiter,
+    /// Bearer tokens already verified (see `verified`).
+    verified: verified::Verified,
 }
 
 impl Auth {
@@ -146,6 +149,7 @@ impl Auth {
             signer: Signer::new(key, &config.service),
             tokens: TokenStore::new(&dir),
             limiter: FailureLimiter::new(config.max_login_failures, Duration::from_secs(60)),
+            verified: Default::default(),
             htpasswd,
             policy,
             config,
@@ -285,8 +289,13 @@ impl Auth {
     }
 
     /// A bearer token's identity and grants.
-    pub fn verify_access(&self, token: &str) -> Result<Granted, AuthError> {
+    pub fn verify_access(&self, token: &str) -> Result<std::sync::Arc<Granted>, AuthError> {
+        let now = token::now_secs();
+        if let Some(g) = self.verified.get(token, now) {
+            return Ok(g);
+        }
         let c = self.signer.verify(token, Kind::Access)?;
+        let exp = c.exp;
         let mut access: HashMap<String, Actions> = HashMap::new();
         for e in &c.access {
             if e.kind == "repository" {
@@ -294,7 +303,7 @@ impl Auth {
                 *a = a.union(e.actions());
             }
         }
-        Ok(Granted {
+        let granted = std::sync::Arc::new(Granted {
             identity: Identity {
                 user: (!c.sub.is_empty()).then(|| c.sub.clone()),
                 token_id: c.tid,
@@ -302,7 +311,9 @@ impl Auth {
                 password_fingerprint: None,
             },
             access,
-        })
+        });
+        self.verified.insert(token, granted.clone(), exp);
+        Ok(granted)
     }
 
     /// The identity behind a refresh token, if it still holds: its API token
