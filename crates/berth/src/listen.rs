@@ -54,14 +54,26 @@ pub async fn serve(
         let tls = acceptor.is_some();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            // HTTP/2 names the host in the `:authority` pseudo-header, which
+            // hyper puts into the URI, not into a Host header: copy it there
+            // so that what reads Host (the token realm of challenges) sees
+            // the name and port the client used. Without this, curl over TLS
+            // (HTTP/2 by ALPN) was sent to `https://localhost/token`.
+            if !req.headers().contains_key(http::header::HOST) {
+                let authority = req
+                    .uri()
+                    .authority()
+                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+                if let Some(value) = authority {
+                    req.headers_mut().insert(http::header::HOST, value);
+                }
+            }
             if tls {
                 // berth terminates TLS itself: say so the way a proxy in
                 // front would, so that the token realm in challenges is
                 // https (whatever the client sent in this header).
-                req.headers_mut().insert(
-                    "x-forwarded-proto",
-                    http::HeaderValue::from_static("https"),
-                );
+                req.headers_mut()
+                    .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
             }
             app.clone().oneshot(req.map(axum::body::Body::new))
         });

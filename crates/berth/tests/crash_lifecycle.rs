@@ -21,7 +21,11 @@ fn assert_store_sound(root: &Path) {
                 stack.push(path);
                 continue;
             }
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let bytes = std::fs::read(&path).expect("read blob");
             assert_eq!(
                 sha256(&bytes),
@@ -31,7 +35,10 @@ fn assert_store_sound(root: &Path) {
             );
         }
     }
-    let left: Vec<_> = std::fs::read_dir(root.join("tmp")).into_iter().flatten().collect();
+    let left: Vec<_> = std::fs::read_dir(root.join("tmp"))
+        .into_iter()
+        .flatten()
+        .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
@@ -48,9 +55,12 @@ fn delays(seed: u64) -> impl Iterator<Item = Duration> {
 
 /// GET a manifest by tag and every blob it references; `false` on any miss.
 fn pulls_whole(server: &Server, repo: &str, tag: &str) -> bool {
-    let m = curl("GET", &format!("{}/v2/{repo}/manifests/{tag}", server.url()))
-        .header("Accept", OCI_MANIFEST)
-        .send();
+    let m = curl(
+        "GET",
+        &format!("{}/v2/{repo}/manifests/{tag}", server.url()),
+    )
+    .header("Accept", OCI_MANIFEST)
+    .send();
     if m.status != 200 {
         return false;
     }
@@ -58,7 +68,10 @@ fn pulls_whole(server: &Server, repo: &str, tag: &str) -> bool {
         Ok(v) => v,
         Err(_) => return false,
     };
-    let mut digests = vec![v["config"]["digest"].as_str().unwrap_or_default().to_string()];
+    let mut digests = vec![v["config"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()];
     for l in v["layers"].as_array().into_iter().flatten() {
         digests.push(l["digest"].as_str().unwrap_or_default().to_string());
     }
@@ -81,10 +94,17 @@ fn kill9_during_cache_fills() {
     let upstream = Server::start();
     for i in 0..20u64 {
         let layer = pseudo_random(3 << 20, 700 + i);
-        let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "n": i})).unwrap();
+        let config = serde_json::to_vec(
+            &serde_json::json!({"architecture": "amd64", "os": "linux", "n": i}),
+        )
+        .unwrap();
         push_blob(&upstream, "app/fill", &config);
         push_blob(&upstream, "app/fill", &layer);
-        let m = image_manifest(descriptor(OCI_CONFIG, &config), vec![descriptor(OCI_LAYER, &layer)], None);
+        let m = image_manifest(
+            descriptor(OCI_CONFIG, &config),
+            vec![descriptor(OCI_LAYER, &layer)],
+            None,
+        );
         put_manifest(&upstream, "app/fill", &format!("t{i}"), OCI_MANIFEST, &m).expect_status(201);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -98,14 +118,30 @@ fn kill9_during_cache_fills() {
         let url = server.url();
         let puller = std::thread::spawn(move || {
             let _ = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "--max-time", "20", "-H", &format!("Accept: {OCI_MANIFEST}")])
-                .arg(format!("{url}/v2/registry.up.test/app/fill/manifests/t{trial}"))
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "20",
+                    "-H",
+                    &format!("Accept: {OCI_MANIFEST}"),
+                ])
+                .arg(format!(
+                    "{url}/v2/registry.up.test/app/fill/manifests/t{trial}"
+                ))
                 .status();
         });
         std::thread::sleep(delay / 4);
-        let m = curl("GET", &format!("{}/v2/registry.up.test/app/fill/manifests/t{trial}", server.url()))
-            .header("Accept", OCI_MANIFEST)
-            .send();
+        let m = curl(
+            "GET",
+            &format!(
+                "{}/v2/registry.up.test/app/fill/manifests/t{trial}",
+                server.url()
+            ),
+        )
+        .header("Accept", OCI_MANIFEST)
+        .send();
         let layer = serde_json::from_slice::<serde_json::Value>(&m.body)
             .ok()
             .and_then(|v| v["layers"][0]["digest"].as_str().map(str::to_string));
@@ -150,7 +186,11 @@ fn kill9_during_garbage_collection() {
         let mut server = Server::start_on_with(&root, &flags);
         // Untag two more images, then collect and kill at a random point.
         for d in &digests[trial * 2..trial * 2 + 2] {
-            curl("DELETE", &format!("{}/v2/team/gc/manifests/{d}", server.url())).send();
+            curl(
+                "DELETE",
+                &format!("{}/v2/team/gc/manifests/{d}", server.url()),
+            )
+            .send();
         }
         let gc = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["gc", "--output", "json", "--root"])
@@ -166,9 +206,16 @@ fn kill9_during_garbage_collection() {
         let server = Server::start_on_with(&root, &flags);
         assert_store_sound(&root);
         let left = tags(&server, "team/gc");
-        assert_eq!(left.len(), 60 - 2 * (trial + 1), "trial {trial}: tags {left:?}");
+        assert_eq!(
+            left.len(),
+            60 - 2 * (trial + 1),
+            "trial {trial}: tags {left:?}"
+        );
         for t in &left {
-            assert!(pulls_whole(&server, "team/gc", t), "trial {trial}: {t} lost a blob");
+            assert!(
+                pulls_whole(&server, "team/gc", t),
+                "trial {trial}: {t} lost a blob"
+            );
         }
     }
 }
@@ -179,12 +226,20 @@ fn kill9_during_eviction() {
     let mut images = Vec::new();
     for i in 0..8u64 {
         let (_, m) = {
-            let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "e": i})).unwrap();
+            let config = serde_json::to_vec(
+                &serde_json::json!({"architecture": "amd64", "os": "linux", "e": i}),
+            )
+            .unwrap();
             let layer = pseudo_random(2 << 20, 800 + i);
             push_blob(&upstream, "app/evict", &config);
             push_blob(&upstream, "app/evict", &layer);
-            let m = image_manifest(descriptor(OCI_CONFIG, &config), vec![descriptor(OCI_LAYER, &layer)], None);
-            put_manifest(&upstream, "app/evict", &format!("t{i}"), OCI_MANIFEST, &m).expect_status(201);
+            let m = image_manifest(
+                descriptor(OCI_CONFIG, &config),
+                vec![descriptor(OCI_LAYER, &layer)],
+                None,
+            );
+            put_manifest(&upstream, "app/evict", &format!("t{i}"), OCI_MANIFEST, &m)
+                .expect_status(201);
             ((), m)
         };
         images.push(m);
@@ -202,7 +257,11 @@ fn kill9_during_eviction() {
         let mut server = Server::start_on_with(&root, &flags);
         // Pull three images (over the cap): eviction runs; kill it midway.
         for k in 0..3 {
-            pulls_whole(&server, "registry.up.test/app/evict", &format!("t{}", (trial + k) % 8));
+            pulls_whole(
+                &server,
+                "registry.up.test/app/evict",
+                &format!("t{}", (trial + k) % 8),
+            );
         }
         std::thread::sleep(Duration::from_millis(1500) + delay * 20);
         server.kill9();
