@@ -272,12 +272,29 @@ fn curl_token_flow_over_tls_with_an_https_realm() {
     )
     .send()
     .expect_status(401);
-    // The pull token does not push: insufficient_scope, so clients re-ask.
-    let r = curl(
+    // reader may not push at all: 403 with reader's token.
+    curl(
         "POST",
         &format!("{}/v2/team/app/blobs/uploads/", server.url()),
     )
     .header("Authorization", &format!("Bearer {token}"))
+    .send()
+    .expect_status(403);
+    // writer's pull-only token does not push: insufficient_scope, so
+    // clients ask the (https) realm again.
+    let r = curl(
+        "GET",
+        &format!("{realm}?service=berth&scope=repository:team/app:pull"),
+    )
+    .header("Authorization", &basic("writer"))
+    .send();
+    r.expect_status(200);
+    let pull_only = r.json()["token"].as_str().expect("token").to_string();
+    let r = curl(
+        "POST",
+        &format!("{}/v2/team/app/blobs/uploads/", server.url()),
+    )
+    .header("Authorization", &format!("Bearer {pull_only}"))
     .send();
     r.expect_status(401);
     let c = r.header("www-authenticate").unwrap_or_default();
