@@ -113,7 +113,7 @@ fn kill9_during_cache_fills() {
     let deadline = Instant::now() + Duration::from_secs(240);
     for (trial, delay) in (0..20u64).zip(delays(11)) {
         assert!(Instant::now() < deadline, "trials took over 240 s");
-        let mut server = Server::start_on_with(&root, &[flag.clone()]);
+        let mut server = Server::start_on_with(&root, std::slice::from_ref(&flag));
         // A pull of image `trial` in the background, killed at a random point.
         let url = server.url();
         let puller = std::thread::spawn(move || {
@@ -160,7 +160,7 @@ fn kill9_during_cache_fills() {
         if let Some(g) = getter {
             let _ = g.join();
         }
-        let server = Server::start_on_with(&root, &[flag.clone()]);
+        let server = Server::start_on_with(&root, std::slice::from_ref(&flag));
         assert_store_sound(&root);
         assert!(
             pulls_whole(&server, "registry.up.test/app/fill", &format!("t{trial}")),

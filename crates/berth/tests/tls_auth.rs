@@ -690,20 +690,31 @@ impl Drop for HostsEntry {
 /// no flag for another place), removed when dropped.
 struct DockerCerts {
     dir: PathBuf,
+    /// `/etc/docker/certs.d` when this guard created it (removed if empty).
+    created_parent: Option<PathBuf>,
 }
 
 impl DockerCerts {
     fn install(host: &str, ca: &Path) -> DockerCerts {
-        let dir = Path::new("/etc/docker/certs.d").join(host);
+        let parent = Path::new("/etc/docker/certs.d");
+        let created_parent = (!parent.exists()).then(|| parent.to_path_buf());
+        let dir = parent.join(host);
         std::fs::create_dir_all(&dir).expect("create /etc/docker/certs.d/<host>");
         std::fs::copy(ca, dir.join("ca.crt")).expect("install ca.crt");
-        DockerCerts { dir }
+        DockerCerts {
+            dir,
+            created_parent,
+        }
     }
 }
 
 impl Drop for DockerCerts {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(parent) = &self.created_parent {
+            // Only if empty: another test may have put its own host there.
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
