@@ -7,7 +7,9 @@
 //! - podman: `login --cert-dir`, `push --creds`, pull;
 //! - containerd: `ctr --hosts-dir` with the hosts.toml that
 //!   `berth runtime-config containerd --mirror https://... --ca CA` wrote,
-//!   and `--user`, pulling through the mirror;
+//!   and `--user`, pulling through the mirror; the CRI plugin (PullImage, as
+//!   kubelet calls it) with that hosts.toml as `config_path` and
+//!   credentials in `registry.configs."<mirror>".auth`;
 //! - Docker: `login`, `push`, `pull` with the CA in `certs.d/<host:port>/`;
 //! - `--tls-auto`: the CA from `berth ca export` is what clients trust.
 //!
@@ -618,6 +620,87 @@ fn ctr_pulls_through_the_generated_hosts_toml_with_credentials() {
         log.lines()
             .any(|l| l.contains("path=/token") && l.contains("status=200")),
         "containerd did not go through /token:\n{log}"
+    );
+}
+
+/// A CRI PullImage (what kubelet does), retrying only while the CRI
+/// service says it is not initialized yet (at most 30 s).
+fn cri_pull(containerd: &Containerd, image: &str) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match cri_pull_image(&containerd.socket, image) {
+            Err(e) if e.contains("not initialized") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// containerd 1.6's CRI plugin pulls `reg.test/...` through berth over TLS:
+/// the hosts.toml `berth runtime-config containerd --ca` wrote (its
+/// `config_path`) carries the CA, and the credentials are the plugin's
+/// `registry.configs."<mirror host>".auth`. Without them the pull fails.
+#[test]
+fn containerd_cri_plugin_pulls_over_tls_with_credentials() {
+    let s = Setup::openssl(None, false);
+    let server = &s.server;
+    // An image containerd can unpack (umoci-built), preloaded by admin.
+    let scratch = tempfile::tempdir().expect("scratch");
+    let src = Layout::init(&scratch.path().join("src"));
+    src.build("v1", 1, 61, "amd64");
+    let (digest, _) = src.manifest("v1");
+    run(skopeo(scratch.path())
+        .args(["copy", "--dest-cert-dir"])
+        .arg(s.cert_dir())
+        .args(["--dest-creds", &creds("admin")])
+        .arg(src.oci_ref("v1"))
+        .arg(format!("docker://{}/reg.test/team/cri:v1", server.host())));
+    let hosts = s.dir.path().join("cri-hosts");
+    run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["runtime-config", "containerd", "--mirror"])
+        .arg(server.url())
+        .args(["--registries", "reg.test", "--ca"])
+        .arg(&s.ca)
+        .arg("--dest")
+        .arg(&hosts));
+    let image = "reg.test/team/cri:v1";
+
+    // Anonymous: berth refuses, the pull fails.
+    {
+        let containerd = Containerd::start_with_cri(Some(&hosts));
+        match cri_pull(&containerd, image) {
+            Ok(r) => panic!("anonymous CRI pull succeeded: {r}"),
+            Err(e) => assert!(
+                e.contains("authorization failed") || e.contains("401"),
+                "not refused by berth: {e}"
+            ),
+        }
+    }
+
+    let auth = format!(
+        "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{}\".auth]\n  username = \"reader\"\n  password = \"{PASSWORD}\"\n",
+        server.host()
+    );
+    let containerd = Containerd::start_with_cri_extra(Some(&hosts), &auth);
+    let image_ref = cri_pull(&containerd, image).unwrap_or_else(|e| {
+        panic!(
+            "CRI PullImage failed: {e}\n--- containerd log\n{}\n--- berth log\n{}",
+            containerd.log(),
+            server.log()
+        )
+    });
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    let listed = run(Command::new(require_tool("ctr"))
+        .arg("--address")
+        .arg(&containerd.socket)
+        .args(["--namespace", "k8s.io", "images", "ls"]))
+    .stdout_str();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(image) && l.contains(&digest)),
+        "{image} at {digest} not in\n{listed}"
     );
 }
 
