@@ -7,7 +7,8 @@
 //!
 //! Modules: `servers` (starting and killing the processes), `client` (the
 //! measuring HTTP/1.1 client), `blob` (generated blobs and their digests),
-//! `ops` (registry operations), `wrk` (small-request load), `bench` (the
+//! `ops` (registry operations), `wrk` (small-request load), `tls` (TLS and
+//! tokens against plain HTTP and nginx with TLS), `bench` (the
 //! workloads), `report` (the table).
 //!
 //! Exit status: 0 when every workload produced its figures, even if targets
@@ -21,6 +22,7 @@ mod client;
 mod ops;
 mod report;
 mod servers;
+mod tls;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -59,7 +61,7 @@ struct Args {
     #[arg(long)]
     max_seconds: Option<u64>,
     /// Run only these workloads (for profiling one path); comma-separated
-    /// from: push, chunked, get, manifest, listing [default: all]
+    /// from: push, chunked, get, manifest, listing, tls [default: all]
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
     /// Repeats per workload and server [default: 3, quick: 1]
@@ -74,6 +76,8 @@ enum Workload {
     Get,
     Manifest,
     Listing,
+    /// Manifest and blob GET over TLS with tokens (`tls.rs`).
+    Tls,
 }
 
 fn main() -> ExitCode {
@@ -242,6 +246,10 @@ async fn run(args: Args) -> Result<bool> {
         }
         if wanted(Workload::Listing) {
             b.listings().await;
+        }
+        if wanted(Workload::Tls) {
+            let rows = tls::run(&b.plan, &berth_bin, b.nginx.as_deref(), &b.workdir).await;
+            b.rows.extend(rows);
         }
         for s in [&berth, &dist] {
             if let Err(e) = s.rss() {

@@ -44,6 +44,31 @@ impl Server {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Start `cmd` as `name`, meant to listen on `addr`, logging into
+    /// `dir/<name>.log`, without waiting: the caller checks readiness (over
+    /// TLS, which [`Conn`] does not speak).
+    pub fn spawn_unchecked(
+        name: &'static str,
+        cmd: Command,
+        dir: &Path,
+        addr: SocketAddr,
+        root: PathBuf,
+    ) -> Result<Server> {
+        let (child, log) = spawn(name, cmd, dir)?;
+        Ok(Server {
+            name,
+            addr,
+            root,
+            log,
+            child,
+        })
+    }
+
     /// Resident memory (VmRSS) in bytes.
     pub fn rss(&self) -> Result<u64> {
         rss_of(self.pid())
@@ -98,7 +123,7 @@ pub fn rss_of(pid: u32) -> Result<u64> {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> Result<SocketAddr> {
+pub fn free_port() -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     Ok(l.local_addr()?)
 }
