@@ -36,7 +36,7 @@ fn berth_binary(bench: &Path) -> PathBuf {
 
 #[test]
 fn quick_mode_measures_every_workload_for_both_servers() {
-    for tool in ["docker-registry", "wrk"] {
+    for tool in ["docker-registry", "wrk", "htpasswd", "curl"] {
         assert!(
             on_path(tool).is_some(),
             "{tool} is required by the benchmark test (scripts/test installs it)"
@@ -96,9 +96,12 @@ fn quick_mode_measures_every_workload_for_both_servers() {
         "tag list of",
         "set-up: 40 repositories",
         "set-up: 40 tags",
+        "manifest GET by tag, TLS + bearer token vs plain HTTP",
+        "blob GET 4 MiB over TLS + bearer token vs plain HTTP",
     ];
     if on_path("nginx").is_some() {
         workloads.push("blob GET against nginx");
+        workloads.push("blob GET 4 MiB over TLS + bearer token vs nginx TLS");
     }
     for w in workloads {
         let line = out

@@ -881,8 +881,13 @@ fn docker_login_push_and_pull_over_tls_with_the_ca_in_certs_d() {
         "{}",
         out.describe()
     );
-    // Everything went over TLS: berth logged no plain-HTTP request, and the
-    // token realm dockerd followed was https on the name it used.
+    // berth served TLS only, and dockerd got its tokens from the realm
+    // (https, on the name it used: the only way to reach this port).
     let log = server.log();
     assert!(log.contains("scheme=https"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("path=/token") && l.contains("status=200")),
+        "dockerd did not go through /token:\n{log}"
+    );
 }
