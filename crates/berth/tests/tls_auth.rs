@@ -82,6 +82,7 @@ impl Setup {
                 creds: None,
                 ipv6,
                 http1: false,
+                expect_continue: false,
             },
         );
         Setup {
@@ -107,6 +108,7 @@ impl Setup {
                 creds: None,
                 ipv6: false,
                 http1: false,
+                expect_continue: false,
             },
         );
         let export = run(Command::new(env!("CARGO_BIN_EXE_berth"))

@@ -214,6 +214,9 @@ pub struct TlsClient {
     pub ipv6: bool,
     /// curl speaks HTTP/1.1 to it (`--http1.1`) instead of HTTP/2 by ALPN.
     pub http1: bool,
+    /// curl sends `Expect: 100-continue` with every request body and waits
+    /// for the server's go-ahead before sending it.
+    pub expect_continue: bool,
 }
 
 /// The TLS settings of running servers, by base URL, for [`curl`].
@@ -361,7 +364,8 @@ impl Server {
         Server::start_tls_user_http(false)
     }
 
-    /// [`Server::start_tls_user`], curl speaking HTTP/1.1 to it when `http1`.
+    /// [`Server::start_tls_user`], curl speaking HTTP/1.1 to it when
+    /// `http1`, then with `Expect: 100-continue` on request bodies.
     pub fn start_tls_user_http(http1: bool) -> Server {
         let extra = tempfile::tempdir().expect("temp dir for TLS and auth files");
         let ca = make_ca(extra.path(), "spec-ca");
@@ -382,6 +386,9 @@ impl Server {
                 creds: Some((TLS_USER.0.to_string(), TLS_USER.1.to_string())),
                 ipv6: false,
                 http1,
+                // HTTP/1.1 clients here wait for the go-ahead: see
+                // `EARLY_ANSWERS` in spec_errors.rs.
+                expect_continue: http1,
             },
         );
         server._extra = Some(extra);
@@ -710,6 +717,13 @@ impl Req {
         let dir = tempfile::tempdir().expect("temp dir for curl");
         let head_path = dir.path().join("headers");
         let body_path = dir.path().join("body");
+        let tls = tls_client_for(&self.url);
+        // No `Expect: 100-continue` (curl adds it to large bodies) unless
+        // the TLS client asks for it.
+        let expect = match &tls {
+            Some(t) if t.expect_continue && self.body.is_some() => "Expect: 100-continue",
+            _ => "Expect:",
+        };
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
@@ -720,7 +734,7 @@ impl Req {
             "--max-time",
             "120",
             "-H",
-            "Expect:",
+            expect,
         ])
         .arg("-D")
         .arg(&head_path)
@@ -728,7 +742,7 @@ impl Req {
         .arg(&body_path);
         // A request to a TLS server started here trusts its CA and carries
         // its user's credentials, unless it sets its own Authorization.
-        if let Some(tls) = tls_client_for(&self.url) {
+        if let Some(tls) = tls {
             cmd.arg("--cacert").arg(&tls.ca);
             if tls.http1 {
                 cmd.arg("--http1.1");
