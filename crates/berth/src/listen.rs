@@ -54,6 +54,20 @@ pub async fn serve(
         let tls = acceptor.is_some();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            // HTTP/2 names the host in the `:authority` pseudo-header, which
+            // hyper puts into the URI, not into a Host header: copy it there
+            // so that what reads Host (the token realm of challenges) sees
+            // the name and port the client used. Without this, curl over TLS
+            // (HTTP/2 by ALPN) was sent to `https://localhost/token`.
+            if !req.headers().contains_key(http::header::HOST) {
+                let authority = req
+                    .uri()
+                    .authority()
+                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+                if let Some(value) = authority {
+                    req.headers_mut().insert(http::header::HOST, value);
+                }
+            }
             if tls {
                 // berth terminates TLS itself: say so the way a proxy in
                 // front would, so that the token realm in challenges is
@@ -126,6 +140,22 @@ mod tests {
                 }),
             )
             .route(
+                "/host",
+                axum::routing::get(|headers: http::HeaderMap| async move {
+                    let host = headers
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("none")
+                        .to_string();
+                    let proto = headers
+                        .get("x-forwarded-proto")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("none")
+                        .to_string();
+                    format!("{host} {proto}")
+                }),
+            )
+            .route(
                 "/slow",
                 axum::routing::get(|| async {
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -172,6 +202,41 @@ mod tests {
             Arc::new(server),
             tokio_rustls::TlsConnector::from(Arc::new(client)),
         )
+    }
+
+    /// HTTP/2 (prior knowledge here) carries no Host header, only
+    /// `:authority`: the handlers see it as Host all the same, and a plain
+    /// connection claims no https.
+    #[tokio::test]
+    async fn http2_authority_becomes_the_host_header() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            echo(),
+            None,
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(5),
+        ));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get(format!("http://{addr}/host"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert!(req.headers().get(http::header::HOST).is_none());
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body), format!("{addr} none"));
+        stop_tx.send(()).unwrap();
+        assert!(server.await.unwrap());
     }
 
     #[tokio::test]

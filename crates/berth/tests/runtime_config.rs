@@ -727,121 +727,6 @@ fn push_test_image(berth: &Berth, dir: &Path, image: &str) {
     ]));
 }
 
-/// Protocol-buffer length-delimited field 1 (`0x0a`, varint length, bytes).
-fn pb_field1(bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x0a];
-    let mut n = bytes.len();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// The bytes of field 1 in a message whose first field is it.
-fn pb_read_field1(msg: &[u8]) -> Option<Vec<u8>> {
-    let (&tag, rest) = msg.split_first()?;
-    if tag != 0x0a {
-        return None;
-    }
-    let (mut len, mut shift, mut i) = (0usize, 0u32, 0usize);
-    loop {
-        let b = *rest.get(i)?;
-        len |= usize::from(b & 0x7f) << shift;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 28 {
-            return None;
-        }
-    }
-    rest.get(i..i + len).map(<[u8]>::to_vec)
-}
-
-/// Pull `image` through the CRI `runtime.v1.ImageService/PullImage` call —
-/// what kubelet does — over containerd's socket, as a minimal gRPC client
-/// (HTTP/2, one length-prefixed protobuf message each way). Returns the image
-/// ref (digest) containerd reports.
-fn cri_pull_image(socket: &Path, image: &str) -> Result<String, String> {
-    use http_body_util::BodyExt as _;
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let call = async {
-            let stream = tokio::net::UnixStream::connect(socket)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .map_err(|e| format!("http2 handshake: {e}"))?;
-            tokio::spawn(conn);
-            // PullImageRequest { image: ImageSpec { image } }
-            let msg = pb_field1(&pb_field1(image.as_bytes()));
-            let mut frame = vec![0u8];
-            frame.extend_from_slice(
-                &u32::try_from(msg.len())
-                    .map_err(|e| e.to_string())?
-                    .to_be_bytes(),
-            );
-            frame.extend_from_slice(&msg);
-            let request =
-                hyper::Request::post("http://localhost/runtime.v1.ImageService/PullImage")
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
-                    .map_err(|e| e.to_string())?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("request: {e}"))?;
-            let (parts, body) = response.into_parts();
-            let collected = body
-                .collect()
-                .await
-                .map_err(|e| format!("response body: {e}"))?;
-            let trailers = collected.trailers().cloned().unwrap_or_default();
-            let field = |name: &str| {
-                trailers
-                    .get(name)
-                    .or_else(|| parts.headers.get(name))
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let status =
-                field("grpc-status").unwrap_or_else(|| format!("missing (HTTP {})", parts.status));
-            if status != "0" {
-                return Err(format!(
-                    "grpc-status {status}: {}",
-                    field("grpc-message").unwrap_or_default()
-                ));
-            }
-            let data = collected.to_bytes();
-            let image_ref = data
-                .get(5..)
-                .and_then(pb_read_field1)
-                .ok_or_else(|| format!("unexpected PullImageResponse {data:?}"))?;
-            String::from_utf8(image_ref).map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(Duration::from_secs(120), call)
-            .await
-            .map_err(|_| "PullImage timed out after 120s".to_string())?
-    })
-}
-
 /// containerd 1.6's CRI plugin — the path kubelet uses — pulls an image
 /// for a registry name that does not resolve, reading the `hosts.toml` that
 /// `berth runtime-config containerd` wrote through the daemon's
@@ -877,7 +762,7 @@ fn containerd_cri_pulls_through_berth_via_config_path() {
     // after the socket appears; retry only that, for at most 30 seconds.
     let deadline = Instant::now() + Duration::from_secs(30);
     let result = loop {
-        match cri_pull_image(&containerd.socket, IMAGE) {
+        match common::cri_pull_image(&containerd.socket, IMAGE) {
             Err(e) if e.contains("not initialized") && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
             }

@@ -2,10 +2,43 @@
 //! headers and error codes, including what the OCI conformance suite checks
 //! (pull, push, content discovery, content management).
 
+//!
+//! Every check runs twice: as its own test against a plain-HTTP server
+//! without auth, and inside [`every_spec_check_over_tls_with_a_user`]
+//! against a server with `--tls-cert/--tls-key` and an `[auth]` table, where
+//! curl trusts the CA and sends a user's Basic credentials (see
+//! [`Server::start_tls_user`]; [`spec_server`] picks the kind).
+
 mod common;
+
+use std::cell::Cell;
 
 use common::*;
 use serde_json::json;
+
+/// How [`spec_server`] starts the server of a check.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Plain,
+    /// TLS with a user; curl speaks HTTP/1.1 when true, else HTTP/2.
+    TlsWithAUser {
+        http1: bool,
+    },
+}
+
+thread_local! {
+    /// Set while [`every_spec_check_over_tls_with_a_user`] runs the checks.
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Plain) };
+}
+
+/// The server a check runs against: plain HTTP without auth, or TLS with a
+/// user allowed everything when the check runs inside the TLS entry point.
+fn spec_server() -> Server {
+    match MODE.with(Cell::get) {
+        Mode::Plain => Server::start(),
+        Mode::TlsWithAUser { http1 } => Server::start_tls_user_http(http1),
+    }
+}
 
 fn url(server: &Server, path: &str) -> String {
     format!("{}{path}", server.url())
@@ -19,7 +52,7 @@ const DUMMY: &str = "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088
 
 #[test]
 fn base_endpoint_answers_200() {
-    let server = Server::start();
+    let server = spec_server();
     curl("GET", &url(&server, "/v2/")).send().expect_status(200);
     // Without the trailing slash too (docker and containerd use both forms).
     let r = curl("GET", &url(&server, "/v2/")).send();
@@ -31,7 +64,7 @@ fn base_endpoint_answers_200() {
 
 #[test]
 fn unknown_blob_is_404_blob_unknown() {
-    let server = Server::start();
+    let server = spec_server();
     push_small_image(&server, "team/app", "v1", 1);
     let r = curl("GET", &url(&server, &format!("/v2/team/app/blobs/{DUMMY}"))).send();
     r.expect_error(404, "BLOB_UNKNOWN");
@@ -67,7 +100,7 @@ fn unknown_blob_is_404_blob_unknown() {
 
 #[test]
 fn unknown_manifest_is_404_manifest_unknown() {
-    let server = Server::start();
+    let server = spec_server();
     push_small_image(&server, "team/app", "v1", 2);
     for reference in ["nope", DUMMY] {
         curl(
@@ -112,7 +145,7 @@ fn unknown_manifest_is_404_manifest_unknown() {
 /// HEAD and GET (not 400).
 #[test]
 fn conformance_nonexistent_manifest_name_is_404() {
-    let server = Server::start();
+    let server = spec_server();
     push_small_image(&server, "team/app", "v1", 2);
     for method in ["GET", "HEAD"] {
         let r = curl(
@@ -129,7 +162,7 @@ fn conformance_nonexistent_manifest_name_is_404() {
 
 #[test]
 fn invalid_names_are_rejected() {
-    let server = Server::start();
+    let server = spec_server();
     // The route parses (name + /tags/list), the name does not: NAME_INVALID.
     curl("GET", &url(&server, "/v2/UPPER/tags/list"))
         .send()
@@ -169,7 +202,7 @@ fn invalid_names_are_rejected() {
 
 #[test]
 fn blob_get_and_head_carry_digest_and_length() {
-    let server = Server::start();
+    let server = spec_server();
     let data = pseudo_random(5000, 3);
     let digest = push_blob(&server, "team/app", &data);
     let get = curl(
@@ -193,7 +226,7 @@ fn blob_get_and_head_carry_digest_and_length() {
 
 #[test]
 fn manifest_get_and_head_carry_digest_type_and_length() {
-    let server = Server::start();
+    let server = spec_server();
     let (digest, bytes) = push_small_image(&server, "team/app", "v1", 4);
     let len = bytes.len().to_string();
     for reference in ["v1", digest.as_str()] {
@@ -222,7 +255,7 @@ fn manifest_get_and_head_carry_digest_type_and_length() {
 
 #[test]
 fn range_get_of_a_blob_is_206_with_exact_bytes() {
-    let server = Server::start();
+    let server = spec_server();
     let data = pseudo_random(100_000, 5);
     let digest = push_blob(&server, "team/app", &data);
     let r = curl(
@@ -260,7 +293,7 @@ fn range_get_of_a_blob_is_206_with_exact_bytes() {
 
 #[test]
 fn monolithic_post_then_put_and_single_post() {
-    let server = Server::start();
+    let server = spec_server();
     let data = pseudo_random(3000, 6);
     let digest = sha256(&data);
     // POST then PUT: 202 with a Location, then 201 with a Location to the blob.
@@ -307,7 +340,7 @@ fn monolithic_post_then_put_and_single_post() {
 
 #[test]
 fn wrong_digest_on_put_is_400_digest_invalid_and_nothing_visible() {
-    let server = Server::start();
+    let server = spec_server();
     let data = pseudo_random(1000, 8);
     let claimed = sha256(b"something else");
     let post = curl("POST", &url(&server, "/v2/team/app/blobs/uploads/")).send();
@@ -350,7 +383,7 @@ fn wrong_digest_on_put_is_400_digest_invalid_and_nothing_visible() {
 fn streamed_patch_then_put_without_body() {
     // The conformance suite's "Blob Upload Streamed": PATCH without
     // Content-Range, then PUT ?digest with no body.
-    let server = Server::start();
+    let server = spec_server();
     let data = pseudo_random(42, 9);
     let digest = sha256(&data);
     let post = curl("POST", &url(&server, "/v2/team/app/blobs/uploads/")).send();
@@ -378,7 +411,7 @@ fn streamed_patch_then_put_without_body() {
 
 #[test]
 fn chunked_upload_follows_the_conformance_flow() {
-    let server = Server::start();
+    let server = spec_server();
     let data = pseudo_random(42, 10);
     let digest = sha256(&data);
     let (c1, c2) = data.split_at(22);
@@ -444,7 +477,7 @@ fn chunked_upload_follows_the_conformance_flow() {
 
 #[test]
 fn final_chunk_in_the_put() {
-    let server = Server::start();
+    let server = spec_server();
     let data = pseudo_random(3000, 11);
     let digest = sha256(&data);
     let post = curl("POST", &url(&server, "/v2/team/app/blobs/uploads/")).send();
@@ -471,7 +504,7 @@ fn final_chunk_in_the_put() {
 
 #[test]
 fn upload_status_reports_offset_and_location() {
-    let server = Server::start();
+    let server = spec_server();
     let post = curl("POST", &url(&server, "/v2/team/app/blobs/uploads/")).send();
     post.expect_status(202);
     let session = post.location(&server.url());
@@ -489,7 +522,7 @@ fn upload_status_reports_offset_and_location() {
 
 #[test]
 fn unknown_upload_is_404_blob_upload_unknown() {
-    let server = Server::start();
+    let server = spec_server();
     push_small_image(&server, "team/app", "v1", 13);
     let bogus = url(
         &server,
@@ -520,7 +553,7 @@ fn unknown_upload_is_404_blob_upload_unknown() {
 
 #[test]
 fn cancelled_upload_is_gone() {
-    let server = Server::start();
+    let server = spec_server();
     let post = curl("POST", &url(&server, "/v2/team/app/blobs/uploads/")).send();
     let session = post.location(&server.url());
     curl("PATCH", &session)
@@ -535,7 +568,7 @@ fn cancelled_upload_is_gone() {
 
 #[test]
 fn empty_blob_can_be_pushed_and_pulled() {
-    let server = Server::start();
+    let server = spec_server();
     let digest = push_blob(&server, "team/app", b"");
     assert_eq!(
         digest,
@@ -558,7 +591,7 @@ fn empty_blob_can_be_pushed_and_pulled() {
 
 #[test]
 fn cross_repo_mount() {
-    let server = Server::start();
+    let server = spec_server();
     let data = pseudo_random(777, 14);
     let digest = push_blob(&server, "team/a", &data);
     // Present in `from`: 201, Location of the blob in the target repository.
@@ -625,7 +658,7 @@ fn cross_repo_mount() {
 
 #[test]
 fn manifest_put_returns_201_location_and_digest() {
-    let server = Server::start();
+    let server = spec_server();
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let layer = pseudo_random(500, 15);
@@ -665,7 +698,7 @@ fn manifest_put_returns_201_location_and_digest() {
 fn manifest_with_conformance_quirks_is_accepted() {
     // The suite's manifests carry `data` and an unknown field in the config
     // descriptor, are indented with tabs, and one has no layers and no mediaType.
-    let server = Server::start();
+    let server = spec_server();
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"author":"x"}"#;
     let layer = pseudo_random(300, 16);
     push_blob(&server, "team/app", config);
@@ -705,7 +738,7 @@ fn manifest_with_conformance_quirks_is_accepted() {
 
 #[test]
 fn manifest_referencing_missing_blob_is_400_manifest_blob_unknown() {
-    let server = Server::start();
+    let server = spec_server();
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     push_blob(&server, "team/app", config);
     let missing = pseudo_random(100, 17);
@@ -732,7 +765,7 @@ fn manifest_referencing_missing_blob_is_400_manifest_blob_unknown() {
 
 #[test]
 fn malformed_manifest_is_400_manifest_invalid() {
-    let server = Server::start();
+    let server = spec_server();
     put_manifest(&server, "team/app", "v1", OCI_MANIFEST, b"blablabla")
         .expect_error(400, "MANIFEST_INVALID");
     put_manifest(
@@ -759,7 +792,7 @@ fn malformed_manifest_is_400_manifest_invalid() {
 
 #[test]
 fn large_manifests_up_to_4mib_are_accepted_and_larger_rejected() {
-    let server = Server::start();
+    let server = spec_server();
     let (_, base) = push_small_image(&server, "team/app", "base", 19);
     let mut m: serde_json::Value = serde_json::from_slice(&base).unwrap();
 
@@ -814,7 +847,7 @@ fn next_link(server: &Server, r: &Resp) -> Option<String> {
 
 #[test]
 fn tags_list_is_sorted_and_paginates_with_n_last_and_link() {
-    let server = Server::start();
+    let server = spec_server();
     let (digest, m) = push_small_image(&server, "team/app", "c", 20);
     for tag in ["b", "e", "a", "d"] {
         put_manifest(&server, "team/app", tag, OCI_MANIFEST, &m).expect_status(201);
@@ -867,7 +900,7 @@ fn tags_list_is_sorted_and_paginates_with_n_last_and_link() {
 
 #[test]
 fn catalog_paginates_with_n_last_and_link() {
-    let server = Server::start();
+    let server = spec_server();
     for (i, repo) in ["zeta", "alpha/one", "mid/x/y", "beta"].iter().enumerate() {
         push_small_image(&server, repo, "v1", 30 + i as u64);
     }
@@ -898,7 +931,7 @@ fn catalog_paginates_with_n_last_and_link() {
 
 #[test]
 fn referrers_api_lists_filters_and_reports_subject() {
-    let server = Server::start();
+    let server = spec_server();
     let repo = "team/app";
     let (subject, subject_bytes) = push_small_image(&server, repo, "v1", 40);
     let subject_desc =
@@ -1068,7 +1101,7 @@ fn referrers_api_lists_filters_and_reports_subject() {
 
 #[test]
 fn delete_tag_manifest_and_blob() {
-    let server = Server::start();
+    let server = spec_server();
     let (digest, m) = push_small_image(&server, "team/app", "keep", 50);
     put_manifest(&server, "team/app", "tagtest0", OCI_MANIFEST, &m).expect_status(201);
     let before = tags(&curl("GET", &url(&server, "/v2/team/app/tags/list")).send());
@@ -1149,7 +1182,7 @@ fn delete_tag_manifest_and_blob() {
 
 #[test]
 fn docker_schema2_manifest_and_list_media_types_are_kept() {
-    let server = Server::start();
+    let server = spec_server();
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let layer = pseudo_random(400, 60);
@@ -1190,7 +1223,7 @@ fn docker_schema2_manifest_and_list_media_types_are_kept() {
 /// at the last one, and the catalog must list nested and parent repositories.
 #[test]
 fn repository_names_containing_route_keywords() {
-    let server = Server::start();
+    let server = spec_server();
     let repos = [
         "team",
         "team/manifests",
@@ -1229,7 +1262,7 @@ fn repository_names_containing_route_keywords() {
 /// parallel CI jobs do: every push succeeds and the stored bytes are whole.
 #[test]
 fn concurrent_pushes_of_the_same_content() {
-    let server = std::sync::Arc::new(Server::start());
+    let server = std::sync::Arc::new(spec_server());
     let data = std::sync::Arc::new(pseudo_random(2 * 1024 * 1024, 95));
     let digest = sha256(&data);
     let handles: Vec<_> = (0..6)
@@ -1272,4 +1305,205 @@ fn concurrent_pushes_of_the_same_content() {
         t.json()["tags"],
         json!(["t0", "t1", "t2", "t3", "t4", "t5", "v1"])
     );
+}
+
+// ---------------------------------------------------------------------------
+// The same checks over TLS with a user
+
+/// Every check of this file, for the TLS run.
+const CHECKS: &[(&str, fn())] = &[
+    ("base_endpoint_answers_200", base_endpoint_answers_200),
+    (
+        "unknown_blob_is_404_blob_unknown",
+        unknown_blob_is_404_blob_unknown,
+    ),
+    (
+        "unknown_manifest_is_404_manifest_unknown",
+        unknown_manifest_is_404_manifest_unknown,
+    ),
+    (
+        "conformance_nonexistent_manifest_name_is_404",
+        conformance_nonexistent_manifest_name_is_404,
+    ),
+    ("invalid_names_are_rejected", invalid_names_are_rejected),
+    (
+        "blob_get_and_head_carry_digest_and_length",
+        blob_get_and_head_carry_digest_and_length,
+    ),
+    (
+        "manifest_get_and_head_carry_digest_type_and_length",
+        manifest_get_and_head_carry_digest_type_and_length,
+    ),
+    (
+        "range_get_of_a_blob_is_206_with_exact_bytes",
+        range_get_of_a_blob_is_206_with_exact_bytes,
+    ),
+    (
+        "monolithic_post_then_put_and_single_post",
+        monolithic_post_then_put_and_single_post,
+    ),
+    (
+        "wrong_digest_on_put_is_400_digest_invalid_and_nothing_visible",
+        wrong_digest_on_put_is_400_digest_invalid_and_nothing_visible,
+    ),
+    (
+        "streamed_patch_then_put_without_body",
+        streamed_patch_then_put_without_body,
+    ),
+    (
+        "chunked_upload_follows_the_conformance_flow",
+        chunked_upload_follows_the_conformance_flow,
+    ),
+    ("final_chunk_in_the_put", final_chunk_in_the_put),
+    (
+        "upload_status_reports_offset_and_location",
+        upload_status_reports_offset_and_location,
+    ),
+    (
+        "unknown_upload_is_404_blob_upload_unknown",
+        unknown_upload_is_404_blob_upload_unknown,
+    ),
+    ("cancelled_upload_is_gone", cancelled_upload_is_gone),
+    (
+        "empty_blob_can_be_pushed_and_pulled",
+        empty_blob_can_be_pushed_and_pulled,
+    ),
+    ("cross_repo_mount", cross_repo_mount),
+    (
+        "manifest_put_returns_201_location_and_digest",
+        manifest_put_returns_201_location_and_digest,
+    ),
+    (
+        "manifest_with_conformance_quirks_is_accepted",
+        manifest_with_conformance_quirks_is_accepted,
+    ),
+    (
+        "manifest_referencing_missing_blob_is_400_manifest_blob_unknown",
+        manifest_referencing_missing_blob_is_400_manifest_blob_unknown,
+    ),
+    (
+        "malformed_manifest_is_400_manifest_invalid",
+        malformed_manifest_is_400_manifest_invalid,
+    ),
+    (
+        "large_manifests_up_to_4mib_are_accepted_and_larger_rejected",
+        large_manifests_up_to_4mib_are_accepted_and_larger_rejected,
+    ),
+    (
+        "tags_list_is_sorted_and_paginates_with_n_last_and_link",
+        tags_list_is_sorted_and_paginates_with_n_last_and_link,
+    ),
+    (
+        "catalog_paginates_with_n_last_and_link",
+        catalog_paginates_with_n_last_and_link,
+    ),
+    (
+        "referrers_api_lists_filters_and_reports_subject",
+        referrers_api_lists_filters_and_reports_subject,
+    ),
+    ("delete_tag_manifest_and_blob", delete_tag_manifest_and_blob),
+    (
+        "docker_schema2_manifest_and_list_media_types_are_kept",
+        docker_schema2_manifest_and_list_media_types_are_kept,
+    ),
+    (
+        "repository_names_containing_route_keywords",
+        repository_names_containing_route_keywords,
+    ),
+    (
+        "concurrent_pushes_of_the_same_content",
+        concurrent_pushes_of_the_same_content,
+    ),
+];
+
+/// Checks in which berth answers a request before reading all of its body
+/// (416 for a chunk out of order, 404 for an unknown upload session, 400 for
+/// a wrong digest, 413 for a manifest announced too large). Over TLS the
+/// curl here (7.88) often fails such requests while still sending: over
+/// HTTP/2 it reports berth's RST_STREAM(NO_ERROR) after the complete
+/// response (RFC 9113 section 8.1) as "Stream error in the HTTP/2 framing
+/// layer" (exit 92), or "Empty reply from server" (52) with
+/// `Expect: 100-continue`; over HTTP/1.1 the connection berth closes after
+/// the answer breaks its upload, "Send failure: Broken pipe" (55). These
+/// checks run over TLS with HTTP/1.1 and `Expect: 100-continue`, where curl
+/// waits for berth's go-ahead or its early answer (deterministic); all
+/// others over HTTP/2 by ALPN. (This set is exactly the checks that fail
+/// with HTTP/2 and `Expect: 100-continue`.)
+const EARLY_ANSWERS: &[&str] = &[
+    "wrong_digest_on_put_is_400_digest_invalid_and_nothing_visible",
+    "chunked_upload_follows_the_conformance_flow",
+    "unknown_upload_is_404_blob_upload_unknown",
+    "large_manifests_up_to_4mib_are_accepted_and_larger_rejected",
+];
+
+/// The spec checks above against `berth serve --tls-cert/--tls-key` with an
+/// `[auth]` table: curl verifies the certificate against an openssl CA and
+/// sends Basic credentials of a user a policy allows everything. Each check
+/// gets its own server; every failure is reported, not only the first.
+#[test]
+fn every_spec_check_over_tls_with_a_user() {
+    // The server really is TLS-only and closed to anonymous clients.
+    let server = Server::start_tls_user();
+    assert!(server.url().starts_with("https://127.0.0.1:"));
+    assert_eq!(
+        raw_status(server.addr(), "GET", "/v2/"),
+        None,
+        "plain HTTP answered"
+    );
+    let anonymous = curl("GET", &url(&server, "/v2/team/app/tags/list"))
+        // An empty value: curl sends no Authorization (and no user's).
+        .header("Authorization", "")
+        .send();
+    anonymous.expect_status(401);
+    let challenge = anonymous.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.starts_with(&format!("Bearer realm=\"{}/token\"", server.url())),
+        "{}",
+        anonymous.describe()
+    );
+    drop(server);
+
+    let mut failed = Vec::new();
+    for (name, check) in CHECKS {
+        let http1 = EARLY_ANSWERS.contains(name);
+        MODE.with(|c| c.set(Mode::TlsWithAUser { http1 }));
+        eprintln!(
+            "--- over TLS with a user (HTTP/{}): {name}",
+            if http1 { "1.1" } else { "2" }
+        );
+        if std::panic::catch_unwind(check).is_err() {
+            failed.push(*name);
+        }
+    }
+    MODE.with(|c| c.set(Mode::Plain));
+    assert!(
+        failed.is_empty(),
+        "{} of {} spec checks failed over TLS with a user: {failed:?}",
+        failed.len(),
+        CHECKS.len()
+    );
+}
+
+/// [`CHECKS`] names every test of this file (a new check runs over TLS too).
+#[test]
+fn every_check_is_in_the_tls_run() {
+    let source = include_str!("spec_errors.rs");
+    let mut tests = Vec::new();
+    let mut lines = source.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "#[test]" {
+            let next = lines.next().unwrap_or_default();
+            if let Some(name) = next
+                .strip_prefix("fn ")
+                .and_then(|rest| rest.split('(').next())
+            {
+                tests.push(name.to_string());
+            }
+        }
+    }
+    tests.retain(|t| {
+        t != "every_spec_check_over_tls_with_a_user" && t != "every_check_is_in_the_tls_run"
+    });
+    let listed: Vec<String> = CHECKS.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(listed, tests);
 }

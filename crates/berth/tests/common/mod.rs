@@ -9,10 +9,11 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -186,21 +187,76 @@ pub struct Server {
     pub port: u16,
     pub root: PathBuf,
     log: PathBuf,
+    /// Set for a server started with [`Server::start_tls`]: how clients reach it.
+    pub tls: Option<TlsClient>,
     _dir: Option<TempDir>,
     _logdir: TempDir,
+    /// Certificates, htpasswd and config of [`Server::start_tls_user`].
+    _extra: Option<TempDir>,
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+/// How clients reach a server started with TLS flags (`--tls-cert/--tls-key`
+/// or `--tls-auto`, passed by the caller): [`Server::url`] is then
+/// `https://...`, and every [`curl`] request to that URL trusts `ca` and
+/// sends `creds` as Basic credentials (unless the request sets its own
+/// `Authorization` header).
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    /// The CA curl trusts. With `--tls-auto` the server writes it at start:
+    /// `ROOT/tls/ca.crt`.
+    pub ca: PathBuf,
+    /// `(user, password)` sent with every curl request, if any.
+    pub creds: Option<(String, String)>,
+    /// Listen on `[::1]` instead of `127.0.0.1`. dockerd treats every
+    /// registry in 127.0.0.0/8 as insecure (it skips certificate checks and
+    /// never reads `certs.d`), so a Docker test of certificate trust must
+    /// reach berth on the IPv6 loopback.
+    pub ipv6: bool,
+    /// curl speaks HTTP/1.1 to it (`--http1.1`) instead of HTTP/2 by ALPN.
+    pub http1: bool,
+    /// curl sends `Expect: 100-continue` with every request body and waits
+    /// for the server's go-ahead before sending it.
+    pub expect_continue: bool,
+}
+
+/// The TLS settings of running servers, by base URL, for [`curl`].
+static TLS_CLIENTS: Mutex<Vec<(String, TlsClient)>> = Mutex::new(Vec::new());
+
+/// The settings of the running TLS server whose base URL `url` starts with.
+fn tls_client_for(url: &str) -> Option<TlsClient> {
+    let clients = TLS_CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    clients
+        .iter()
+        .find(|(base, _)| {
+            url.strip_prefix(base.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .map(|(_, c)| c.clone())
+}
+
+fn loopback(ipv6: bool) -> IpAddr {
+    if ipv6 {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
+fn free_port_on(ip: IpAddr) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }
 
-fn spawn_berth(port: u16, root: &Path, log: &Path, extra: &[String]) -> Child {
+fn free_port() -> u16 {
+    free_port_on(loopback(false))
+}
+
+fn spawn_berth(addr: SocketAddr, root: &Path, log: &Path, extra: &[String]) -> Child {
     let logfile = std::fs::File::create(log).expect("create server log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.arg("serve")
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(addr.to_string())
         .arg("--root")
         .arg(root)
         .args(extra);
@@ -220,11 +276,11 @@ fn spawn_berth(port: u16, root: &Path, log: &Path, extra: &[String]) -> Child {
     cmd.spawn().expect("spawn berth serve")
 }
 
-/// Wait (bounded) until the server answers `/v2/`; the log on failure.
-fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
+/// Wait (bounded) until the server answers `/v2/` (over TLS when `tls`,
+/// without checking the certificate: readiness only); the log on failure.
+fn wait_ready(child: &mut Child, addr: SocketAddr, tls: bool, log: &Path) -> Result<(), String> {
     let read_log = || std::fs::read_to_string(log).unwrap_or_default();
     let deadline = Instant::now() + READY_TIMEOUT;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     for _ in 0..10_000 {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("(exited with {status})\n{}", read_log()));
@@ -232,10 +288,29 @@ fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
         if Instant::now() > deadline {
             break;
         }
-        if let Some(200 | 401) = raw_status(addr, "GET", "/v2/") {
+        let status = if tls {
+            let out = run_unchecked(
+                Command::new(require_tool("curl"))
+                    .args([
+                        "-sk",
+                        "--noproxy",
+                        "*",
+                        "--max-time",
+                        "2",
+                        "-o",
+                        "/dev/null",
+                    ])
+                    .args(["-w", "%{http_code}"])
+                    .arg(format!("https://{addr}/v2/")),
+            );
+            out.stdout_str().parse().ok()
+        } else {
+            raw_status(addr, "GET", "/v2/")
+        };
+        if let Some(200 | 401) = status {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(if tls { 100 } else { 50 }));
     }
     Err(format!(
         "(not ready after {READY_TIMEOUT:?})\n{}",
@@ -270,29 +345,91 @@ impl Server {
 
     /// Start on `root` with extra `berth serve` arguments.
     pub fn start_on_with(root: &Path, extra: &[String]) -> Server {
+        Server::start_inner(root, extra, None)
+    }
+
+    /// Start on `root` with `extra` arguments that include TLS flags
+    /// (`--tls-cert/--tls-key` or `--tls-auto`); clients reach it as `tls`
+    /// says (see [`TlsClient`]).
+    pub fn start_tls(root: &Path, extra: &[String], tls: TlsClient) -> Server {
+        Server::start_inner(root, extra, Some(tls))
+    }
+
+    /// A server over TLS (a CA and server certificate made with openssl)
+    /// with an `[auth]` table whose one user, [`TLS_USER`], may do
+    /// everything everywhere (pull, push and delete in every repository,
+    /// mirror namespaces included); [`curl`] requests to it trust the CA and
+    /// send that user's Basic credentials.
+    pub fn start_tls_user() -> Server {
+        Server::start_tls_user_http(false)
+    }
+
+    /// [`Server::start_tls_user`], curl speaking HTTP/1.1 to it when
+    /// `http1`, then with `Expect: 100-continue` on request bodies.
+    pub fn start_tls_user_http(http1: bool) -> Server {
+        let extra = tempfile::tempdir().expect("temp dir for TLS and auth files");
+        let ca = make_ca(extra.path(), "spec-ca");
+        let (cert, key) = make_server_cert(extra.path(), &ca, "spec-server");
+        let ht = htpasswd_file(extra.path(), &[TLS_USER.0], TLS_USER.1);
+        let config = extra.path().join("berth.toml");
+        std::fs::write(&config, everything_for(&ht, TLS_USER.0)).expect("write berth.toml");
+        let root = extra.path().join("root");
+        let mut server = Server::start_tls(
+            &root,
+            &[
+                format!("--tls-cert={}", cert.display()),
+                format!("--tls-key={}", key.display()),
+                format!("--config={}", config.display()),
+            ],
+            TlsClient {
+                ca: ca.cert,
+                creds: Some((TLS_USER.0.to_string(), TLS_USER.1.to_string())),
+                ipv6: false,
+                http1,
+                // HTTP/1.1 clients here wait for the go-ahead: see
+                // `EARLY_ANSWERS` in spec_errors.rs.
+                expect_continue: http1,
+            },
+        );
+        server._extra = Some(extra);
+        server
+    }
+
+    fn start_inner(root: &Path, extra: &[String], tls: Option<TlsClient>) -> Server {
         let logdir = tempfile::tempdir().expect("temp log dir");
         let mut last_log = String::new();
+        let ip = loopback(tls.as_ref().is_some_and(|t| t.ipv6));
         for attempt in 0..5 {
-            let port = free_port();
+            let port = free_port_on(ip);
+            let addr = SocketAddr::new(ip, port);
             let log = logdir.path().join(format!("berth-{attempt}.log"));
-            let mut child = spawn_berth(port, root, &log, extra);
-            match wait_ready(&mut child, port, &log) {
+            let mut child = spawn_berth(addr, root, &log, extra);
+            match wait_ready(&mut child, addr, tls.is_some(), &log) {
                 Ok(()) => {
-                    return Server {
+                    let server = Server {
                         child: Some(child),
                         port,
                         root: root.to_path_buf(),
                         log,
+                        tls,
                         _dir: None,
                         _logdir: logdir,
+                        _extra: None,
+                    };
+                    if let Some(t) = &server.tls {
+                        TLS_CLIENTS
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((server.url(), t.clone()));
                     }
+                    return server;
                 }
                 Err(text) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     // Another process took the port between our probe and the bind: retry.
                     if !(text.contains("in use") || text.contains("AddrInUse")) {
-                        panic!("berth serve did not become ready on 127.0.0.1:{port}\n--- server log ---\n{text}");
+                        panic!("berth serve did not become ready on {addr}\n--- server log ---\n{text}");
                     }
                     last_log = text;
                 }
@@ -303,18 +440,23 @@ impl Server {
         );
     }
 
-    /// `127.0.0.1:PORT`, the registry host for skopeo references.
+    /// `127.0.0.1:PORT` (`[::1]:PORT` for an IPv6 one), the registry host
+    /// for skopeo references.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.addr().to_string()
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://...` for a TLS server.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
+        SocketAddr::new(
+            loopback(self.tls.as_ref().is_some_and(|t| t.ipv6)),
+            self.port,
+        )
     }
 
     /// The server's combined stdout and stderr so far.
@@ -363,13 +505,20 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.tls.is_some() {
+            let url = self.url();
+            TLS_CLIENTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(base, _)| *base != url);
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
             if std::thread::panicking() {
                 eprintln!(
-                    "--- berth serve log (127.0.0.1:{}) ---\n{}",
-                    self.port,
+                    "--- berth serve log ({}) ---\n{}",
+                    self.host(),
                     truncate(&self.log(), 20_000)
                 );
             }
@@ -568,6 +717,13 @@ impl Req {
         let dir = tempfile::tempdir().expect("temp dir for curl");
         let head_path = dir.path().join("headers");
         let body_path = dir.path().join("body");
+        let tls = tls_client_for(&self.url);
+        // No `Expect: 100-continue` (curl adds it to large bodies) unless
+        // the TLS client asks for it.
+        let expect = match &tls {
+            Some(t) if t.expect_continue && self.body.is_some() => "Expect: 100-continue",
+            _ => "Expect:",
+        };
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
@@ -578,12 +734,27 @@ impl Req {
             "--max-time",
             "120",
             "-H",
-            "Expect:",
+            expect,
         ])
         .arg("-D")
         .arg(&head_path)
         .arg("-o")
         .arg(&body_path);
+        // A request to a TLS server started here trusts its CA and carries
+        // its user's credentials, unless it sets its own Authorization.
+        if let Some(tls) = tls {
+            cmd.arg("--cacert").arg(&tls.ca);
+            if tls.http1 {
+                cmd.arg("--http1.1");
+            }
+            let own_auth = self
+                .headers
+                .iter()
+                .any(|h| h.to_ascii_lowercase().starts_with("authorization:"));
+            if let (Some((user, password)), false) = (&tls.creds, own_auth) {
+                cmd.arg("-u").arg(format!("{user}:{password}"));
+            }
+        }
         if self.method == "HEAD" {
             cmd.arg("--head");
         } else {
@@ -1380,6 +1551,13 @@ impl Containerd {
     /// reading registry hosts (`hosts.toml`) from `certs_dir`, its
     /// `config_path`; it needs runc. With `None`, the CRI plugin is disabled.
     pub fn start_with_cri(cri_config_path: Option<&Path>) -> Containerd {
+        Containerd::start_with_cri_extra(cri_config_path, "")
+    }
+
+    /// [`Containerd::start_with_cri`] with `extra` appended to the daemon's
+    /// config (TOML tables, e.g. the CRI plugin's
+    /// `registry.configs."HOST".auth` credentials).
+    pub fn start_with_cri_extra(cri_config_path: Option<&Path>, extra: &str) -> Containerd {
         let bin = require_tool("containerd");
         require_tool("ctr");
         let dir = tempfile::tempdir().expect("temp dir for containerd");
@@ -1425,6 +1603,7 @@ impl Containerd {
                 config_path = config_path.display(),
             );
         }
+        config.push_str(extra);
         let config_file = dir.path().join("config.toml");
         std::fs::write(&config_file, config).expect("write containerd config");
         let log = dir.path().join("containerd.log");
@@ -1678,4 +1857,380 @@ pub fn blob_bytes(root: &Path) -> u64 {
         }
     }
     total
+}
+
+// ---------------------------------------------------------------------------
+// TLS certificates made by openssl, users made by htpasswd
+
+/// The user of [`Server::start_tls_user`]: (name, password).
+pub const TLS_USER: (&str, &str) = ("spec-user", "spec-Pass-1");
+
+/// A CA certificate and its key.
+pub struct Ca {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &Path) -> Command {
+    let mut cmd = Command::new(require_tool("openssl"));
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// A CA made by `openssl req -x509` (EC P-256, two days).
+pub fn make_ca(dir: &Path, name: &str) -> Ca {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    run(openssl(dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]));
+    Ca { cert, key }
+}
+
+/// A server certificate for localhost, 127.0.0.1 and ::1 signed by `ca`;
+/// (certificate, key).
+pub fn make_server_cert(dir: &Path, ca: &Ca, name: &str) -> (PathBuf, PathBuf) {
+    make_server_cert_with(dir, ca, name, None)
+}
+
+/// [`make_server_cert`] with one more DNS name in the certificate.
+pub fn make_server_cert_with(
+    dir: &Path,
+    ca: &Ca,
+    name: &str,
+    dns: Option<&str>,
+) -> (PathBuf, PathBuf) {
+    let extra_san = dns.map(|d| format!(",DNS:{d}")).unwrap_or_default();
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1{extra_san}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"),
+    )
+    .expect("write ext file");
+    run(openssl(dir)
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    run(openssl(dir)
+        .args([
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-set_serial",
+            &format!("{}", unique() + 1000),
+        ])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca.cert)
+        .arg("-CAkey")
+        .arg(&ca.key)
+        .arg("-out")
+        .arg(&cert)
+        .arg("-extfile")
+        .arg(&ext));
+    (cert, key)
+}
+
+/// An htpasswd file made by the real `htpasswd -B` for `users`, all with
+/// `password`.
+pub fn htpasswd_file(dir: &Path, users: &[&str], password: &str) -> PathBuf {
+    require_tool("htpasswd");
+    let file = dir.join("htpasswd");
+    for (i, user) in users.iter().enumerate() {
+        let mut cmd = Command::new("htpasswd");
+        cmd.arg("-B").arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        run(cmd.arg(&file).arg(user).arg(password));
+    }
+    file
+}
+
+/// A berth config with an `[auth]` table over `htpasswd` and rules letting
+/// `user` pull, push and delete everywhere (the mirror namespaces of the
+/// big public registries named literally, as pushes there need).
+pub fn everything_for(htpasswd: &Path, user: &str) -> String {
+    format!(
+        r#"[auth]
+htpasswd = "{}"
+
+[[policy]]
+repositories = ["**", "docker.io/**", "quay.io/**", "ghcr.io/**", "registry.k8s.io/**", "gcr.io/**"]
+subjects = ["{user}"]
+actions = ["pull", "push", "delete"]
+"#,
+        htpasswd.display()
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Docker
+
+/// A Docker daemon of its own (data, exec root, socket, config), stopped
+/// when dropped.
+pub struct Dockerd {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    pub fn start() -> Dockerd {
+        let bin = if Path::new("/usr/sbin/dockerd").exists() {
+            PathBuf::from("/usr/sbin/dockerd")
+        } else {
+            require_tool("dockerd")
+        };
+        let dir = tempfile::tempdir().expect("temp dir for dockerd");
+        let d = dir.path();
+        std::fs::write(d.join("daemon.json"), "{}").expect("write daemon.json");
+        let log = std::fs::File::create(d.join("dockerd.log")).expect("dockerd log");
+        let child = Command::new(bin)
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .args([
+                "--storage-driver=vfs",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let mut daemon = Dockerd {
+            child: Some(child),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out =
+                run_unchecked(
+                    daemon
+                        .docker()
+                        .args(["version", "--format", "{{.Server.Version}}"]),
+                );
+            if out.status.success() {
+                break;
+            }
+            if let Some(Ok(Some(status))) = daemon.child.as_mut().map(|c| c.try_wait()) {
+                panic!("dockerd exited ({status})\n{}", daemon.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd not ready\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        daemon
+    }
+
+    /// The docker client against this daemon, with its own config directory.
+    pub fn docker(&self) -> Command {
+        let bin = if Path::new("/usr/bin/docker").exists() {
+            PathBuf::from("/usr/bin/docker")
+        } else {
+            require_tool("docker")
+        };
+        let mut cmd = Command::new(bin);
+        cmd.arg("-H")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            ))
+            .env("DOCKER_CONFIG", self.dir.path().join("client"));
+        cmd
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM lets dockerd stop its own containerd; SIGKILL after a bound.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- dockerd log ---\n{}", self.log());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The CRI image service (what kubelet calls)
+
+/// Protocol-buffer length-delimited field 1 (`0x0a`, varint length, bytes).
+pub fn pb_field1(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x0a];
+    let mut n = bytes.len();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The bytes of field 1 in a message whose first field is it.
+pub fn pb_read_field1(msg: &[u8]) -> Option<Vec<u8>> {
+    let (&tag, rest) = msg.split_first()?;
+    if tag != 0x0a {
+        return None;
+    }
+    let (mut len, mut shift, mut i) = (0usize, 0u32, 0usize);
+    loop {
+        let b = *rest.get(i)?;
+        len |= usize::from(b & 0x7f) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 28 {
+            return None;
+        }
+    }
+    rest.get(i..i + len).map(<[u8]>::to_vec)
+}
+
+/// Pull `image` through the CRI `runtime.v1.ImageService/PullImage` call —
+/// what kubelet does — over containerd's socket, as a minimal gRPC client
+/// (HTTP/2, one length-prefixed protobuf message each way). Returns the image
+/// ref (digest) containerd reports.
+pub fn cri_pull_image(socket: &Path, image: &str) -> Result<String, String> {
+    use http_body_util::BodyExt as _;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let call = async {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .map_err(|e| format!("http2 handshake: {e}"))?;
+            tokio::spawn(conn);
+            // PullImageRequest { image: ImageSpec { image } }
+            let msg = pb_field1(&pb_field1(image.as_bytes()));
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(
+                &u32::try_from(msg.len())
+                    .map_err(|e| e.to_string())?
+                    .to_be_bytes(),
+            );
+            frame.extend_from_slice(&msg);
+            let request =
+                hyper::Request::post("http://localhost/runtime.v1.ImageService/PullImage")
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+                    .map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            let (parts, body) = response.into_parts();
+            let collected = body
+                .collect()
+                .await
+                .map_err(|e| format!("response body: {e}"))?;
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let field = |name: &str| {
+                trailers
+                    .get(name)
+                    .or_else(|| parts.headers.get(name))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let status =
+                field("grpc-status").unwrap_or_else(|| format!("missing (HTTP {})", parts.status));
+            if status != "0" {
+                return Err(format!(
+                    "grpc-status {status}: {}",
+                    field("grpc-message").unwrap_or_default()
+                ));
+            }
+            let data = collected.to_bytes();
+            let image_ref = data
+                .get(5..)
+                .and_then(pb_read_field1)
+                .ok_or_else(|| format!("unexpected PullImageResponse {data:?}"))?;
+            String::from_utf8(image_ref).map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(120), call)
+            .await
+            .map_err(|_| "PullImage timed out after 120s".to_string())?
+    })
 }
