@@ -163,6 +163,7 @@ mod tests {
             skip_verify: false,
             ca_pem: None,
             certs_dir: None,
+            creds: None,
         }
     }
 

@@ -1012,6 +1012,7 @@ mod tests {
             skip_verify: false,
             ca_pem: None,
             certs_dir: None,
+            creds: None,
         };
         for file in crate::containerd::plan(&settings, &root.join("etc/containerd/certs.d"))
             .unwrap()

@@ -1,6 +1,7 @@
 //! `registries.yaml` for k3s, RKE2 and k3d: `mirrors.<host>.endpoint` lists
 //! the berth mirror first (k3s still falls back to the registry itself), and
-//! `configs.<mirror>.tls` carries a CA or skip-verify when asked. An existing
+//! `configs.<mirror>.tls` carries a CA or skip-verify when asked, and
+//! `configs.<mirror>.auth` the mirror's credentials (`--creds`). An existing
 //! file is merged, not replaced: other mirrors, credentials and keys the user
 //! wrote stay as they were.
 
@@ -83,6 +84,16 @@ impl RegistriesYaml {
             let entry = self.mirrors.entry(host.to_string()).or_default();
             entry.endpoint.retain(|e| e.trim_end_matches('/') != mirror);
             entry.endpoint.insert(0, mirror.clone());
+        }
+        if let Some(creds) = &settings.creds {
+            let config = self
+                .configs
+                .entry(settings.mirror.authority().to_string())
+                .or_default();
+            let mut auth = Mapping::new();
+            auth.insert("username".into(), creds.username.clone().into());
+            auth.insert("password".into(), creds.password.clone().into());
+            config.other.insert("auth".into(), auth.into());
         }
         if settings.ca.is_some() || settings.skip_verify {
             let config = self
@@ -180,7 +191,19 @@ mod tests {
             skip_verify: false,
             ca_pem: None,
             certs_dir: None,
+            creds: None,
         }
+    }
+
+    #[test]
+    fn credentials_for_the_mirror() {
+        let mut s = settings("https://mirror.lan:5000", "docker.io");
+        s.creds = Some(crate::secret::Credentials::parse("node:s3cret").unwrap());
+        let plan = plan(&s, Path::new(K3S_DEST), None).unwrap();
+        let doc = RegistriesYaml::parse(&plan.files[0].contents).unwrap();
+        let auth = &doc.configs["mirror.lan:5000"].other["auth"];
+        assert_eq!(auth["username"].as_str(), Some("node"));
+        assert_eq!(auth["password"].as_str(), Some("s3cret"));
     }
 
     #[test]

@@ -228,6 +228,9 @@ pub struct Settings {
     /// Where CRI-O/Podman and Docker look for `<host>/ca.crt`
     /// (default `/etc/containers/certs.d`, `/etc/docker/certs.d`).
     pub certs_dir: Option<PathBuf>,
+    /// Credentials for the mirror, where the runtime's own file carries
+    /// them (k3s's `configs.<mirror>.auth`); others take a pull Secret.
+    pub creds: Option<secret::Credentials>,
 }
 
 /// The file name of an installed CA beside containerd's and k3s's files.

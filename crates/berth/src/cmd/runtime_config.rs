@@ -74,6 +74,16 @@ pub struct RuntimeConfigArgs {
     /// The certs.d directory for CRI-O/Podman/Docker [default: /etc/containers/certs.d, /etc/docker/certs.d].
     #[arg(long, value_name = "DIR")]
     certs_dir: Option<PathBuf>,
+    /// USER:PASS for the mirror (an API token works as the password):
+    /// written to k3s/RKE2/k3d's registries.yaml (`configs.<mirror>.auth`).
+    /// Other runtimes take a pull Secret (`berth secret`).
+    #[arg(
+        long,
+        value_name = "USER:PASS",
+        env = "BERTH_CREDS",
+        hide_env_values = true
+    )]
+    creds: Option<String>,
 }
 
 /// The CA to install, read from `--ca-file` or the `--tls-auto` root.
@@ -118,7 +128,19 @@ pub fn run(args: RuntimeConfigArgs) -> anyhow::Result<()> {
     if args.skip_verify && mirror.is_plain_http() {
         anyhow::bail!("--skip-verify is for an https:// mirror; {mirror} is plain HTTP");
     }
+    let creds = args
+        .creds
+        .as_deref()
+        .map(berth_runtime_config::secret::Credentials::parse)
+        .transpose()?;
+    if creds.is_some() && !matches!(args.target, Target::K3s | Target::Rke2 | Target::K3d) {
+        anyhow::bail!(
+            "--creds goes into k3s/RKE2/k3d's registries.yaml; for {:?} use a pull Secret (berth secret)",
+            args.target
+        );
+    }
     let settings = Settings {
+        creds,
         mirror,
         registries,
         ca,
