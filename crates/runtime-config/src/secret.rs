@@ -223,6 +223,21 @@ pub fn render_config_map(map: &ConfigMap) -> Result<String, ConfigError> {
     })
 }
 
+/// CDI's own registry-credentials Secret: `Opaque`, holding only
+/// `accessKeyId` (the user) and `secretKey` (the password), as a
+/// DataVolume's `source.registry.secretRef` names it.
+pub fn build_cdi(
+    registry: &str,
+    creds: &Credentials,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<Secret, ConfigError> {
+    let mut secret = build(registry, creds, name, namespace)?;
+    secret.secret_type = "Opaque".to_string();
+    secret.data.remove(".dockerconfigjson");
+    Ok(secret)
+}
+
 /// The Secret as a YAML document.
 pub fn render(secret: &Secret) -> Result<String, ConfigError> {
     serde_norway::to_string(secret).map_err(|e| ConfigError::Generate {
@@ -279,6 +294,15 @@ mod tests {
         }
         assert_eq!(auth_key("http://127.0.0.1:5000").unwrap(), "127.0.0.1:5000");
         assert!(auth_key("not a host").is_err());
+    }
+
+    #[test]
+    fn cdi_secret_holds_only_its_two_keys() {
+        let s = build_cdi("mirror.example:5000", &creds(), Some("cdi-pull"), None).unwrap();
+        assert_eq!(s.secret_type, "Opaque");
+        let keys: Vec<&str> = s.data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["accessKeyId", "secretKey"]);
+        assert_eq!(BASE64.decode(&s.data["secretKey"]).unwrap(), b"pa:ss");
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct SecretArgs {
     /// Like --ca-file, with the CA of `berth serve --tls-auto` on ROOT.
     #[arg(long, value_name = "ROOT")]
     tls_auto_root: Option<std::path::PathBuf>,
+    /// CDI's own format instead: an Opaque Secret with only accessKeyId
+    /// and secretKey (a DataVolume's `source.registry.secretRef`).
+    #[arg(long)]
+    cdi: bool,
 }
 
 pub fn run(args: SecretArgs) -> anyhow::Result<()> {
@@ -46,7 +50,12 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
         args.creds
     };
     let creds = Credentials::parse(&raw)?;
-    let secret = secret::build(
+    let build = if args.cdi {
+        secret::build_cdi
+    } else {
+        secret::build
+    };
+    let secret = build(
         &args.registry,
         &creds,
         Some(&args.name),
