@@ -73,6 +73,22 @@ actions = ["push", "delete"]
 repositories = ["docker.io/**", "registry.k8s.io/**"]
 subjects = ["anonymous"]
 actions = ["pull"]
+
+# A mirror whose upstream needs credentials: only those named may read it.
+[[policy]]
+repositories = ["registry.corp.test/**"]
+subjects = ["reader"]
+actions = ["pull"]
+
+[[policy]]
+repositories = ["registry.corp.test/**"]
+subjects = ["group:admins"]
+actions = ["push", "delete"]
+
+[upstreams."registry.corp.test"]
+url = "https://registry.corp.test"
+username = "berth-robot"
+password = "upstream-secret"
 "#,
         htpasswd.display()
     )
@@ -119,6 +135,16 @@ fn create_token(root: &Path, user: &str, extra: &[&str]) -> String {
     let text = out.stdout_str().trim().to_string();
     assert!(text.starts_with("berth_"), "{}", out.describe());
     text
+}
+
+/// The kinds of repository the matrix covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Local,
+    /// A public registry's mirror (docker.io): anonymous pulls allowed.
+    PublicMirror,
+    /// A mirror whose upstream needs credentials berth holds.
+    PrivateMirror,
 }
 
 #[derive(Clone, Debug)]
@@ -372,6 +398,7 @@ fn authorization_matrix_of_subjects_operations_and_repositories() {
     let server = &a.server;
     let local = fixture(server, "team/app", 10);
     let mirror = fixture(server, "docker.io/library/x", 20);
+    let private = fixture(server, "registry.corp.test/private/x", 40);
     let admin = Cred::user("admin");
     let (_, _, secret_blob) = push_image_as(server, &admin, "secret/vault", "v1", 31);
 
@@ -393,9 +420,20 @@ fn authorization_matrix_of_subjects_operations_and_repositories() {
             Cred::Basic("writer".into(), "nope".into()),
         ),
     ];
-    // (subject, local, mirror): reads, writes.
-    let expect = |subject: &str, mirror_repo: bool, op: Op| -> Expect {
+    // (subject, repository class, operation): reads, writes. The private
+    // mirror (its upstream needs credentials) is readable by the reader it
+    // names, the admins, and `ops` through `**`; never anonymously.
+    let expect = |subject: &str, class: Class, op: Op| -> Expect {
         let read = matches!(op, Op::Pull | Op::GetBlob);
+        if class == Class::PrivateMirror {
+            return match subject {
+                "expired token" | "wrong password" | "anonymous" => Unauthorized,
+                "admin" => Allowed,
+                "reader" | "ops" if read => Allowed,
+                _ => Forbidden,
+            };
+        }
+        let mirror_repo = class == Class::PublicMirror;
         match (subject, mirror_repo) {
             ("expired token" | "wrong password", _) => Unauthorized,
             ("anonymous", false) => Unauthorized,
@@ -417,17 +455,21 @@ fn authorization_matrix_of_subjects_operations_and_repositories() {
             _ => unreachable!("{subject}"),
         }
     };
-    let tagged: [(&str, &[&str]); 3] = [
+    let tagged: [(&str, &[&str]); 4] = [
         ("team/app", &["v1", "other", "victim"]),
         ("docker.io/library/x", &["v1", "other", "victim"]),
+        ("registry.corp.test/private/x", &["v1", "other", "victim"]),
         ("secret/vault", &["v1"]),
     ];
     let mut checked = 0;
     for (name, cred) in &subjects {
-        for f in [&local, &mirror] {
-            let is_mirror = f.repo.starts_with("docker.io/");
+        for (f, class) in [
+            (&local, Class::Local),
+            (&mirror, Class::PublicMirror),
+            (&private, Class::PrivateMirror),
+        ] {
             for op in OPS {
-                let want = expect(name, is_mirror, op);
+                let want = expect(name, class, op);
                 let before = snapshot(server, &tagged);
                 let r = perform(server, cred, f, op, &secret_blob);
                 let ctx = format!("{name} {op:?} {}", f.repo);
@@ -468,9 +510,19 @@ fn authorization_matrix_of_subjects_operations_and_repositories() {
         let r = req(cred, "GET", &format!("{}/v2/_catalog", server.url())).send();
         let want_list: Option<Vec<&str>> = match *name {
             "anonymous" | "expired token" | "wrong password" => None,
-            "reader" | "writer" => Some(vec!["docker.io/library/x", "team/app"]),
+            "reader" => Some(vec![
+                "docker.io/library/x",
+                "registry.corp.test/private/x",
+                "team/app",
+            ]),
+            "writer" => Some(vec!["docker.io/library/x", "team/app"]),
             "narrow token" => Some(vec!["team/app"]),
-            _ => Some(vec!["docker.io/library/x", "secret/vault", "team/app"]),
+            _ => Some(vec![
+                "docker.io/library/x",
+                "registry.corp.test/private/x",
+                "secret/vault",
+                "team/app",
+            ]),
         };
         match want_list {
             None => {
@@ -486,7 +538,7 @@ fn authorization_matrix_of_subjects_operations_and_repositories() {
             }
         }
     }
-    assert_eq!(checked, subjects.len() * 2 * OPS.len());
+    assert_eq!(checked, subjects.len() * 3 * OPS.len());
 
     // The mirror's v1 is still the admin's preload: nothing overwrote it.
     let r = req(
