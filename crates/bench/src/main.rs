@@ -8,7 +8,8 @@
 //! Modules: `servers` (starting and killing the processes), `client` (the
 //! measuring HTTP/1.1 client), `blob` (generated blobs and their digests),
 //! `ops` (registry operations), `wrk` (small-request load), `bench` (the
-//! workloads), `report` (the table).
+//! workloads), `gc` (garbage collection of a large store, on servers of its
+//! own), `report` (the table).
 //!
 //! Exit status: 0 when every workload produced its figures, even if targets
 //! were missed (it is a measurement); 1 when any workload errored, so that
@@ -18,6 +19,7 @@
 mod bench;
 mod blob;
 mod client;
+mod gc;
 mod ops;
 mod report;
 mod servers;
@@ -55,11 +57,11 @@ struct Args {
     /// removed afterwards) [default: the system's temporary directory]
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Give up after this many seconds [default: 1500, quick: 240]
+    /// Give up after this many seconds [default: 2700, quick: 240]
     #[arg(long)]
     max_seconds: Option<u64>,
     /// Run only these workloads (for profiling one path); comma-separated
-    /// from: push, chunked, get, manifest, listing [default: all]
+    /// from: push, chunked, get, manifest, listing, gc [default: all]
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
     /// Repeats per workload and server [default: 3, quick: 1]
@@ -74,6 +76,7 @@ enum Workload {
     Get,
     Manifest,
     Listing,
+    Gc,
 }
 
 fn main() -> ExitCode {
@@ -174,7 +177,7 @@ async fn run(args: Args) -> Result<bool> {
     let limit =
         Duration::from_secs(
             args.max_seconds
-                .unwrap_or(if plan.quick { 240 } else { 1500 }),
+                .unwrap_or(if plan.quick { 240 } else { 2700 }),
         );
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -242,6 +245,10 @@ async fn run(args: Args) -> Result<bool> {
         }
         if wanted(Workload::Listing) {
             b.listings().await;
+        }
+        if wanted(Workload::Gc) {
+            let rows = gc::run(&b.plan.gc, &berth_bin, &dist_bin, &b.workdir).await;
+            b.rows.extend(rows);
         }
         for s in [&berth, &dist] {
             if let Err(e) = s.rss() {
