@@ -64,6 +64,14 @@ struct Args {
     /// from: push, chunked, get, manifest, listing, gc [default: all]
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
+    /// Images in the gc workload's store (each a config and 9 layers)
+    /// [default: 10000, quick: 50]
+    #[arg(long)]
+    gc_images: Option<usize>,
+    /// Concurrent connections pushing the gc workload's store
+    /// [default: 16, quick: 4]
+    #[arg(long)]
+    gc_connections: Option<usize>,
     /// Repeats per workload and server [default: 3, quick: 1]
     #[arg(long)]
     repeats: Option<usize>,
@@ -158,6 +166,12 @@ async fn run(args: Args) -> Result<bool> {
         plan.repeats = r.max(1);
         plan.listing_repeats = plan.listing_repeats.max(r);
         plan.get_repeats = plan.get_repeats.max(r);
+    }
+    if let Some(n) = args.gc_images {
+        plan.gc.images = n.max(plan.gc.delete_every);
+    }
+    if let Some(n) = args.gc_connections {
+        plan.gc.connections = n.max(1);
     }
     let only = args.only.clone();
     let wanted = move |w: Workload| only.is_empty() || only.contains(&w);

@@ -211,6 +211,18 @@ mod tests {
     }
 
     #[test]
+    fn a_note_stands_for_a_reference_without_figures() {
+        let mut r = row(Ok(0.002), Err(String::new()), Unit::Millis, Target::None);
+        assert!(r.errored());
+        r.reference_note = Some("none: stopped".into());
+        assert!(!r.errored());
+        assert_eq!(r.ratio(), None);
+        let t = render(&[r]);
+        assert!(t.contains("none: stopped") && !t.contains("ERROR"));
+        assert!(t.contains("2.00 ms"));
+    }
+
+    #[test]
     fn renders_aligned_rows() {
         let t = render(&[
             row(Ok(2.0 * GIB), Ok(GIB), Unit::GibPerSec, Target::Times(1.3)),
