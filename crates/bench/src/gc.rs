@@ -319,8 +319,14 @@ async fn verify(addr: SocketAddr, plan: &GcPlan) -> Result<()> {
 
 /// Latencies of manifest GETs of retained images, one at a time on one
 /// connection with a short pause between them (a light load, so the probe
-/// measures GC's effect rather than competing with it), until `done`.
-async fn probe(addr: SocketAddr, plan: GcPlan, done: Arc<AtomicBool>) -> Result<Vec<Duration>> {
+/// measures GC's effect rather than competing with it), until `done` or
+/// `max` requests.
+async fn probe(
+    addr: SocketAddr,
+    plan: GcPlan,
+    done: Arc<AtomicBool>,
+    max: usize,
+) -> Result<Vec<Duration>> {
     let sample: Vec<Image> = plan
         .sample(100)
         .into_iter()
@@ -329,8 +335,7 @@ async fn probe(addr: SocketAddr, plan: GcPlan, done: Arc<AtomicBool>) -> Result<
     ensure!(!sample.is_empty(), "no retained image to probe");
     let mut c = Conn::connect(addr).await?;
     let mut lat = Vec::new();
-    // Bounded: at most 200,000 requests (well over any run's length).
-    for i in 0..200_000 {
+    for i in 0..max {
         if done.load(Ordering::Relaxed) {
             break;
         }
@@ -371,9 +376,17 @@ struct BerthGc {
 async fn berth_gc(server: &Server, bin: &Path, plan: &GcPlan) -> Result<BerthGc> {
     let pid = server.pid();
     let addr = server.addr;
+    // One untimed pass over the probed images first: the idle figure is of a
+    // warm server, like the one during GC (whose probe follows this one).
+    let warm = {
+        let done = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(probe(addr, plan.clone(), done.clone(), 100));
+        task.await.context("probe task")??
+    };
+    ensure!(!warm.is_empty(), "the warm-up GETs did not run");
     let idle = {
         let done = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(probe(addr, plan.clone(), done.clone()));
+        let task = tokio::spawn(probe(addr, plan.clone(), done.clone(), 200_000));
         tokio::time::sleep(plan.idle_probe).await;
         done.store(true, Ordering::Relaxed);
         task.await.context("probe task")??
@@ -403,7 +416,8 @@ async fn berth_gc(server: &Server, bin: &Path, plan: &GcPlan) -> Result<BerthGc>
             Ok::<_, anyhow::Error>(peak)
         })
     };
-    let prober = tokio::spawn(probe(addr, plan.clone(), done.clone()));
+    // Bounded: at most 200,000 requests (well over any collection's length).
+    let prober = tokio::spawn(probe(addr, plan.clone(), done.clone(), 200_000));
     let t = Instant::now();
     let out = tokio::process::Command::new(bin)
         .arg("gc")
