@@ -37,6 +37,8 @@ pub struct Plan {
     /// Blob GETs are short and the noisiest figure: more repeats.
     pub get_repeats: usize,
     pub downloads: usize,
+    /// The store the `gc` workload collects.
+    pub gc: crate::gc::GcPlan,
 }
 
 impl Plan {
@@ -54,6 +56,7 @@ impl Plan {
             listing_repeats: 10,
             get_repeats: 10,
             downloads: 64,
+            gc: crate::gc::GcPlan::full(),
         }
     }
 
@@ -72,6 +75,7 @@ impl Plan {
             listing_repeats: 1,
             get_repeats: 1,
             downloads: 4,
+            gc: crate::gc::GcPlan::quick(),
         }
     }
 
@@ -166,6 +170,7 @@ fn row(workload: String, s: &Samples, unit: Unit, target: Target) -> Row {
         berth: s.cell(0, h),
         reference: s.cell(1, h),
         reference_name: None,
+        reference_note: None,
         unit,
         target,
     }
@@ -366,6 +371,7 @@ impl Bench<'_> {
                     None => best(&nginx_vals, true),
                 },
                 reference_name: Some("nginx"),
+                reference_note: None,
                 unit: Unit::GibPerSec,
                 target: Target::Within(0.10),
             });
@@ -402,6 +408,7 @@ impl Bench<'_> {
             berth: idle_berth.clone(),
             reference: self.idle_rss[1].clone(),
             reference_name: None,
+            reference_note: None,
             unit: Unit::Mib,
             target: Target::Below(20.0 * MIB),
         });

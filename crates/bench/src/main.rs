@@ -9,7 +9,8 @@
 //! measuring HTTP/1.1 client), `blob` (generated blobs and their digests),
 //! `ops` (registry operations), `wrk` (small-request load), `bench` (the
 //! workloads), `tls` (TLS with access control against plain HTTP and
-//! nginx over TLS), `report` (the table).
+//! nginx over TLS), `gc` (garbage collection of a large store, on servers
+//! of its own), `report` (the table).
 //!
 //! Exit status: 0 when every workload produced its figures, even if targets
 //! were missed (it is a measurement); 1 when any workload errored, so that
@@ -19,6 +20,7 @@
 mod bench;
 mod blob;
 mod client;
+mod gc;
 mod ops;
 mod report;
 mod servers;
@@ -57,13 +59,21 @@ struct Args {
     /// removed afterwards) [default: the system's temporary directory]
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Give up after this many seconds [default: 1500, quick: 240]
+    /// Give up after this many seconds [default: 2700, quick: 240]
     #[arg(long)]
     max_seconds: Option<u64>,
     /// Run only these workloads (for profiling one path); comma-separated
-    /// from: push, chunked, get, manifest, listing, tls [default: all]
+    /// from: push, chunked, get, manifest, listing, tls, gc [default: all]
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
+    /// Images in the gc workload's store (each a config and 9 layers)
+    /// [default: 10000, quick: 50]
+    #[arg(long)]
+    gc_images: Option<usize>,
+    /// Concurrent connections pushing the gc workload's store
+    /// [default: 16, quick: 4]
+    #[arg(long)]
+    gc_connections: Option<usize>,
     /// Repeats per workload and server [default: 3, quick: 1]
     #[arg(long)]
     repeats: Option<usize>,
@@ -77,6 +87,7 @@ enum Workload {
     Manifest,
     Listing,
     Tls,
+    Gc,
 }
 
 fn main() -> ExitCode {
@@ -159,6 +170,12 @@ async fn run(args: Args) -> Result<bool> {
         plan.listing_repeats = plan.listing_repeats.max(r);
         plan.get_repeats = plan.get_repeats.max(r);
     }
+    if let Some(n) = args.gc_images {
+        plan.gc.images = n.max(plan.gc.delete_every);
+    }
+    if let Some(n) = args.gc_connections {
+        plan.gc.connections = n.max(1);
+    }
     let only = args.only.clone();
     let wanted = move |w: Workload| only.is_empty() || only.contains(&w);
     let berth_bin = match args.berth {
@@ -177,7 +194,7 @@ async fn run(args: Args) -> Result<bool> {
     let limit =
         Duration::from_secs(
             args.max_seconds
-                .unwrap_or(if plan.quick { 240 } else { 1500 }),
+                .unwrap_or(if plan.quick { 240 } else { 2700 }),
         );
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -248,6 +265,10 @@ async fn run(args: Args) -> Result<bool> {
         }
         if wanted(Workload::Tls) {
             b.tls(&berth_bin).await;
+        }
+        if wanted(Workload::Gc) {
+            let rows = gc::run(&b.plan.gc, &berth_bin, &dist_bin, &b.workdir).await;
+            b.rows.extend(rows);
         }
         for s in [&berth, &dist] {
             if let Err(e) = s.rss() {

@@ -158,6 +158,21 @@ pub async fn put_manifest(c: &mut Conn, repo: &str, reference: &str, body: &[u8]
 
 /// A minimal OCI image manifest over a config and one layer.
 pub fn image_manifest(config: &Blob, layer: &Blob) -> Vec<u8> {
+    image_manifest_of(config, std::slice::from_ref(layer))
+}
+
+/// A minimal OCI image manifest over a config and its layers.
+pub fn image_manifest_of(config: &Blob, layers: &[Blob]) -> Vec<u8> {
+    let layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": l.digest,
+                "size": l.size,
+            })
+        })
+        .collect();
     serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -166,14 +181,35 @@ pub fn image_manifest(config: &Blob, layer: &Blob) -> Vec<u8> {
             "digest": config.digest,
             "size": config.size,
         },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": layer.digest,
-            "size": layer.size,
-        }],
+        "layers": layers,
     })
     .to_string()
     .into_bytes()
+}
+
+/// `DELETE` a manifest by digest: must answer 202 Accepted.
+pub async fn delete_manifest(c: &mut Conn, repo: &str, digest: &str) -> Result<()> {
+    c.send(
+        Method::DELETE,
+        &format!("/v2/{repo}/manifests/{digest}"),
+        &[("content-length", "0")],
+        empty(),
+        SMALL,
+    )
+    .await?
+    .expect(StatusCode::ACCEPTED, "deleting a manifest")
+    .await?
+    .drain(SMALL)
+    .await?;
+    Ok(())
+}
+
+/// `GET` a manifest or blob and return its status and (small) body.
+pub async fn get_small(c: &mut Conn, path: &str, accept: &str) -> Result<(StatusCode, Vec<u8>)> {
+    let r = c.get(path, &[("accept", accept)]).await?;
+    let status = r.status;
+    let body = r.bytes(SMALL).await?;
+    Ok((status, body.to_vec()))
 }
 
 /// Cross-repository mount; must succeed (201), since a repository only

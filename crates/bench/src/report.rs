@@ -11,6 +11,7 @@ pub enum Unit {
     GibPerSec,
     ReqPerSec,
     Millis,
+    Secs,
     Mib,
 }
 
@@ -26,6 +27,7 @@ impl Unit {
             Unit::ReqPerSec if v >= 100.0 => format!("{v:.0} req/s"),
             Unit::ReqPerSec => format!("{v:.1} req/s"),
             Unit::Millis => format!("{:.2} ms", v * 1e3),
+            Unit::Secs => format!("{v:.2} s"),
             Unit::Mib => format!("{:.1} MiB", v / MIB),
         }
     }
@@ -60,6 +62,10 @@ pub struct Row {
     pub reference: Cell,
     /// Name of the reference when it is not Distribution.
     pub reference_name: Option<&'static str>,
+    /// Shown instead of a reference figure when the reference has none by
+    /// design (Distribution serves nothing while it collects garbage): the
+    /// row then has no ratio and `reference` is not an error.
+    pub reference_note: Option<String>,
     pub unit: Unit,
     pub target: Target,
 }
@@ -67,6 +73,9 @@ pub struct Row {
 impl Row {
     /// How many times better berth is than the reference.
     pub fn ratio(&self) -> Option<f64> {
+        if self.reference_note.is_some() {
+            return None;
+        }
         let (b, r) = (self.berth.as_ref().ok()?, self.reference.as_ref().ok()?);
         if *b <= 0.0 || *r <= 0.0 {
             return None;
@@ -92,7 +101,7 @@ impl Row {
     }
 
     pub fn errored(&self) -> bool {
-        self.berth.is_err() || self.reference.is_err()
+        self.berth.is_err() || (self.reference_note.is_none() && self.reference.is_err())
     }
 
     fn target_text(&self) -> String {
@@ -131,7 +140,10 @@ pub fn render(rows: &[Row]) -> String {
             [
                 r.workload.clone(),
                 cell(&r.berth, r.unit, None),
-                cell(&r.reference, r.unit, r.reference_name),
+                match &r.reference_note {
+                    Some(note) => note.clone(),
+                    None => cell(&r.reference, r.unit, r.reference_name),
+                },
                 r.ratio().map_or("-".into(), |x| format!("{x:.2}x")),
                 r.target_text(),
                 match (r.errored(), r.pass()) {
@@ -175,6 +187,7 @@ mod tests {
             berth: b,
             reference: r,
             reference_name: None,
+            reference_note: None,
             unit,
             target,
         }
@@ -195,6 +208,18 @@ mod tests {
         let r = row(Err("boom".into()), Ok(1.0), Unit::Mib, Target::Below(1.0));
         assert!(r.errored());
         assert_eq!(r.pass(), None);
+    }
+
+    #[test]
+    fn a_note_stands_for_a_reference_without_figures() {
+        let mut r = row(Ok(0.002), Err(String::new()), Unit::Millis, Target::None);
+        assert!(r.errored());
+        r.reference_note = Some("none: stopped".into());
+        assert!(!r.errored());
+        assert_eq!(r.ratio(), None);
+        let t = render(&[r]);
+        assert!(t.contains("none: stopped") && !t.contains("ERROR"));
+        assert!(t.contains("2.00 ms"));
     }
 
     #[test]

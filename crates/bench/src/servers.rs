@@ -81,19 +81,39 @@ impl Server {
     }
 }
 
+/// Resident memory (VmRSS) of a process, in bytes.
 pub fn rss_of(pid: u32) -> Result<u64> {
+    status_field(pid, "VmRSS")
+}
+
+/// Peak resident memory (VmHWM) of a process since it started or since
+/// [`reset_peak`], in bytes.
+pub fn peak_rss_of(pid: u32) -> Result<u64> {
+    status_field(pid, "VmHWM")
+}
+
+/// Reset a process's VmHWM to its current resident size (Linux's
+/// `clear_refs` value 5), so that a later [`peak_rss_of`] is the peak of
+/// what happened since.
+pub fn reset_peak(pid: u32) -> Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .with_context(|| format!("resetting the peak RSS of {pid} (/proc/{pid}/clear_refs)"))
+}
+
+/// A `kB` field of `/proc/PID/status`, in bytes.
+fn status_field(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS in /proc/PID/status")?;
+        .find(|l| l.split(':').next() == Some(field))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
     let kb: u64 = line
         .split_whitespace()
         .nth(1)
-        .context("malformed VmRSS")?
+        .with_context(|| format!("malformed {field}"))?
         .parse()
-        .context("malformed VmRSS")?;
+        .with_context(|| format!("malformed {field}"))?;
     Ok(kb * 1024)
 }
 
@@ -117,6 +137,11 @@ fn spawn(name: &'static str, mut cmd: Command, dir: &Path) -> Result<(Child, Pat
 
 /// `berth serve` with its own storage root, logging only warnings.
 pub async fn start_berth(bin: &Path, dir: &Path) -> Result<Server> {
+    start_berth_with(bin, dir, &[]).await
+}
+
+/// `berth serve` as [`start_berth`] does, with extra command-line options.
+pub async fn start_berth_with(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Server> {
     let addr = free_port()?;
     let root = dir.join("berth-root");
     let mut cmd = Command::new(bin);
@@ -125,6 +150,7 @@ pub async fn start_berth(bin: &Path, dir: &Path) -> Result<Server> {
         .arg(addr.to_string())
         .arg("--root")
         .arg(&root)
+        .args(extra)
         .env("RUST_LOG", "warn");
     let (child, log) = spawn("berth", cmd, dir)?;
     let mut s = Server {
@@ -233,7 +259,7 @@ pub async fn start_distribution(bin: &Path, dir: &Path) -> Result<Server> {
     let addr = free_port()?;
     let root = dir.join("distribution-root");
     std::fs::create_dir_all(&root)?;
-    let config = dir.join("distribution.yml");
+    let config = distribution_config(dir);
     std::fs::write(
         &config,
         format!(
@@ -257,6 +283,12 @@ pub async fn start_distribution(bin: &Path, dir: &Path) -> Result<Server> {
     };
     s.wait_ready("/v2/", Some(200)).await?;
     Ok(s)
+}
+
+/// Where [`start_distribution`] writes its configuration (which
+/// `docker-registry garbage-collect` reads too).
+pub fn distribution_config(dir: &Path) -> PathBuf {
+    dir.join("distribution.yml")
 }
 
 /// nginx as one process serving `docroot` with `sendfile on`: the ceiling

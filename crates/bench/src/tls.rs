@@ -235,6 +235,7 @@ impl Bench<'_> {
             berth: manifest.cell(0, true),
             reference: manifest.cell(1, true),
             reference_name: Some("plain, no auth"),
+            reference_note: None,
             unit: Unit::ReqPerSec,
             target: Target::Within(0.15),
         });
@@ -243,6 +244,7 @@ impl Bench<'_> {
             berth: blob_get.cell(0, true),
             reference: blob_get.cell(1, true),
             reference_name: Some("nginx TLS"),
+            reference_note: None,
             unit: Unit::GibPerSec,
             target: Target::Times(0.8),
         });

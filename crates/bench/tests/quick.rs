@@ -96,6 +96,9 @@ fn quick_mode_measures_every_workload_for_both_servers() {
         "tag list of",
         "set-up: 40 repositories",
         "set-up: 40 tags",
+        "online GC, 500 blobs / 50 manifests",
+        "peak resident memory during GC",
+        "set-up for GC: 500 blobs / 50 manifests",
     ];
     if on_path("nginx").is_some() {
         workloads.push("blob GET against nginx");
@@ -116,4 +119,26 @@ fn quick_mode_measures_every_workload_for_both_servers() {
         }
         assert_ne!(cells[6], "ERROR", "{line:?}");
     }
+    // Distribution is stopped while it collects: berth alone has figures.
+    for w in [
+        "requests served during GC: manifest GET p99",
+        "  of which berth's mark and sweep",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| {w}")))
+            .unwrap_or_else(|| panic!("no row for {w:?} in:\n{out}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 8, "malformed row {line:?}");
+        assert!(
+            !cells[2].contains("ERROR") && cells[2].chars().any(|c| c.is_ascii_digit()),
+            "{w:?}: no figure for berth: {line:?}"
+        );
+        assert!(!cells[3].contains("ERROR"), "{line:?}");
+        assert_ne!(cells[6], "ERROR", "{line:?}");
+    }
+    assert!(
+        out.contains("none: stopped"),
+        "no note that Distribution serves nothing during its GC"
+    );
 }
