@@ -41,22 +41,27 @@ pub struct GcReport {
     pub duration_ms: u64,
 }
 
-/// Who links a blob, the newest of those links, and whether a cache fill
-/// made every one of them (the blob can be fetched again).
+/// The newest of a blob's links, and whether a cache fill made every one
+/// of them (the blob can be fetched again).
 struct Links {
-    repos: Vec<RepositoryName>,
     newest: Option<SystemTime>,
     all_cached: bool,
 }
 
-impl Default for Links {
-    fn default() -> Self {
-        Links {
-            repos: Vec::new(),
-            newest: None,
-            all_cached: true,
+/// Read the links of a sweep candidate (only candidates: reading every
+/// link of a store of 100,000 blobs cost the mark phase most of its time).
+async fn links_of(registry: &Registry, digest: &Digest, repos: &[RepositoryName]) -> Result<Links> {
+    let mut l = Links {
+        newest: None,
+        all_cached: true,
+    };
+    for repo in repos {
+        if let Some(link) = registry.layer_link(repo, digest).await? {
+            l.newest = l.newest.max(Some(link.made));
+            l.all_cached &= link.cached;
         }
     }
+    Ok(l)
 }
 
 /// How long unreferenced content is kept.
@@ -91,22 +96,21 @@ pub async fn collect(registry: &Registry, grace: Grace, dry_run: bool) -> Result
     let mut report = GcReport::default();
 
     let mut marked: HashSet<Digest> = HashSet::new();
-    let mut links: HashMap<Digest, Links> = HashMap::new();
-    for repo in registry.repositories().await? {
+    // Which repositories link each blob, by index into `repos`.
+    let repos = registry.repositories().await?;
+    let mut linked_in: HashMap<Digest, Vec<u32>> = HashMap::new();
+    for (index, repo) in repos.iter().enumerate() {
         report.repositories += 1;
-        for digest in registry.manifest_revisions(&repo).await? {
+        for digest in registry.manifest_revisions(repo).await? {
             report.manifests += 1;
-            if let Some(refs) = registry.manifest_references(&repo, &digest).await? {
+            if let Some(refs) = registry.manifest_references(repo, &digest).await? {
                 marked.extend(refs.blobs);
                 marked.extend(refs.manifests);
             }
             marked.insert(digest);
         }
-        for (digest, link) in registry.layer_links(&repo).await? {
-            let entry = links.entry(digest).or_default();
-            entry.repos.push(repo.clone());
-            entry.newest = entry.newest.max(Some(link.made));
-            entry.all_cached &= link.cached;
+        for digest in registry.layer_link_digests(repo).await? {
+            linked_in.entry(digest).or_default().push(index as u32);
         }
     }
     report.marked = marked.len();
@@ -119,10 +123,21 @@ pub async fn collect(registry: &Registry, grace: Grace, dry_run: bool) -> Result
         let Some(stat) = registry.storage().blob_stat(&digest).await? else {
             continue;
         };
-        let linked = links.remove(&digest).unwrap_or_default();
+        let holders: Vec<RepositoryName> = linked_in
+            .remove(&digest)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| repos.get(i as usize).cloned())
+            .collect();
+        if stat.modified > pushed_cutoff.max(cached_cutoff) {
+            // Within both grace periods: no need to read its links.
+            report.blobs_young += 1;
+            continue;
+        }
+        let linked = links_of(registry, &digest, &holders).await?;
         // A blob no repository links (a manifest's own bytes, or a store
         // from before links) counts as pushed.
-        let cutoff = if linked.all_cached && !linked.repos.is_empty() {
+        let cutoff = if linked.all_cached && !holders.is_empty() {
             cached_cutoff
         } else {
             pushed_cutoff
@@ -135,7 +150,7 @@ pub async fn collect(registry: &Registry, grace: Grace, dry_run: bool) -> Result
             Some(stat.size)
         } else {
             registry
-                .gc_delete_blob(&guard, &digest, &linked.repos)
+                .gc_delete_blob(&guard, &digest, stat.size, &holders)
                 .await?
         };
         match freed {

@@ -451,3 +451,42 @@ async fn retention_keeps_patterns_and_the_most_recent_and_drops_the_rest() {
     assert_eq!(run.gc.blobs_deleted, 1, "{run:?}");
     assert_eq!(run.gc.deleted, vec![untagged_digest.to_string()]);
 }
+
+/// A manifest deleted, then pushed again while a collection runs: the mark
+/// did not see it, but the push recorded its own digest, so the sweep keeps
+/// the manifest's bytes (stored long ago, unreferenced at the mark).
+#[tokio::test]
+async fn a_manifest_pushed_again_during_gc_keeps_its_bytes() {
+    let (_dir, registry, _) = setup(Duration::ZERO).await;
+    let repo: RepositoryName = "team/app".parse().unwrap();
+    let (config, layer) = (bytes_of(60, 200), bytes_of(61, 3000));
+    let m = push_image(&registry, &repo, "v1", &[&config, &layer]).await;
+    let digest = Digest::sha256_of(&m);
+    registry
+        .manifest_delete(&repo, &ManifestRef::Digest(digest.clone()))
+        .await
+        .unwrap();
+    let guard = registry.gc_begin().await;
+    // ...the mark runs here, and sees no revision of the manifest...
+    registry
+        .manifest_put(
+            &repo,
+            &ManifestRef::Tag("v1".parse().unwrap()),
+            Some(OCI),
+            Bytes::from(m.clone()),
+        )
+        .await
+        .unwrap();
+    let size = m.len() as u64;
+    let freed = registry
+        .gc_delete_blob(&guard, &digest, size, &[])
+        .await
+        .unwrap();
+    assert_eq!(freed, None, "the re-pushed manifest's bytes were deleted");
+    drop(guard);
+    let got = registry
+        .manifest_get(&repo, &ManifestRef::Tag("v1".parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(got.bytes.as_ref(), m.as_slice());
+}

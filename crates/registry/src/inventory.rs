@@ -380,6 +380,24 @@ impl Registry {
         self.stored_since_scan.swap(0, Ordering::Relaxed)
     }
 
+    /// The blobs linked into a repository (names only: no link is read).
+    pub async fn layer_link_digests(&self, repo: &RepositoryName) -> Result<Vec<Digest>> {
+        digests_under(
+            self,
+            DocKey::new([layout::REPOSITORIES, repo.as_str(), layout::LAYERS])?,
+        )
+        .await
+    }
+
+    /// How a blob was linked into a repository, if it is.
+    pub async fn layer_link(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<Link>> {
+        Ok(self
+            .storage
+            .doc_get(&layout::layer_link(repo, digest)?)
+            .await?
+            .map(|v| parse_link(&v)))
+    }
+
     /// Link a blob a cache fill fetched from `repo`'s upstream: eviction
     /// may free it again (pushed blobs are pinned).
     pub async fn link_cached_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
@@ -475,47 +493,46 @@ impl Registry {
     }
 
     /// A manifest push's hold on the fence, recording what `manifest`
-    /// references (and its own digest, when known) while a GC runs. Held
-    /// until the manifest is stored.
+    /// references and its own digest while a GC runs. Held until the
+    /// manifest is stored.
     pub(crate) async fn fence_enter(
         &self,
         manifest: &Manifest,
-        own: Option<&Digest>,
+        own: &Digest,
     ) -> tokio::sync::RwLockReadGuard<'_, ()> {
         let gate = self.fence.gate.read().await;
         if self.fence.active.load(Ordering::SeqCst) {
             let mut touched = self.fence.touched.lock().await;
             let referenced = manifest.blobs.iter().chain(&manifest.manifests);
-            touched.extend(referenced.map(|r| r.digest.clone()).chain(own.cloned()));
+            touched.extend(referenced.map(|r| r.digest.clone()));
+            touched.insert(own.clone());
         }
         gate
     }
 
-    /// Delete an unreferenced blob and its links from `linked_in`, unless a
-    /// push referenced it since GC began. Returns the bytes freed, or `None`
-    /// when the blob was kept.
+    /// Delete an unreferenced blob (of `size` bytes) and its links from
+    /// `linked_in`, unless a push referenced it since GC began. Returns the
+    /// bytes freed, or `None` when the blob was kept (or already gone).
     pub async fn gc_delete_blob(
         &self,
         _guard: &GcGuard<'_>,
         digest: &Digest,
+        size: u64,
         linked_in: &[RepositoryName],
     ) -> Result<Option<u64>> {
         let touched = self.fence.touched.lock().await;
         if touched.contains(digest) {
             return Ok(None);
         }
-        let Some(stat) = self.storage.blob_stat(digest).await? else {
-            return Ok(None);
-        };
         // Links first: a blob is never linked without its bytes.
         for repo in linked_in {
             self.storage
                 .doc_delete(&layout::layer_link(repo, digest)?)
                 .await?;
         }
-        self.storage.blob_delete(digest).await?;
+        let deleted = self.storage.blob_delete(digest).await?;
         drop(touched);
-        Ok(Some(stat.size))
+        Ok(deleted.then_some(size))
     }
 
     /// End an upload session idle since before `idle_since`: its bytes, its

@@ -47,8 +47,6 @@ impl Registry {
         bytes: Bytes,
     ) -> Result<PutManifest> {
         let manifest = Manifest::parse(&bytes, content_type)?;
-        // Held until the manifest is stored: GC keeps what it references.
-        let _fence = self.fence_enter(&manifest, None).await;
         let digest = match reference {
             ManifestRef::Digest(expected) => {
                 let actual = Digest::of_bytes(expected.algorithm(), &bytes);
@@ -62,6 +60,10 @@ impl Registry {
             }
             ManifestRef::Tag(_) => Digest::sha256_of(&bytes),
         };
+        // Held until the manifest is stored: GC keeps what it references,
+        // and its own bytes (a re-push of a deleted manifest finds them
+        // stored, unreferenced and old, and writes only its records).
+        let _fence = self.fence_enter(&manifest, &digest).await;
         for blob in &manifest.blobs {
             if !self.blob_linked(repo, &blob.digest).await? {
                 return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
@@ -112,7 +114,7 @@ impl Registry {
         tag: Option<&berth_reference::Tag>,
     ) -> Result<StoredManifest> {
         let manifest = Manifest::parse(&bytes, content_type)?;
-        let _fence = self.fence_enter(&manifest, Some(digest)).await;
+        let _fence = self.fence_enter(&manifest, digest).await;
         let media_type = manifest.media_type.clone();
         // Pushed content stays pinned when the cache stores it again.
         let pinned = self
