@@ -92,8 +92,13 @@ fn gc_while_serving_frees_deleted_content_and_keeps_what_is_referenced() {
     }
     assert_eq!(server.metric("berth_gc_runs_total"), 1.0);
     assert_eq!(server.metric("berth_gc_bytes_freed_total"), freed as f64);
-    // What is stored, as /metrics tells it after the collection.
+    // What is stored, as /metrics tells it after the collection (measured
+    // just after it answered).
     let after = blob_bytes(&server.root) as f64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("berth_storage_pinned_bytes") != after && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(server.metric("berth_storage_stored_bytes"), after);
     assert_eq!(
         server.metric("berth_storage_upstream_bytes{upstream=\"local\"}"),
