@@ -65,6 +65,8 @@ pub struct LifecycleConfig {
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// How long the evictor rests after an eviction that could not free enough.
+const EVICT_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Default for LifecycleConfig {
     fn default() -> Self {
@@ -214,11 +216,20 @@ impl Lifecycle {
         let this = self.clone();
         Some(tokio::spawn(async move {
             let mut stored: Option<u64> = None;
+            // After an eviction that found nothing more to remove (the rest
+            // pinned or too recent, or a device others filled), wait until
+            // something is stored or `EVICT_BACKOFF` passes: re-measuring
+            // the whole store every few seconds would change nothing.
+            let mut stuck_until: Option<tokio::time::Instant> = None;
             let mut tick = tokio::time::interval(config.check_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let added = this.registry.take_stored();
+                if added == 0 && stuck_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+                    continue;
+                }
+                stuck_until = None;
                 let estimate = match stored {
                     Some(s) => s + added,
                     None => match evict::stored_bytes(&this.registry).await {
@@ -235,7 +246,19 @@ impl Lifecycle {
                     continue;
                 }
                 match this.evict().await {
-                    Ok(report) => stored = Some(report.stored_after),
+                    Ok(report) => {
+                        stored = Some(report.stored_after);
+                        if report.needed > 0 {
+                            // Images too recent now become candidates once
+                            // `min_age` has passed: no longer a wait than that.
+                            let rest = if report.images_too_recent > 0 {
+                                config.min_age.min(EVICT_BACKOFF)
+                            } else {
+                                EVICT_BACKOFF
+                            };
+                            stuck_until = Some(tokio::time::Instant::now() + rest);
+                        }
+                    }
                     Err(e) => {
                         this.metrics.failures.inc();
                         stored = None;
