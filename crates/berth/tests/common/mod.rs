@@ -280,6 +280,10 @@ fn spawn_berth(addr: SocketAddr, root: &Path, log: &Path, extra: &[String]) -> C
 /// without checking the certificate: readiness only); the log on failure.
 fn wait_ready(child: &mut Child, addr: SocketAddr, tls: bool, log: &Path) -> Result<(), String> {
     let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    // berth logs "berth is serving" at info level, the tests' default.
+    let logs_bind = std::env::var("BERTH_TEST_LOG").map_or(true, |v| {
+        !(v.contains("warn") || v.contains("error") || v == "off")
+    });
     let deadline = Instant::now() + READY_TIMEOUT;
     for _ in 0..10_000 {
         if let Ok(Some(status)) = child.try_wait() {
@@ -307,7 +311,11 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, tls: bool, log: &Path) -> Res
         } else {
             raw_status(addr, "GET", "/v2/")
         };
-        if let Some(200 | 401) = status {
+        // An answer on the port proves nothing by itself: a server of a
+        // test running in parallel may hold it (ours then fails to bind and
+        // exits a moment later). Ours says it bound the port in its log.
+        let ours = !logs_bind || read_log().contains("berth is serving");
+        if let (Some(200 | 401), true) = (status, ours) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(if tls { 100 } else { 50 }));
@@ -417,10 +425,13 @@ impl Server {
                         _extra: None,
                     };
                     if let Some(t) = &server.tls {
-                        TLS_CLIENTS
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((server.url(), t.clone()));
+                        // A server killed earlier may have left its entry for
+                        // this very address (its port is free again): the
+                        // new server's settings replace it.
+                        let url = server.url();
+                        let mut clients = TLS_CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+                        clients.retain(|(base, _)| *base != url);
+                        clients.push((url, t.clone()));
                     }
                     return server;
                 }
@@ -505,12 +516,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.tls.is_some() {
+        if let Some(mine) = &self.tls {
+            // Only this server's own entry: another server may have its
+            // address by now (this one was killed earlier).
             let url = self.url();
             TLS_CLIENTS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|(base, _)| *base != url);
+                .retain(|(base, c)| !(*base == url && c.ca == mine.ca));
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
