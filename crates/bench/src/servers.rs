@@ -142,8 +142,23 @@ pub async fn start_berth(bin: &Path, dir: &Path) -> Result<Server> {
 
 /// `berth serve` as [`start_berth`] does, with extra command-line options.
 pub async fn start_berth_with(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Server> {
+    let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+    let mut s = spawn_berth(bin, dir, "berth", "berth-root", &extra)?;
+    s.wait_ready("/v2/", Some(200)).await?;
+    Ok(s)
+}
+
+/// `berth serve` on a free loopback port and its own root under `dir`,
+/// logging only warnings; readiness is the caller's to check.
+fn spawn_berth(
+    bin: &Path,
+    dir: &Path,
+    name: &'static str,
+    root_name: &str,
+    extra: &[&std::ffi::OsStr],
+) -> Result<Server> {
     let addr = free_port()?;
-    let root = dir.join("berth-root");
+    let root = dir.join(root_name);
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--listen")
@@ -152,16 +167,14 @@ pub async fn start_berth_with(bin: &Path, dir: &Path, extra: &[&str]) -> Result<
         .arg(&root)
         .args(extra)
         .env("RUST_LOG", "warn");
-    let (child, log) = spawn("berth", cmd, dir)?;
-    let mut s = Server {
-        name: "berth",
+    let (child, log) = spawn(name, cmd, dir)?;
+    Ok(Server {
+        name,
         addr,
         root,
         log,
         child,
-    };
-    s.wait_ready("/v2/", Some(200)).await?;
-    Ok(s)
+    })
 }
 
 /// `berth serve --tls-cert CERT --tls-key KEY --config CONFIG` on its own
@@ -175,29 +188,15 @@ pub async fn start_berth_tls(
     config: &Path,
     ca: &Path,
 ) -> Result<Server> {
-    let addr = free_port()?;
-    let root = dir.join("berth-tls-root");
-    let mut cmd = Command::new(bin);
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--root")
-        .arg(&root)
-        .arg("--tls-cert")
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn");
-    let (child, log) = spawn("berth-tls", cmd, dir)?;
-    let mut s = Server {
-        name: "berth-tls",
-        addr,
-        root,
-        log,
-        child,
-    };
+    let extra = [
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    let mut s = spawn_berth(bin, dir, "berth-tls", "berth-tls-root", &extra)?;
     s.wait_ready_tls(ca, "/v2/", Some(401)).await?;
     Ok(s)
 }
