@@ -13,13 +13,12 @@
 //! every client sends to discover the realm, is not a denial worth one).
 //! Nothing here logs a credential.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
-use berth_auth::{Actions, Auth, AuthError, Identity};
+use berth_auth::{Actions, Auth, AuthError, Granted, Identity};
 use http::{header, HeaderMap};
 
 use crate::auth::{Access, Action, Authorizer, Caller};
@@ -28,15 +27,17 @@ use crate::error::ApiError;
 /// Longest `Authorization` header looked at.
 pub const MAX_AUTHORIZATION: usize = 16 * 1024;
 
-/// What the `Authorization` header holds.
-pub(crate) enum Credentials {
+/// What the `Authorization` header holds. A bearer token is borrowed from
+/// the header: every request of a pulling client carries one, and copying
+/// it showed in the profile of manifest GETs.
+pub(crate) enum Credentials<'a> {
     None,
     Basic { user: String, password: Vec<u8> },
-    Bearer(String),
+    Bearer(&'a str),
     Invalid,
 }
 
-pub(crate) fn credentials(headers: &HeaderMap) -> Credentials {
+pub(crate) fn credentials(headers: &HeaderMap) -> Credentials<'_> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Credentials::None;
     };
@@ -44,8 +45,13 @@ pub(crate) fn credentials(headers: &HeaderMap) -> Credentials {
     if bytes.len() > MAX_AUTHORIZATION {
         return Credentials::Invalid;
     }
-    let text = String::from_utf8_lossy(bytes);
-    let (scheme, rest) = text.trim().split_once(' ').unwrap_or((&text, ""));
+    // Both schemes carry ASCII (base64, or a token berth signed): text that
+    // is not even UTF-8 can be neither.
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Credentials::Invalid;
+    };
+    let text = text.trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("basic") {
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest) else {
@@ -65,7 +71,7 @@ pub(crate) fn credentials(headers: &HeaderMap) -> Credentials {
             password: decoded[colon + 1..].to_vec(),
         }
     } else if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
-        Credentials::Bearer(rest.to_string())
+        Credentials::Bearer(rest)
     } else {
         Credentials::Invalid
     }
@@ -167,12 +173,14 @@ impl PolicyAuthorizer {
         PolicyAuthorizer { auth }
     }
 
-    fn caller(&self, identity: Identity) -> Caller {
+    /// The caller, for the catalog's filter: `who` is shared with the
+    /// memo of verified tokens, so a token holder's request copies nothing.
+    fn caller(&self, who: Arc<Granted>) -> Caller {
         let auth = self.auth.clone();
-        let user = identity.user.clone();
+        let user = who.identity.user.clone();
         Caller::restricted(
             user,
-            Arc::new(move |repo| auth.rights(&identity, repo).contains(Actions::PULL)),
+            Arc::new(move |repo| auth.rights(&who.identity, repo).contains(Actions::PULL)),
         )
     }
 }
@@ -194,62 +202,63 @@ impl Authorizer for PolicyAuthorizer {
         let repo = access.repository.map(|r| r.as_str());
         let scope = repo.map(|r| (r, access.action));
         let action = access.action.as_str();
-        let (identity, token_access): (Identity, Option<HashMap<String, Actions>>) =
-            match credentials(headers) {
-                Credentials::None => (Identity::anonymous(), None),
-                Credentials::Basic { user, password } => {
-                    match auth.login(&user, &password, ip).await {
-                        Ok(id) => (id, None),
-                        Err(AuthError::TooManyAttempts(secs)) => {
-                            audit(Some(&user), client, repo, action, "rate-limited");
-                            return Err(ApiError::TooManyLogins(secs));
-                        }
-                        Err(_) => {
-                            audit(Some(&user), client, repo, action, "bad-credentials");
-                            return Err(challenge(auth, headers, scope, None));
-                        }
-                    }
+        // `who.access` is what a bearer token grants; a login (or no
+        // credentials) is judged by the policy alone.
+        let (who, by_token): (Arc<Granted>, bool) = match credentials(headers) {
+            Credentials::None => (Granted::of(Identity::anonymous()), false),
+            Credentials::Basic { user, password } => match auth.login(&user, &password, ip).await {
+                Ok(id) => (Granted::of(id), false),
+                Err(AuthError::TooManyAttempts(secs)) => {
+                    audit(Some(&user), client, repo, action, "rate-limited");
+                    return Err(ApiError::TooManyLogins(secs));
                 }
-                Credentials::Bearer(token) => match auth.verify_access(&token) {
-                    Ok(g) => (g.identity.clone(), Some(g.access.clone())),
-                    Err(_) => {
-                        audit(None, client, repo, action, "invalid-token");
-                        return Err(challenge(auth, headers, scope, Some("invalid_token")));
-                    }
-                },
-                Credentials::Invalid => {
-                    if let Err(AuthError::TooManyAttempts(secs)) = auth.check_rate(ip) {
-                        return Err(ApiError::TooManyLogins(secs));
-                    }
-                    auth.record_failure(ip);
-                    audit(None, client, repo, action, "malformed-credentials");
-                    return Err(challenge(auth, headers, scope, Some("invalid_request")));
+                Err(_) => {
+                    audit(Some(&user), client, repo, action, "bad-credentials");
+                    return Err(challenge(auth, headers, scope, None));
                 }
-            };
-        let user = identity.user.clone();
+            },
+            Credentials::Bearer(token) => match auth.verify_access(token) {
+                Ok(g) => (g, true),
+                Err(_) => {
+                    audit(None, client, repo, action, "invalid-token");
+                    return Err(challenge(auth, headers, scope, Some("invalid_token")));
+                }
+            },
+            Credentials::Invalid => {
+                if let Err(AuthError::TooManyAttempts(secs)) = auth.check_rate(ip) {
+                    return Err(ApiError::TooManyLogins(secs));
+                }
+                auth.record_failure(ip);
+                audit(None, client, repo, action, "malformed-credentials");
+                return Err(challenge(auth, headers, scope, Some("invalid_request")));
+            }
+        };
+        let identity = &who.identity;
         let Some(repo) = repo else {
             // `/v2/` and the catalog: anyone who authenticated (or holds a
             // token from /token); the catalog is filtered by what they may pull.
-            if identity.user.is_none() && token_access.is_none() {
+            if identity.user.is_none() && !by_token {
                 return Err(challenge(auth, headers, None, None));
             }
-            return Ok(self.caller(identity));
+            return Ok(self.caller(who));
         };
         let need = actions_of(access.action);
-        let allowed = match &token_access {
-            Some(granted) => granted.get(repo).is_some_and(|a| a.contains(need)),
-            None => auth.rights(&identity, repo).contains(need),
+        let allowed = if by_token {
+            who.access.get(repo).is_some_and(|a| a.contains(need))
+        } else {
+            auth.rights(identity, repo).contains(need)
         };
         if allowed {
-            return Ok(self.caller(identity));
+            return Ok(self.caller(who));
         }
-        let may = identity.user.is_some() && auth.rights(&identity, repo).contains(need);
-        let err = match (&token_access, identity.user.is_some()) {
+        let user = identity.user.clone();
+        let may = identity.user.is_some() && auth.rights(identity, repo).contains(need);
+        let err = match (by_token, identity.user.is_some()) {
             // The token lacks it but a new one could carry it (or a login could).
-            (Some(_), _) if may || identity.user.is_none() => {
+            (true, _) if may || identity.user.is_none() => {
                 challenge(auth, headers, scope, Some("insufficient_scope"))
             }
-            (None, false) => challenge(auth, headers, scope, None),
+            (false, false) => challenge(auth, headers, scope, None),
             _ => ApiError::Denied,
         };
         let outcome = if matches!(err, ApiError::Denied) {

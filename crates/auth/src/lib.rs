@@ -112,6 +112,16 @@ pub struct Granted {
     pub access: HashMap<String, Actions>,
 }
 
+impl Granted {
+    /// A login's identity, granting nothing beyond what the policy gives it.
+    pub fn of(identity: Identity) -> std::sync::Arc<Granted> {
+        std::sync::Arc::new(Granted {
+            identity,
+            access: HashMap::new(),
+        })
+    }
+}
+
 /// A token issued by the token endpoint.
 #[derive(Debug, Clone)]
 pub struct Issued {
