@@ -155,6 +155,13 @@ impl Registry {
             };
             let mut rest = chunk.as_deref().unwrap_or_default();
             loop {
+                if !rest.is_empty() {
+                    if let Err(e) = batcher.reserve().await {
+                        hasher = None;
+                        failure = Some(RegistryError::from(StorageError::from(e)));
+                        break 'body;
+                    }
+                }
                 let n = match batcher.fill(rest) {
                     Ok(n) => n,
                     Err(e) => {

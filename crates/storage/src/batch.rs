@@ -70,6 +70,18 @@ impl Batcher {
         self.len >= self.limit()
     }
 
+    /// Take the next batch's buffer against the shared memory budget,
+    /// waiting for room (call before [`Batcher::fill`] on a client's bytes;
+    /// `fill` alone takes an unbudgeted buffer).
+    pub async fn reserve(&mut self) -> std::io::Result<()> {
+        if self.buf.is_none() {
+            let pool = pool::for_size(self.size);
+            let reservation = pool::reserve(self.size).await;
+            self.buf = Some(pool.get_reserved(reservation)?);
+        }
+        Ok(())
+    }
+
     /// Copy as much of `data` as the current batch takes; returns how much.
     /// Fails only if no memory could be mapped for a new batch.
     pub fn fill(&mut self, data: &[u8]) -> std::io::Result<usize> {

@@ -34,12 +34,14 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Blob reads: the read-ahead memory all concurrent blob downloads share.
 /// One download reads 1 MiB at a time (fewer blocking-pool hops: a single
 /// GET ran at 0.66-0.86x nginx's sendfile with 256 KiB chunks, 0.90-0.94x
-/// with 1 MiB), many share the budget down to 256 KiB each, so that memory
-/// stays under ~1 MiB per connection (64 downloads of 1 MiB chunks peaked at
-/// 130 MiB resident; of 256 KiB, at 50).
+/// with 1 MiB), many share the budget (64 get 256 KiB each, more get less;
+/// see [`chunk_size`]), so that memory stays under ~1 MiB per connection
+/// (64 downloads of 1 MiB chunks peaked at 130 MiB resident; of 256 KiB,
+/// at 50). Every chunk is also taken against the memory budget.
 const READ_AHEAD_BUDGET: u64 = 16 * 1024 * 1024;
 const BLOB_CHUNK_MAX: u64 = 1024 * 1024;
-const BLOB_CHUNK_MIN: u64 = 256 * 1024;
+/// The smallest chunk, when the memory budget is nearly spent.
+const PRESSED_CHUNK: usize = 16 * 1024;
 /// The batch size for upload bytes that arrive in pieces of other shapes
 /// (a cache fill's download): they are copied into aligned batches this big.
 const WRITE_BATCH: usize = 1024 * 1024;
@@ -185,28 +187,41 @@ impl FsStorage {
 /// A pending read of the next chunk of a [`file_stream`].
 type ChunkRead = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Bytes)>>;
 
-/// A download's share of the read-ahead budget.
+/// A download's share of the read-ahead budget: 1 MiB alone, 256 KiB among
+/// 64, and less beyond, down to [`PRESSED_CHUNK`] (a thousand clients that
+/// stopped reading then hold a chunk or two each, not the whole memory
+/// budget, and a new download still finds room). The read-ahead budget is
+/// at most a quarter of the memory budget.
 fn chunk_size(download: &Active) -> u64 {
-    (READ_AHEAD_BUDGET / download.count() as u64).clamp(BLOB_CHUNK_MIN, BLOB_CHUNK_MAX)
+    let budget = READ_AHEAD_BUDGET.min(crate::pool::memory_budget_total() as u64 / 4);
+    (budget / download.count() as u64).clamp(PRESSED_CHUNK as u64, BLOB_CHUNK_MAX)
 }
 
 /// Read the next chunk (at most `chunk` of the `remaining` bytes) on the
-/// blocking pool, straight into the buffer that will be sent.
+/// blocking pool, straight into the buffer that will be sent, once the
+/// memory budget has room for it (the chunk holds its share until the
+/// connection has sent it).
 fn read_chunk(mut file: std::fs::File, remaining: u64, chunk: u64) -> ChunkRead {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let n = remaining.min(chunk).min(SMALL.size() as u64) as usize;
-        let mut buf = SMALL.get()?;
-        let mut filled = 0;
-        while filled < n {
-            match file.read(&mut buf.as_mut_slice()[filled..n]) {
-                Ok(0) => break,
-                Ok(k) => filled += k,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    let want = remaining.min(chunk).min(SMALL.size() as u64) as usize;
+    tokio::spawn(async move {
+        // Under memory pressure chunks shrink, so that the budget is spread
+        // over every download instead of waiting for whoever holds it.
+        let (reservation, n) = crate::pool::reserve_up_to(want, PRESSED_CHUNK).await;
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = SMALL.get_reserved(reservation)?;
+            let mut filled = 0;
+            while filled < n {
+                match file.read(&mut buf.as_mut_slice()[filled..n]) {
+                    Ok(0) => break,
+                    Ok(k) => filled += k,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        Ok((file, buf.freeze(filled)))
+            Ok((file, buf.freeze(filled)))
+        });
+        read.await.map_err(std::io::Error::other)?
     })
 }
 
@@ -455,6 +470,7 @@ impl UploadWriter for FsUploadWriter {
         }
         let mut rest = &chunk[..];
         while !rest.is_empty() {
+            self.batcher.reserve().await?;
             let n = self.batcher.fill(rest)?;
             rest = &rest[n..];
             if self.batcher.is_full() {

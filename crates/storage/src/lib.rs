@@ -23,6 +23,7 @@ pub mod batch;
 pub mod fs;
 mod key;
 mod pool;
+pub use pool::{memory_budget_free, set_memory_budget, DEFAULT_MEMORY_BUDGET};
 pub mod root_lock;
 pub mod worker;
 

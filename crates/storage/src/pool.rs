@@ -11,9 +11,18 @@
 //! own: page-aligned (as direct I/O wants), a few kept for reuse, the rest
 //! unmapped when dropped, which returns their memory at once. Only pages a
 //! buffer used are resident.
+//!
+//! The memory budget: buffers filled for clients (blob read-ahead, upload
+//! batches) are taken against one budget all clients share, so that a
+//! thousand downloaders that stop reading, or uploaders that stop sending,
+//! hold at most the budget between them; past it, the next buffer waits
+//! for one to be freed (the connection timeouts free those of stalled
+//! clients).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use bytes::Bytes;
 use memmap2::MmapMut;
@@ -54,6 +63,68 @@ fn trim_idle() {
     }
 }
 
+/// The default memory budget for client buffers.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
+
+static BUDGET: OnceLock<(Arc<Semaphore>, usize)> = OnceLock::new();
+
+/// Set the memory budget for client buffers; only the first call (before
+/// any buffer is reserved) counts. Returns whether it took effect.
+pub fn set_memory_budget(bytes: u64) -> bool {
+    let bytes = bytes.clamp(SMALL.size as u64, Semaphore::MAX_PERMITS as u64) as usize;
+    BUDGET.set((Arc::new(Semaphore::new(bytes)), bytes)).is_ok()
+}
+
+fn budget() -> &'static (Arc<Semaphore>, usize) {
+    BUDGET.get_or_init(|| {
+        let bytes = DEFAULT_MEMORY_BUDGET as usize;
+        (Arc::new(Semaphore::new(bytes)), bytes)
+    })
+}
+
+/// The memory budget's size.
+pub fn memory_budget_total() -> usize {
+    budget().1
+}
+
+/// Bytes of the budget not held by any buffer now (for tests and metrics).
+pub fn memory_budget_free() -> usize {
+    budget().0.available_permits()
+}
+
+/// A share of the memory budget, held by the buffer it was taken for.
+pub(crate) struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Wait for `bytes` of the budget (all of it, if `bytes` is more).
+/// `None` only if the budget was closed, which nothing does.
+pub(crate) async fn reserve(bytes: usize) -> Option<Reservation> {
+    let (sem, total) = budget();
+    let n = bytes.clamp(1, *total).min(u32::MAX as usize) as u32;
+    sem.clone()
+        .acquire_many_owned(n)
+        .await
+        .ok()
+        .map(Reservation)
+}
+
+/// Up to `want` bytes of the budget, fewer when it runs low (a sixteenth
+/// of what is free, at least `least`), so that under pressure every waiter
+/// gets a little soon instead of a few getting much: a download's next
+/// chunk shrinks rather than waiting behind clients that stopped reading.
+/// Returns the reservation and the bytes it covers.
+pub(crate) async fn reserve_up_to(want: usize, least: usize) -> (Option<Reservation>, usize) {
+    let (sem, total) = budget();
+    let least = least.clamp(1, *total).min(want.max(1));
+    let n = want
+        .min(sem.available_permits() / 16)
+        .max(least)
+        .min(u32::MAX as usize);
+    if let Ok(p) = sem.clone().try_acquire_many_owned(n as u32) {
+        return (Some(Reservation(p)), n);
+    }
+    (reserve(least).await, least)
+}
+
 /// The pool whose buffers fit `size` bytes.
 pub(crate) fn for_size(size: usize) -> &'static Pool {
     if size <= SMALL.size {
@@ -77,6 +148,16 @@ impl Pool {
         self.size
     }
 
+    /// A buffer of `size()` bytes, holding `reservation` until dropped.
+    pub fn get_reserved(
+        &'static self,
+        reservation: Option<Reservation>,
+    ) -> std::io::Result<Buffer> {
+        let mut b = self.get()?;
+        b.reservation = reservation;
+        Ok(b)
+    }
+
     /// A buffer of `size()` bytes (their content is whatever was left).
     pub fn get(&'static self) -> std::io::Result<Buffer> {
         trim_idle();
@@ -95,6 +176,7 @@ impl Pool {
         Ok(Buffer {
             map: Some(map),
             pool: self,
+            reservation: None,
         })
     }
 }
@@ -103,6 +185,8 @@ impl Pool {
 pub(crate) struct Buffer {
     map: Option<MmapMut>,
     pool: &'static Pool,
+    /// Its share of the memory budget, returned when it is dropped.
+    reservation: Option<Reservation>,
 }
 
 impl Buffer {

@@ -3,6 +3,7 @@
 //! Settings come from, in increasing precedence: built-in defaults, the TOML
 //! file given by `--config`, `BERTH_<KEY>` environment variables, and flags.
 
+mod limits;
 mod settings;
 
 use std::net::SocketAddr;
@@ -21,9 +22,6 @@ use serde::Deserialize;
 
 pub use settings::parse_duration;
 use settings::{Settings, TlsMode};
-
-/// How long in-flight requests may run on after SIGTERM/SIGINT.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -145,17 +143,32 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Threads for blocking file work (tokio's default is 512).
+const MAX_BLOCKING_THREADS: usize = 64;
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
     init_logging(settings.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // File reads and writes wait in a queue beyond this many threads
+        // instead of each starting one: 1,000 downloads at once had made
+        // hundreds, whose stacks and heaps were most of the memory they held.
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(settings))
+    let result = runtime.block_on(serve(settings));
+    // Dropping a runtime waits for every blocking task; one stuck on a slow
+    // disk must not hold the exit past the shutdown grace period.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let budget = settings
+        .memory_budget
+        .unwrap_or(berth_storage::DEFAULT_MEMORY_BUDGET);
+    berth_storage::set_memory_budget(budget);
     std::fs::create_dir_all(&settings.root)
         .with_context(|| format!("creating storage root {}", settings.root.display()))?;
     // Held until exit: no second server, and no `berth gc` working on the
@@ -226,14 +239,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         app,
         tls,
         stop,
-        SHUTDOWN_GRACE,
+        settings.limits,
     ));
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     let _ = std::fs::remove_file(admin_socket(&root));
     if !server.await.context("server task")? {
-        tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting")
+        tracing::warn!(
+            grace = ?settings.limits.shutdown_grace,
+            "requests still running after the shutdown grace period were ended"
+        )
     }
     Ok(())
 }

@@ -251,9 +251,24 @@ fn free_port() -> u16 {
     free_port_on(loopback(false))
 }
 
-fn spawn_berth(addr: SocketAddr, root: &Path, log: &Path, extra: &[String]) -> Child {
+fn spawn_berth(
+    addr: SocketAddr,
+    root: &Path,
+    log: &Path,
+    extra: &[String],
+    nofile: Option<u64>,
+) -> Child {
     let logfile = std::fs::File::create(log).expect("create server log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    let mut cmd = match nofile {
+        // Soft and hard: berth raises its soft limit to the hard one.
+        Some(n) => {
+            let mut c = Command::new(require_tool("prlimit"));
+            c.arg(format!("--nofile={n}:{n}"))
+                .arg(env!("CARGO_BIN_EXE_berth"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_berth")),
+    };
     cmd.arg("serve")
         .arg("--listen")
         .arg(addr.to_string())
@@ -353,14 +368,29 @@ impl Server {
 
     /// Start on `root` with extra `berth serve` arguments.
     pub fn start_on_with(root: &Path, extra: &[String]) -> Server {
-        Server::start_inner(root, extra, None)
+        Server::start_inner(root, extra, None, None)
+    }
+
+    /// Start on a fresh root with at most `nofile` open files (soft and
+    /// hard limit), as under `ulimit -n`.
+    pub fn start_with_nofile(extra: &[String], nofile: u64) -> Server {
+        let dir = tempfile::tempdir().expect("temp root");
+        let root = dir.path().join("root");
+        let mut server = Server::start_inner(&root, extra, None, Some(nofile));
+        server._dir = Some(dir);
+        server
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
     }
 
     /// Start on `root` with `extra` arguments that include TLS flags
     /// (`--tls-cert/--tls-key` or `--tls-auto`); clients reach it as `tls`
     /// says (see [`TlsClient`]).
     pub fn start_tls(root: &Path, extra: &[String], tls: TlsClient) -> Server {
-        Server::start_inner(root, extra, Some(tls))
+        Server::start_inner(root, extra, Some(tls), None)
     }
 
     /// A server over TLS (a CA and server certificate made with openssl)
@@ -403,7 +433,12 @@ impl Server {
         server
     }
 
-    fn start_inner(root: &Path, extra: &[String], tls: Option<TlsClient>) -> Server {
+    fn start_inner(
+        root: &Path,
+        extra: &[String],
+        tls: Option<TlsClient>,
+        nofile: Option<u64>,
+    ) -> Server {
         let logdir = tempfile::tempdir().expect("temp log dir");
         let mut last_log = String::new();
         let ip = loopback(tls.as_ref().is_some_and(|t| t.ipv6));
@@ -411,7 +446,7 @@ impl Server {
             let port = free_port_on(ip);
             let addr = SocketAddr::new(ip, port);
             let log = logdir.path().join(format!("berth-{attempt}.log"));
-            let mut child = spawn_berth(addr, root, &log, extra);
+            let mut child = spawn_berth(addr, root, &log, extra, nofile);
             match wait_ready(&mut child, addr, tls.is_some(), &log) {
                 Ok(()) => {
                     let server = Server {

@@ -56,6 +56,8 @@ struct FileConfig {
     tls_auto: Option<bool>,
     #[serde(default)]
     tls_san: Vec<String>,
+    /// Timeouts, connection limits and the memory budget.
+    limits: Option<super::limits::FileLimits>,
 }
 
 /// `[[retention]]` in the configuration file.
@@ -190,6 +192,9 @@ pub(super) struct Settings {
     pub(super) lifecycle: LifecycleConfig,
     pub(super) auth: Option<berth_auth::AuthConfig>,
     pub(super) tls: TlsMode,
+    pub(super) limits: crate::listen::Limits,
+    /// Bytes of buffers all clients share (`None`: the built-in default).
+    pub(super) memory_budget: Option<u64>,
 }
 
 /// The lifecycle jobs' settings: flags (and `BERTH_*`) over the file.
@@ -263,7 +268,7 @@ fn lifecycle_config(file: &FileConfig, args: &ServeArgs) -> anyhow::Result<Lifec
 
 /// `500MiB`, `200GiB`, `1TB`, `1048576`: binary (KiB, MiB, GiB, TiB) and
 /// decimal (KB, MB, GB, TB) units, or bytes.
-fn parse_size(s: &str) -> Option<u64> {
+pub(super) fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -421,7 +426,10 @@ impl Settings {
         let lifecycle = lifecycle_config(&file, &args)?;
         let auth = auth_config(&mut file)?;
         let tls = tls_mode(&file, &args)?;
+        let (limits, memory_budget) = super::limits::resolve(file.limits.as_ref())?;
         Ok(Settings {
+            limits,
+            memory_budget,
             lifecycle,
             auth,
             tls,

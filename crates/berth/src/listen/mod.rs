@@ -4,10 +4,21 @@
 //! extensions as axum's `ConnectInfo<SocketAddr>` (access control reads it
 //! for rate limits and audit lines).
 //!
+//! What a client may hold is bounded here ([`limits`]): every connection
+//! has a place in a bounded table ([`conn`]) and its bytes pass timers
+//! ([`guard`]), so half-open sockets, clients that stop reading and uploads
+//! that stop sending are closed instead of accumulating.
+//!
 //! Shutdown: when `stop` fires, the listener closes, every connection is
 //! told to finish its in-flight requests (HTTP/1.1 stops keep-alive, HTTP/2
-//! sends GOAWAY), and [`serve`] returns once they have, or after `grace`.
+//! sends GOAWAY), and [`serve`] returns once they have; after the grace
+//! period the rest are closed.
 
+pub mod conn;
+pub mod guard;
+pub mod limits;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,24 +28,33 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-/// Longest a TLS handshake may take; a client that stalls in it holds only
-/// its own task, never the accept loop.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+use conn::{ConnState, ConnTable, Refusal};
+use guard::{InFlight, RequestBody, Watched};
+pub use limits::Limits;
+
+/// After the grace period, how long closed connections get to unwind.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The body a refused connection is told (plain HTTP; a TLS one is closed).
+const REFUSED: &str =
+    r#"{"errors":[{"code":"UNAVAILABLE","message":"too many connections, retry shortly"}]}"#;
 
 /// Serve `app` on `listener` until `stop` resolves; TLS when `tls` is set.
-/// Returns false when connections were still open after `grace`.
+/// Returns false when connections were still open after the grace period.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: impl std::future::Future<Output = ()>,
-    grace: Duration,
+    limits: Limits,
 ) -> bool {
     let graceful = GracefulShutdown::new();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let table = ConnTable::new(limits);
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -49,78 +69,168 @@ pub async fn serve(
             },
             _ = &mut stop => break,
         };
+        let admitted = match table.admit(peer) {
+            Ok(a) => a,
+            Err(why) => {
+                refuse(tcp, peer, why, acceptor.is_none());
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let tls = acceptor.is_some();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            // HTTP/2 names the host in the `:authority` pseudo-header, which
-            // hyper puts into the URI, not into a Host header: copy it there
-            // so that what reads Host (the token realm of challenges) sees
-            // the name and port the client used. Without this, curl over TLS
-            // (HTTP/2 by ALPN) was sent to `https://localhost/token`.
-            if !req.headers().contains_key(http::header::HOST) {
-                let authority = req
-                    .uri()
-                    .authority()
-                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
-                if let Some(value) = authority {
-                    req.headers_mut().insert(http::header::HOST, value);
+        let service = service(
+            app.clone(),
+            peer,
+            acceptor.is_some(),
+            &admitted.state,
+            &limits,
+        );
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let state = admitted.state.clone();
+            let run = async {
+                match acceptor {
+                    None => serve_io(tcp, &state, limits, service, watcher, peer).await,
+                    Some(acceptor) => {
+                        // The handshake counts as reading the first request's
+                        // headers: a client stalling in it is cut off as one
+                        // stalling in them would be.
+                        let tls =
+                            match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp))
+                                .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        serve_io(tls, &state, limits, service, watcher, peer).await
+                    }
+                }
+            };
+            tokio::select! {
+                _ = run => {}
+                _ = state.closing() => {
+                    tracing::debug!(%peer, "connection closed by the server");
                 }
             }
-            if tls {
-                // berth terminates TLS itself: say so the way a proxy in
-                // front would, so that the token realm in challenges is
-                // https (whatever the client sent in this header).
-                req.headers_mut()
-                    .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
-            }
-            app.clone().oneshot(req.map(axum::body::Body::new))
+            drop(admitted);
         });
-        match &acceptor {
-            None => {
-                let conn = Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                // The handshake runs in the connection's own task; it is
-                // registered for graceful shutdown once it has succeeded.
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn = Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        }
     }
     drop(listener);
-    tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_ok()
+    {
+        return true;
+    }
+    table.close_all();
+    let unwound = async {
+        while table.len() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, unwound).await;
+    false
+}
+
+/// Answer a connection the table has no room for, without waiting on it.
+fn refuse(tcp: TcpStream, peer: SocketAddr, why: Refusal, plain: bool) {
+    tracing::warn!(%peer, reason = ?why, "refusing a connection: the connection limit is reached");
+    if plain {
+        // The socket's buffer takes this at once; a client that is not
+        // reading loses nothing it asked for.
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{REFUSED}",
+            REFUSED.len()
+        );
+        let _ = tcp.try_write(response.as_bytes());
+    }
+}
+
+/// The per-connection service: client address and Host into the request,
+/// its body under the body timeout, and the request counted in flight until
+/// its response is sent.
+fn service(
+    app: Router,
+    peer: SocketAddr,
+    tls: bool,
+    state: &Arc<ConnState>,
+    limits: &Limits,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<guard::ResponseBody<axum::body::Body>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    let state = state.clone();
+    let body_timeout = limits.body_timeout;
+    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let in_flight = InFlight::start(state.clone());
+        req.extensions_mut().insert(ConnectInfo(peer));
+        // HTTP/2 names the host in the `:authority` pseudo-header, which
+        // hyper puts into the URI, not into a Host header: copy it there
+        // so that what reads Host (the token realm of challenges) sees
+        // the name and port the client used. Without this, curl over TLS
+        // (HTTP/2 by ALPN) was sent to `https://localhost/token`.
+        if !req.headers().contains_key(http::header::HOST) {
+            let authority = req
+                .uri()
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+            if let Some(value) = authority {
+                req.headers_mut().insert(http::header::HOST, value);
+            }
+        }
+        if tls {
+            // berth terminates TLS itself: say so the way a proxy in
+            // front would, so that the token realm in challenges is
+            // https (whatever the client sent in this header).
+            req.headers_mut()
+                .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
+        }
+        let req = req.map(|b| axum::body::Body::new(RequestBody::new(b, body_timeout)));
+        let response = app.clone().oneshot(req);
+        async move {
+            let response = response.await?;
+            Ok(response.map(|b| in_flight.into_body(b)))
+        }
+    })
+}
+
+/// Serve one connection's requests until it ends.
+async fn serve_io<IO, S>(
+    io: IO,
+    state: &Arc<ConnState>,
+    limits: Limits,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<guard::ResponseBody<axum::body::Body>>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let io = Watched::new(io, state.clone(), limits);
+    let conn = Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 #[cfg(test)]
@@ -219,7 +329,10 @@ mod tests {
             async {
                 let _ = stop_rx.await;
             },
-            Duration::from_secs(5),
+            Limits {
+                shutdown_grace: Duration::from_secs(5),
+                ..Limits::default()
+            },
         ));
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut send, conn) =
@@ -255,7 +368,10 @@ mod tests {
                 async {
                     let _ = stop_rx.await;
                 },
-                Duration::from_secs(5),
+                Limits {
+                    shutdown_grace: Duration::from_secs(5),
+                    ..Limits::default()
+                },
             ));
             let connect = || async {
                 let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
