@@ -228,6 +228,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let local = listener.local_addr().context("reading the bound address")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %local, %scheme, root = %settings.root.display(), "berth is serving");
+    let l = &settings.limits;
+    tracing::info!(
+        max_connections = l.max_connections,
+        header_timeout = ?l.header_timeout,
+        idle_timeout = ?l.idle_timeout,
+        send_timeout = ?l.send_timeout,
+        body_timeout = ?l.body_timeout,
+        memory_budget = budget,
+        "limits"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop = async move {
