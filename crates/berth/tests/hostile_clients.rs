@@ -374,3 +374,21 @@ fn sigterm_with_stalled_requests_exits_within_the_grace_period() {
     assert!(upload_offset(&location) >= first.len() as u64);
     drop(down);
 }
+
+#[test]
+fn a_client_over_its_request_rate_gets_429_with_retry_after() {
+    require_tool("curl");
+    let (server, _config) = server_with_limits("max_requests_per_client = 5", None);
+    let addr = server.addr();
+    // The readiness probe took from the bucket: let it fill again.
+    std::thread::sleep(Duration::from_millis(1300));
+    // Eight requests within milliseconds: a burst of five, then refused.
+    let statuses: Vec<Option<u16>> = (0..8).map(|_| raw_status(addr, "GET", "/v2/")).collect();
+    assert_eq!(&statuses[..5], &[Some(200); 5], "{statuses:?}");
+    assert_eq!(&statuses[5..], &[Some(429); 3], "{statuses:?}");
+    let r = curl("GET", &format!("{}/v2/", server.url())).send();
+    r.expect_error(429, "TOOMANYREQUESTS");
+    assert!(r.header("retry-after").is_some(), "{}", r.describe());
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(raw_status(addr, "GET", "/v2/"), Some(200));
+}

@@ -39,6 +39,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections one client address may hold (`None`: no own limit).
     pub max_connections_per_client: Option<usize>,
+    /// Requests per second one client address may make (`None`: no limit).
+    pub max_requests_per_client: Option<u32>,
 }
 
 impl Default for Limits {
@@ -51,6 +53,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(20),
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             max_connections_per_client: None,
+            max_requests_per_client: None,
         }
     }
 }

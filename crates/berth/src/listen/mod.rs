@@ -17,6 +17,7 @@
 pub mod conn;
 pub mod guard;
 pub mod limits;
+pub mod rate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let table = ConnTable::new(limits);
+    let rate = limits
+        .max_requests_per_client
+        .map(|n| Arc::new(rate::RateLimiter::new(n)));
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -83,6 +87,7 @@ pub async fn serve(
             acceptor.is_some(),
             &admitted.state,
             &limits,
+            rate.clone(),
         );
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -163,6 +168,7 @@ fn service(
     tls: bool,
     state: &Arc<ConnState>,
     limits: &Limits,
+    rate: Option<Arc<rate::RateLimiter>>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = hyper::Response<guard::ResponseBody<axum::body::Body>>,
@@ -197,13 +203,33 @@ fn service(
             req.headers_mut()
                 .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
         }
+        let over = rate.as_ref().and_then(|r| r.take(peer.ip()).err());
         let req = req.map(|b| axum::body::Body::new(RequestBody::new(b, body_timeout)));
-        let response = app.clone().oneshot(req);
+        let response = (over.is_none()).then(|| app.clone().oneshot(req));
         async move {
-            let response = response.await?;
+            let response = match (response, over) {
+                (Some(r), _) => r.await?,
+                (None, wait) => too_many_requests(wait.unwrap_or(1)),
+            };
             Ok(response.map(|b| in_flight.into_body(b)))
         }
     })
+}
+
+/// The answer to a client over its request rate.
+fn too_many_requests(wait: u64) -> hyper::Response<axum::body::Body> {
+    let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests from this address"}]}"#;
+    let mut r = hyper::Response::new(axum::body::Body::from(body));
+    *r.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&wait.to_string()) {
+        h.insert(http::header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// Serve one connection's requests until it ends.

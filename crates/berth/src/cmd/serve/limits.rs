@@ -19,6 +19,7 @@ pub(super) struct FileLimits {
     /// A number, or `auto` (the open-file limit less a reserve).
     max_connections: Option<toml::Value>,
     max_connections_per_client: Option<usize>,
+    max_requests_per_client: Option<u32>,
     /// Bytes of blob read-ahead and upload buffers all clients share.
     memory_budget: Option<String>,
 }
@@ -72,6 +73,10 @@ pub(super) fn resolve(file: Option<&FileLimits>) -> anyhow::Result<(Limits, Opti
             "limits.max_connections_per_client: must be above zero"
         );
         l.max_connections_per_client = Some(n);
+    }
+    if let Some(n) = f.max_requests_per_client {
+        anyhow::ensure!(n > 0, "limits.max_requests_per_client: must be above zero");
+        l.max_requests_per_client = Some(n);
     }
     let budget = match &f.memory_budget {
         None => None,
