@@ -201,27 +201,42 @@ fn chunk_size(download: &Active) -> u64 {
 /// blocking pool, straight into the buffer that will be sent, once the
 /// memory budget has room for it (the chunk holds its share until the
 /// connection has sent it).
-fn read_chunk(mut file: std::fs::File, remaining: u64, chunk: u64) -> ChunkRead {
+fn read_chunk(file: std::fs::File, remaining: u64, chunk: u64) -> ChunkRead {
     let want = remaining.min(chunk).min(SMALL.size() as u64) as usize;
-    tokio::spawn(async move {
-        // Under memory pressure chunks shrink, so that the budget is spread
-        // over every download instead of waiting for whoever holds it.
-        let (reservation, n) = crate::pool::reserve_up_to(want, PRESSED_CHUNK).await;
-        let read = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut buf = SMALL.get_reserved(reservation)?;
-            let mut filled = 0;
-            while filled < n {
-                match file.read(&mut buf.as_mut_slice()[filled..n]) {
-                    Ok(0) => break,
-                    Ok(k) => filled += k,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+    // Under memory pressure chunks shrink, so that the budget is spread
+    // over every download instead of waiting for whoever holds it. With
+    // room now (the usual case) the read starts at once, without a hop.
+    match crate::pool::try_reserve_up_to(want, PRESSED_CHUNK) {
+        Some((reservation, n)) => read_blocking(file, n, Some(reservation)),
+        None => tokio::spawn(async move {
+            let (reservation, n) = crate::pool::reserve_up_to(want, PRESSED_CHUNK).await;
+            read_blocking(file, n, reservation)
+                .await
+                .map_err(std::io::Error::other)?
+        }),
+    }
+}
+
+/// Read `n` bytes of `file` on the blocking pool into a buffer holding
+/// `reservation`.
+fn read_blocking(
+    mut file: std::fs::File,
+    n: usize,
+    reservation: Option<crate::pool::Reservation>,
+) -> ChunkRead {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut buf = SMALL.get_reserved(reservation)?;
+        let mut filled = 0;
+        while filled < n {
+            match file.read(&mut buf.as_mut_slice()[filled..n]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            Ok((file, buf.freeze(filled)))
-        });
-        read.await.map_err(std::io::Error::other)?
+        }
+        Ok((file, buf.freeze(filled)))
     })
 }
 

@@ -113,16 +113,23 @@ pub(crate) async fn reserve(bytes: usize) -> Option<Reservation> {
 /// chunk shrinks rather than waiting behind clients that stopped reading.
 /// Returns the reservation and the bytes it covers.
 pub(crate) async fn reserve_up_to(want: usize, least: usize) -> (Option<Reservation>, usize) {
+    if let Some((r, n)) = try_reserve_up_to(want, least) {
+        return (Some(r), n);
+    }
+    let least = least.clamp(1, budget().1).min(want.max(1));
+    (reserve(least).await, least)
+}
+
+/// [`reserve_up_to`] when the budget has room right now, without waiting.
+pub(crate) fn try_reserve_up_to(want: usize, least: usize) -> Option<(Reservation, usize)> {
     let (sem, total) = budget();
     let least = least.clamp(1, *total).min(want.max(1));
     let n = want
         .min(sem.available_permits() / 16)
         .max(least)
         .min(u32::MAX as usize);
-    if let Ok(p) = sem.clone().try_acquire_many_owned(n as u32) {
-        return (Some(Reservation(p)), n);
-    }
-    (reserve(least).await, least)
+    let p = sem.clone().try_acquire_many_owned(n as u32).ok()?;
+    Some((Reservation(p), n))
 }
 
 /// The pool whose buffers fit `size` bytes.

@@ -26,33 +26,42 @@ use tokio::time::{Instant, Sleep};
 use super::conn::ConnState;
 use super::limits::Limits;
 
-/// A timer that wakes the task at a deadline; re-armed only when the
-/// deadline changes.
+/// A timer that wakes the task by a deadline. It is lazy, because the
+/// connections of a busy server wait for bytes tens of thousands of times a
+/// second: an armed timer is kept across waits and only moved when a wait
+/// needs an earlier wake-up. Waking early is harmless, since the caller
+/// re-checks its deadline whenever it is polled.
 #[derive(Default)]
 struct Timer {
     armed: Option<(Instant, Pin<Box<Sleep>>)>,
 }
 
 impl Timer {
-    /// Whether `deadline` has passed; if not, the task is woken when it does.
+    /// Whether `deadline` has passed; if not, the task is woken by then.
     fn expired(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
         if Instant::now() >= deadline {
             return true;
         }
-        let sleep = match &mut self.armed {
-            Some((d, sleep)) if *d == deadline => sleep,
-            other => {
-                &mut other
-                    .insert((deadline, Box::pin(tokio::time::sleep_until(deadline))))
-                    .1
+        match &mut self.armed {
+            None => {
+                let mut sleep = Box::pin(tokio::time::sleep_until(deadline));
+                let _ = sleep.as_mut().poll(cx);
+                self.armed = Some((deadline, sleep));
             }
-        };
-        sleep.as_mut().poll(cx).is_ready()
+            Some((at, sleep)) => {
+                // Fired for an earlier wait, or set later than needed now.
+                if sleep.as_mut().poll(cx).is_ready() || *at > deadline {
+                    sleep.as_mut().reset(deadline);
+                    *at = deadline;
+                    let _ = sleep.as_mut().poll(cx);
+                }
+            }
+        }
+        false
     }
 
-    fn disarm(&mut self) {
-        self.armed = None;
-    }
+    /// The wait is over; the timer stays armed for the next one (see above).
+    fn disarm(&mut self) {}
 }
 
 fn timed_out(what: &str) -> io::Error {
