@@ -29,14 +29,14 @@ use crate::error::ApiError;
 pub const MAX_AUTHORIZATION: usize = 16 * 1024;
 
 /// What the `Authorization` header holds.
-pub(crate) enum Credentials {
+pub enum Credentials {
     None,
     Basic { user: String, password: Vec<u8> },
     Bearer(String),
     Invalid,
 }
 
-pub(crate) fn credentials(headers: &HeaderMap) -> Credentials {
+pub fn credentials(headers: &HeaderMap) -> Credentials {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Credentials::None;
     };
