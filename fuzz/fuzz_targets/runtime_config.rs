@@ -7,7 +7,9 @@
 //! file that parses back with the mirror in it.
 #![no_main]
 
-use berth_runtime_config::containerd::{existing_config_warnings, read_registry_section, HostsToml};
+use berth_runtime_config::containerd::{
+    existing_config_warnings, read_registry_section, HostsToml,
+};
 use berth_runtime_config::crio::RegistriesConf;
 use berth_runtime_config::k3s::RegistriesYaml;
 use berth_runtime_config::{docker, k3s, Mirror, Registries, Settings};
@@ -44,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
             let doc = RegistriesYaml::parse(&out)
                 .unwrap_or_else(|e| panic!("merged registries.yaml does not parse: {e}\n{out}"));
             for host in &s.registries.hosts {
-                let entry = doc.mirrors.get(host).unwrap_or_else(|| panic!("{host} lost"));
+                let entry = doc
+                    .mirrors
+                    .get(host)
+                    .unwrap_or_else(|| panic!("{host} lost"));
                 assert_eq!(entry.endpoint.first(), Some(&s.mirror.url()));
             }
         }

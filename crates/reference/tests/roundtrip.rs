@@ -54,6 +54,9 @@ fn assert_round_trip(r: &ImageReference) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    // Failures are reported, not written into the source tree.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
     fn grammar_references_round_trip((host, path, tag, digest) in reference()) {
         let mut s = String::new();

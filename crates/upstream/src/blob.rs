@@ -257,6 +257,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { failure_persistence: None, ..Default::default() })]
+
         /// `Content-Range` as registries send it parses back to its values.
         #[test]
         fn content_range_round_trips(
