@@ -59,6 +59,10 @@ proptest! {
 
     #[test]
     fn grammar_references_round_trip((host, path, tag, digest) in reference()) {
+        // Without a host, a first component with a '.' is read as one
+        // (Docker's rule), and `a.b_c` is no host.
+        let first = path.split('/').next().unwrap_or_default();
+        prop_assume!(host.is_some() || !path.contains('/') || !first.contains('.'));
         let mut s = String::new();
         if let Some(h) = &host {
             s.push_str(h);
