@@ -30,14 +30,14 @@ pub const MAX_AUTHORIZATION: usize = 16 * 1024;
 /// What the `Authorization` header holds. A bearer token is borrowed from
 /// the header: every request of a pulling client carries one, and copying
 /// it showed in the profile of manifest GETs.
-pub(crate) enum Credentials<'a> {
+pub enum Credentials<'a> {
     None,
     Basic { user: String, password: Vec<u8> },
     Bearer(&'a str),
     Invalid,
 }
 
-pub(crate) fn credentials(headers: &HeaderMap) -> Credentials<'_> {
+pub fn credentials(headers: &HeaderMap) -> Credentials<'_> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Credentials::None;
     };

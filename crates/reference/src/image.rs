@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::digest::Digest;
-use crate::name::{is_registry_host, NameError, RepositoryName, Tag};
+use crate::name::{is_host_component, is_registry_host, NameError, RepositoryName, Tag};
 
 /// Docker Hub's canonical registry name.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -48,6 +48,24 @@ impl ImageReference {
     }
 }
 
+/// Whether `host` (lowercased) can name a registry to connect to: DNS
+/// labels or a bracketed IPv6 address, with an optional port. Anything else
+/// (`a#b.io`, `host:port`, `a_b.io`) would be read differently by the URL
+/// parser than by the user, so such a reference is rejected.
+fn is_registry_address(host: &str) -> bool {
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((ip, port)) = rest.split_once(']') else {
+            return false;
+        };
+        let port_ok = port.is_empty()
+            || port.strip_prefix(':').is_some_and(|p| {
+                !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+            });
+        return port_ok && ip.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    is_host_component(host)
+}
+
 /// Normalise a registry host: Docker Hub has several historical spellings.
 pub fn normalise_registry(host: &str) -> String {
     let h = host.to_ascii_lowercase();
@@ -82,7 +100,11 @@ impl FromStr for ImageReference {
         };
         let (registry, path) = match name.split_once('/') {
             Some((first, path)) if is_registry_host(first) => {
-                (normalise_registry(first), path.to_string())
+                let registry = normalise_registry(first);
+                if !is_registry_address(&registry) {
+                    return Err(invalid());
+                }
+                (registry, path.to_string())
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
@@ -179,6 +201,32 @@ mod tests {
             ":tag",
         ] {
             assert!(bad.parse::<ImageReference>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn registry_must_be_a_host_the_url_parser_agrees_on() {
+        // A URL would connect to `evil.example` for the first one.
+        for bad in [
+            "evil.example#.docker.io/library/alpine",
+            "host:port/app",
+            "a_b.example/app",
+            "-a.example/app",
+            "[::1/app",
+            "[::1]x/app",
+            "[not-ip]:5000/app",
+            "localhost:123456/app",
+        ] {
+            assert!(bad.parse::<ImageReference>().is_err(), "{bad}");
+        }
+        for good in [
+            "[::1]:5000/app:v1",
+            "[fe80::1]/team/app",
+            "Registry.Example:5000/app",
+            "10.0.0.5:5000/docker.io/library/alpine:3.20",
+        ] {
+            let r: ImageReference = good.parse().unwrap();
+            assert_eq!(r.to_string().parse::<ImageReference>().unwrap(), r);
         }
     }
 }

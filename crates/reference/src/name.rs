@@ -73,7 +73,7 @@ pub fn is_registry_host(component: &str) -> bool {
 
 /// A registry host as a first component: DNS labels with an optional port.
 /// Lowercase only, so that one upstream has one spelling on disk.
-fn is_host_component(c: &str) -> bool {
+pub(crate) fn is_host_component(c: &str) -> bool {
     let (host, port) = match c.split_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (c, None),

@@ -255,4 +255,35 @@ mod tests {
         assert!(ContentRange::parse("bytes 9-5/100").is_none());
         assert!(ContentRange::parse("items 0-1/2").is_none());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { failure_persistence: None, ..Default::default() })]
+
+        /// `Content-Range` as registries send it parses back to its values.
+        #[test]
+        fn content_range_round_trips(
+            start in proptest::prelude::any::<u64>(),
+            end in proptest::prelude::any::<u64>(),
+            total in proptest::option::of(proptest::prelude::any::<u64>()),
+            pad in proptest::prelude::any::<bool>(),
+        ) {
+            let sp = if pad { " " } else { "" };
+            let total_text = total.map_or("*".to_string(), |t| t.to_string());
+            let h = format!("{sp}bytes {start}{sp}-{sp}{end}/{sp}{total_text}{sp}");
+            let want = (start <= end).then_some(ContentRange { start, end, total });
+            proptest::prop_assert_eq!(ContentRange::parse(&h), want);
+        }
+
+        /// The `Range` berth sends upstream says exactly the bytes asked for.
+        #[test]
+        fn range_header_values(start in proptest::prelude::any::<u64>(), end in proptest::option::of(proptest::prelude::any::<u64>())) {
+            let v = ByteRange { start, end }.header_value();
+            let (a, b) = v
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+                .ok_or_else(|| proptest::test_runner::TestCaseError::fail(v.clone()))?;
+            proptest::prop_assert_eq!(a.parse::<u64>().ok(), Some(start));
+            proptest::prop_assert_eq!(if b.is_empty() { None } else { b.parse::<u64>().ok() }, end);
+        }
+    }
 }
