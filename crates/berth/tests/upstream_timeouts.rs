@@ -64,7 +64,9 @@ impl FaultProxy {
     fn start(upstream: SocketAddr) -> FaultProxy {
         let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let state = Arc::new(ProxyState {
             mode: Mutex::new(Mode::Healthy),
             requests: Mutex::new(Vec::new()),
@@ -357,6 +359,7 @@ fn a_trickling_upstream_blob_fails_within_the_stall_timeout() {
         s.berth.upload_files()
     );
     assert!(s.berth.log().contains("stall"), "{}", s.berth.log());
+    let first = r.elapsed;
 
     s.proxy.set(Mode::Healthy);
     let r = raw_get(s.berth.addr(), &blob_path(&digest));
@@ -366,7 +369,7 @@ fn a_trickling_upstream_blob_fails_within_the_stall_timeout() {
     assert!(s.berth.holds_blob(&digest));
     let gets = s.proxy.count(&format!("GET /v2/team/app/blobs/{digest}"));
     assert_eq!(gets, 2, "one trickled fill, one fresh fill");
-    eprintln!("trickle: cut off after the stall timeout ({STALL:?})");
+    eprintln!("trickle: first client cut off after {first:?} (stall timeout {STALL:?})");
 }
 
 /// A manifest the upstream never answers: a 502 in the spec's error format
@@ -380,9 +383,7 @@ fn an_unanswered_manifest_fails_within_the_first_byte_timeout() {
     let url = format!("{}/v2/{UP}/team/app/manifests/v1", s.berth.url());
     s.proxy.set(Mode::WithholdManifests);
     let started = Instant::now();
-    let r = curl("GET", &url)
-        .header("Accept", OCI_MANIFEST)
-        .send();
+    let r = curl("GET", &url).header("Accept", OCI_MANIFEST).send();
     let elapsed = started.elapsed();
     r.expect_error(502, "UNAVAILABLE");
     let message = r.json()["errors"][0]["message"]
@@ -396,10 +397,13 @@ fn an_unanswered_manifest_fails_within_the_first_byte_timeout() {
     );
     // By digest too.
     let started = Instant::now();
-    curl("GET", &format!("{}/v2/{UP}/team/app/manifests/{digest}", s.berth.url()))
-        .header("Accept", OCI_MANIFEST)
-        .send()
-        .expect_error(502, "UNAVAILABLE");
+    curl(
+        "GET",
+        &format!("{}/v2/{UP}/team/app/manifests/{digest}", s.berth.url()),
+    )
+    .header("Accept", OCI_MANIFEST)
+    .send()
+    .expect_error(502, "UNAVAILABLE");
     assert!(started.elapsed() < FIRST_BYTE + SLACK);
 
     s.proxy.set(Mode::Healthy);
@@ -465,7 +469,11 @@ fn a_stalled_blob_ends_every_follower_and_the_next_request_retries() {
         "followers were held {all_done:?} (stall timeout {STALL:?})"
     );
     let blob_gets = format!("GET /v2/team/app/blobs/{digest}");
-    assert_eq!(s.proxy.count(&blob_gets), 1, "the followers shared one fill");
+    assert_eq!(
+        s.proxy.count(&blob_gets),
+        1,
+        "the followers shared one fill"
+    );
     assert!(!s.berth.holds_blob(&digest));
     assert!(s.berth.upload_files().is_empty());
 

@@ -135,8 +135,7 @@ impl Failure {
 const UPSTREAM_UNAVAILABLE: &str = "the upstream registry could not be used; try again later";
 /// The text for an upstream that did not connect, answer or keep sending in
 /// time (which timeout, and after how long, is logged).
-const UPSTREAM_TIMED_OUT: &str =
-    "the upstream registry did not answer in time; try again later";
+const UPSTREAM_TIMED_OUT: &str = "the upstream registry did not answer in time; try again later";
 
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {

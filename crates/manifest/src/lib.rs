@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(m.blobs.len(), 25_001);
 
         let entry = format!(
-            r#"{{"mediaType":"{}","digest":"{}","size":5,"platform":{{"os":"linux","architecture":"amd64"}}}}"#,
+            r#"{{"mediaType":"{}","digest":"{}","size":5}}"#,
             media_type::OCI_MANIFEST,
             d('e')
         );

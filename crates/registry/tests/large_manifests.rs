@@ -29,7 +29,8 @@ fn process_cpu() -> Duration {
     let after = &stat[stat.rfind(')').expect("stat has a command") + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     // Clock ticks are 1/100 s on Linux (USER_HZ).
     Duration::from_millis(ticks * 10)
 }

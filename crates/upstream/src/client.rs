@@ -128,7 +128,11 @@ fn stall_window(resp: &Response) -> Duration {
 
 /// Run `send` (a request's `send()`), failing with a first-byte timeout when
 /// no response headers arrive within `limit`.
-async fn within_first_byte<F>(limit: Duration, what: &str, send: F) -> Result<Response, UpstreamError>
+async fn within_first_byte<F>(
+    limit: Duration,
+    what: &str,
+    send: F,
+) -> Result<Response, UpstreamError>
 where
     F: std::future::Future<Output = Result<Response, reqwest::Error>>,
 {

@@ -356,7 +356,11 @@ fn own_timeouts(
     let mut t = global;
     for (key, value, slot) in [
         ("connect_timeout", &u.connect_timeout, &mut t.connect),
-        ("first_byte_timeout", &u.first_byte_timeout, &mut t.first_byte),
+        (
+            "first_byte_timeout",
+            &u.first_byte_timeout,
+            &mut t.first_byte,
+        ),
         ("stall_timeout", &u.stall_timeout, &mut t.stall),
     ] {
         if let Some(v) = value {
