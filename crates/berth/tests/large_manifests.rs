@@ -28,7 +28,7 @@ fn server_pid(port: u16) -> u32 {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).to_string())
             .collect();
-        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == listen) {
+        if args.iter().any(|a| a == "serve") && args.contains(&listen) {
             return pid;
         }
     }
