@@ -272,7 +272,12 @@ impl Cache {
                 Err(f) => {
                     inner.metrics.fill_failures.inc();
                     tracing::warn!(repository = %repo, %digest, reason = ?f, "blob download from upstream failed");
+                    // Forgotten before the followers hear of the failure: a
+                    // request arriving from now on starts a fresh fill
+                    // instead of joining this failed one.
+                    lock(&inner.fills).remove(&key);
                     let _ = tx.send(Progress::Failed(f));
+                    return;
                 }
             }
             // Only now: a request arriving later finds the blob published.
@@ -343,8 +348,13 @@ async fn download(
         let mut hasher = digest.algorithm().hasher();
         let (mut written, mut unflushed) = (0u64, 0u64);
         while let Some(chunk) = body.stream.next().await {
-            let chunk =
-                chunk.map_err(|e| Failure::Unavailable(format!("download interrupted: {e}")))?;
+            // A stalled body ends here too (the upstream client's stall
+            // timeout): the fill is abandoned, its followers' streams end
+            // in an error, and nothing is published.
+            let chunk = chunk.map_err(|e| match Failure::from_upstream(&e) {
+                Failure::TimedOut(m) => Failure::TimedOut(format!("download interrupted: {m}")),
+                _ => Failure::Unavailable(format!("download interrupted: {e}")),
+            })?;
             hasher.update(&chunk);
             written += chunk.len() as u64;
             unflushed += chunk.len() as u64;

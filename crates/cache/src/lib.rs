@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use berth_reference::{Digest, RepositoryName};
 use berth_registry::{Registry, RegistryError};
-use berth_upstream::{UpstreamClient, UpstreamConfig, UpstreamError};
+use berth_upstream::{UpstreamClient, UpstreamConfig, UpstreamError, UpstreamTimeouts};
 
 pub use allow::{HostGlob, UpstreamAllowList, DEFAULT_KNOWN_UPSTREAMS};
 pub use fill::BlobLocation;
@@ -56,6 +56,9 @@ pub struct CacheConfig {
     pub offline: bool,
     /// Hosts that may be contacted besides those in `upstreams`.
     pub allow: UpstreamAllowList,
+    /// Connect, first-byte and stall timeouts of hosts not in `upstreams`
+    /// (each of those carries its own in its client settings).
+    pub timeouts: UpstreamTimeouts,
 }
 
 /// Whether an upstream may be contacted for one request.
@@ -75,6 +78,9 @@ pub(crate) enum Failure {
     NotFound,
     TooManyRequests,
     Unavailable(String),
+    /// The upstream did not connect, answer or keep sending within its
+    /// timeouts (a stalled fill ends this way).
+    TimedOut(String),
     Internal(String),
     /// Storage has no room for the content: it is served uncached.
     NoSpace,
@@ -86,6 +92,8 @@ impl Failure {
             Failure::NotFound
         } else if matches!(e, UpstreamError::TooManyRequests { .. }) {
             Failure::TooManyRequests
+        } else if e.timed_out().is_some() {
+            Failure::TimedOut(e.to_string())
         } else {
             Failure::Unavailable(e.to_string())
         }
@@ -93,7 +101,10 @@ impl Failure {
 
     /// Whether serving stale content is the right answer to this failure.
     fn upstream_down(&self) -> bool {
-        matches!(self, Failure::TooManyRequests | Failure::Unavailable(_))
+        matches!(
+            self,
+            Failure::TooManyRequests | Failure::Unavailable(_) | Failure::TimedOut(_)
+        )
     }
 
     /// The client's error. What went wrong upstream is logged here and not
@@ -107,6 +118,10 @@ impl Failure {
                 tracing::warn!(reason = %m, "upstream unavailable");
                 RegistryError::UpstreamUnavailable(UPSTREAM_UNAVAILABLE.to_string())
             }
+            Failure::TimedOut(m) => {
+                tracing::warn!(reason = %m, "upstream timed out");
+                RegistryError::UpstreamUnavailable(UPSTREAM_TIMED_OUT.to_string())
+            }
             Failure::Internal(m) => {
                 tracing::warn!(reason = %m, "caching from the upstream failed");
                 RegistryError::UpstreamUnavailable(UPSTREAM_UNAVAILABLE.to_string())
@@ -118,6 +133,9 @@ impl Failure {
 
 /// The one text a client sees for any upstream failure.
 const UPSTREAM_UNAVAILABLE: &str = "the upstream registry could not be used; try again later";
+/// The text for an upstream that did not connect, answer or keep sending in
+/// time (which timeout, and after how long, is logged).
+const UPSTREAM_TIMED_OUT: &str = "the upstream registry did not answer in time; try again later";
 
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
@@ -234,7 +252,8 @@ impl Inner {
         let config = match self.config.upstreams.get(host) {
             Some(s) => s.client.clone(),
             None => UpstreamConfig::for_registry(host)
-                .map_err(|e| Failure::Unavailable(e.to_string()))?,
+                .map_err(|e| Failure::Unavailable(e.to_string()))?
+                .with_timeouts(self.config.timeouts),
         };
         let client =
             UpstreamClient::new(config).map_err(|e| Failure::Unavailable(e.to_string()))?;

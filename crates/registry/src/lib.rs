@@ -6,6 +6,8 @@
 //! - `uploads`: upload sessions, hashed as the bytes stream through;
 //! - `hashing`: that hashing, on the blocking pool beside the network;
 //! - `manifests`: manifest validation, storage and deletion;
+//! - `references`: the push-time check that what a manifest references is
+//!   present, once per distinct digest;
 //! - `tags`: tag resolution and listing;
 //! - `catalog`: the repository list;
 //! - `referrers`: the referrers API's index;
@@ -24,6 +26,7 @@ mod inventory;
 mod layout;
 mod manifests;
 mod memo;
+mod references;
 mod referrers;
 mod tags;
 mod uploads;

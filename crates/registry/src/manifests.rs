@@ -64,31 +64,9 @@ impl Registry {
         // and its own bytes (a re-push of a deleted manifest finds them
         // stored, unreferenced and old, and writes only its records).
         let _fence = self.fence_enter(&manifest, &digest).await;
-        for blob in &manifest.blobs {
-            if !self.blob_linked(repo, &blob.digest).await? {
-                return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
-            }
-            match self.storage.blob_size(&blob.digest).await? {
-                None => return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone())),
-                Some(size) if size != blob.size => {
-                    return Err(RegistryError::ManifestInvalid(format!(
-                        "descriptor of {} says {} bytes, the blob has {size}",
-                        blob.digest, blob.size
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
-        for child in &manifest.manifests {
-            if self
-                .storage
-                .doc_get(&layout::manifest_revision(repo, &child.digest)?)
-                .await?
-                .is_none()
-            {
-                return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
-            }
-        }
+        // Once per distinct digest, not per descriptor (see `references`).
+        self.check_references(repo, &manifest.blobs, &manifest.manifests)
+            .await?;
 
         let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
         let tag = match reference {

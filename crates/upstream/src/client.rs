@@ -22,8 +22,9 @@ use crate::auth::{max_token_response, token_url, Authenticator, Plan, Scope, Tok
 use crate::blob::{BlobBody, BlobMeta, BlobStream, ByteRange, ContentRange, Verifying};
 use crate::challenge::challenges_from_headers;
 use crate::config::UpstreamConfig;
-use crate::error::{parse_retry_after, UpstreamError};
+use crate::error::{parse_retry_after, TimeoutPhase, UpstreamError};
 use crate::policy::NetPolicy;
+use crate::stall::{StallClock, Stalling};
 
 /// OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -106,6 +107,39 @@ pub(crate) struct Inner {
     pub auth: Authenticator,
     pub policy: NetPolicy,
     pub request_timeout: Duration,
+    /// Request sent (connecting included) to response headers, for
+    /// requests without a body.
+    pub first_byte_timeout: Duration,
+    /// See `stall`.
+    pub stall_timeout: Duration,
+}
+
+/// The stall window of the request a response answers, carried in the
+/// response's extensions so that every body reader finds it.
+#[derive(Debug, Clone, Copy)]
+struct StallWindow(Duration);
+
+/// The stall window a response's body is read under.
+fn stall_window(resp: &Response) -> Duration {
+    resp.extensions()
+        .get::<StallWindow>()
+        .map_or(crate::config::DEFAULT_STALL_TIMEOUT, |w| w.0)
+}
+
+/// Run `send` (a request's `send()`), failing with a first-byte timeout when
+/// no response headers arrive within `limit`.
+async fn within_first_byte<F>(
+    limit: Duration,
+    what: &str,
+    send: F,
+) -> Result<Response, UpstreamError>
+where
+    F: std::future::Future<Output = Result<Response, reqwest::Error>>,
+{
+    match tokio::time::timeout(limit, send).await {
+        Ok(r) => r.map_err(|e| UpstreamError::transport(what, e)),
+        Err(_) => Err(UpstreamError::timeout(what, TimeoutPhase::FirstByte, limit)),
+    }
 }
 
 /// A client for one upstream registry. Cheap to clone; clones share the
@@ -214,7 +248,13 @@ impl UpstreamClient {
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
+            // A safety net only: the first-byte and stall timeouts govern.
+            .read_timeout(
+                config
+                    .read_timeout
+                    .max(config.first_byte_timeout)
+                    .max(config.stall_timeout),
+            )
             // Blob GETs redirect to object stores/CDNs: followed only to
             // https on public addresses (see `policy`); reqwest drops the
             // Authorization header when a redirect leaves the origin.
@@ -247,6 +287,8 @@ impl UpstreamClient {
                 http,
                 policy,
                 request_timeout: config.request_timeout,
+                first_byte_timeout: config.first_byte_timeout,
+                stall_timeout: config.stall_timeout,
             }),
         })
     }
@@ -365,10 +407,11 @@ impl UpstreamClient {
                 };
                 let rb = rb.timeout(self.inner.request_timeout);
                 let obtained = Instant::now();
-                let resp = rb
-                    .send()
-                    .await
-                    .map_err(|e| UpstreamError::transport("token request", e))?;
+                let mut resp =
+                    within_first_byte(self.inner.first_byte_timeout, "token request", rb.send())
+                        .await?;
+                resp.extensions_mut()
+                    .insert(StallWindow(self.inner.stall_timeout));
                 let status = resp.status();
                 if !status.is_success() {
                     let retry_after = parse_retry_after(header_str(resp.headers(), "retry-after"));
@@ -413,12 +456,20 @@ impl UpstreamClient {
         if let Some(t) = req.timeout {
             rb = rb.timeout(t);
         }
-        if let Some(b) = body {
-            rb = rb.body(b);
-        }
-        rb.send()
-            .await
-            .map_err(|e| UpstreamError::transport(&format!("{} {}", req.method, req.url), e))
+        let what = format!("{} {}", req.method, req.url);
+        let mut resp = match body {
+            // Sending a body may take any time; the HTTP client's read
+            // timeout and the request's total timeout bound the answer.
+            Some(b) => rb
+                .body(b)
+                .send()
+                .await
+                .map_err(|e| UpstreamError::transport(&what, e))?,
+            None => within_first_byte(self.inner.first_byte_timeout, &what, rb.send()).await?,
+        };
+        resp.extensions_mut()
+            .insert(StallWindow(self.inner.stall_timeout));
+        Ok(resp)
     }
 
     /// Send a request through the auth flow; returns the response whatever
@@ -692,8 +743,9 @@ impl UpstreamClient {
     }
 
     /// GET a blob, or a range of it, as a stream. Nothing is buffered; the
-    /// only timeouts are connect and idle-read. A whole blob is verified
-    /// against `digest` as it streams (see [`BlobBody`]).
+    /// timeouts are connect, first byte (to the response headers) and stall
+    /// (the body ends in an error when it stops moving), never a total. A
+    /// whole blob is verified against `digest` as it streams (see [`BlobBody`]).
     pub async fn blob_get(
         &self,
         repo: &RepositoryName,
@@ -726,10 +778,13 @@ impl UpstreamClient {
             )));
         }
         let context = what.clone();
-        let raw: BlobStream = Box::pin(
+        let window = stall_window(&resp);
+        let raw: BlobStream = Box::pin(Stalling::new(
             resp.bytes_stream()
                 .map_err(move |e| UpstreamError::transport(&format!("{context}: body"), e)),
-        );
+            window,
+            format!("{what}: body"),
+        ));
         let stream: BlobStream = if partial {
             raw
         } else {
@@ -890,7 +945,8 @@ fn with_code(e: UpstreamError, code: &str) -> UpstreamError {
     }
 }
 
-/// Read a whole (small) body, refusing more than `limit` bytes.
+/// Read a whole (small) body, refusing more than `limit` bytes, and
+/// failing when it stalls (see `stall`).
 pub(crate) async fn read_bounded(mut resp: Response, limit: usize) -> Result<Bytes, UpstreamError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(UpstreamError::Protocol(format!(
@@ -899,11 +955,16 @@ pub(crate) async fn read_bounded(mut resp: Response, limit: usize) -> Result<Byt
         )));
     }
     let mut buf = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| UpstreamError::transport("reading a response body", e))?
-    {
+    let mut clock = StallClock::new(stall_window(&resp));
+    let what = format!("reading the body of {}", resp.url());
+    loop {
+        clock.resume();
+        let chunk = match tokio::time::timeout_at(clock.deadline(), resp.chunk()).await {
+            Ok(c) => c.map_err(|e| UpstreamError::transport(&what, e))?,
+            Err(_) => return Err(clock.error(&what)),
+        };
+        let Some(chunk) = chunk else { break };
+        clock.record(chunk.len());
         if buf.len() + chunk.len() > limit {
             return Err(UpstreamError::Protocol(format!(
                 "{} sent a body larger than {limit} bytes",

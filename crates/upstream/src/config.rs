@@ -15,13 +15,47 @@ use url::Url;
 use crate::auth_file::Credentials;
 use crate::error::UpstreamError;
 
-/// Connect timeout used unless configured.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest silence tolerated while reading a response (per read, not total).
+/// Longest wait for a TCP (and TLS) connection to an upstream.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait from sending a request without a body (every read: a
+/// manifest, a blob, a token, a listing) to its response headers,
+/// connecting included.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A response body that delivers fewer than [`STALL_MIN_BYTES`] within this
+/// window, while unfinished, is stalled and abandoned. Only time spent
+/// waiting on the upstream counts, not time the reader spends elsewhere.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// The progress a body must make within each stall window: a trickle (a
+/// byte every few seconds) is as useless as silence and holds clients as long.
+pub const STALL_MIN_BYTES: u64 = 1024;
+/// Longest silence tolerated by the HTTP client on any read (per read, not
+/// total), a safety net for requests the timeouts above do not cover
+/// (upload bodies); the client never uses less than the first-byte and
+/// stall timeouts.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Total time for small requests (manifests, tokens, listings). Blob bodies
-/// never get a total timeout: a large layer on a slow link is not an error.
+/// never get a total timeout: a large layer on a slow link is not an error
+/// as long as it keeps moving (see [`DEFAULT_STALL_TIMEOUT`]).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The three timeouts an operator sets for upstreams (`upstream_connect_timeout`,
+/// `upstream_first_byte_timeout`, `upstream_stall_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub stall: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            first_byte: DEFAULT_FIRST_BYTE_TIMEOUT,
+            stall: DEFAULT_STALL_TIMEOUT,
+        }
+    }
+}
 
 /// How to reach one upstream registry.
 #[derive(Debug, Clone)]
@@ -39,6 +73,11 @@ pub struct UpstreamConfig {
     /// Skip TLS verification (and, when no URL was given, use plain HTTP).
     pub insecure: bool,
     pub connect_timeout: Duration,
+    /// See [`DEFAULT_FIRST_BYTE_TIMEOUT`].
+    pub first_byte_timeout: Duration,
+    /// See [`DEFAULT_STALL_TIMEOUT`].
+    pub stall_timeout: Duration,
+    /// See [`DEFAULT_READ_TIMEOUT`].
     pub read_timeout: Duration,
     pub request_timeout: Duration,
     pub user_agent: String,
@@ -58,6 +97,8 @@ impl UpstreamConfig {
             ca_file: None,
             insecure: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -74,6 +115,23 @@ impl UpstreamConfig {
     pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
         self.credentials = credentials;
         self
+    }
+
+    /// Set the connect, first-byte and stall timeouts.
+    pub fn with_timeouts(mut self, t: UpstreamTimeouts) -> Self {
+        self.connect_timeout = t.connect;
+        self.first_byte_timeout = t.first_byte;
+        self.stall_timeout = t.stall;
+        self
+    }
+
+    /// The connect, first-byte and stall timeouts in force.
+    pub fn timeouts(&self) -> UpstreamTimeouts {
+        UpstreamTimeouts {
+            connect: self.connect_timeout,
+            first_byte: self.first_byte_timeout,
+            stall: self.stall_timeout,
+        }
     }
 
     pub fn with_ca_file(mut self, path: Option<PathBuf>) -> Self {

@@ -79,13 +79,14 @@ pub enum UpstreamError {
         code: Option<String>,
         message: String,
     },
-    /// Could not connect, TLS failed, a connect or idle-read timeout fired, or
-    /// the connection broke mid-body.
+    /// Could not connect, TLS failed, a timeout fired (connect, first byte,
+    /// stalled body: see [`UpstreamError::timed_out`]), or the connection
+    /// broke mid-body.
     #[error("cannot reach upstream: {message}")]
     Transport {
         message: String,
         #[source]
-        source: Option<reqwest::Error>,
+        source: Option<TransportCause>,
     },
     /// Content did not hash to the digest it was asked for (or claimed).
     #[error("digest mismatch: expected {expected}, got {actual}")]
@@ -102,7 +103,74 @@ pub enum UpstreamError {
     Config(String),
 }
 
+/// What lies under an [`UpstreamError::Transport`].
+#[derive(Debug, thiserror::Error)]
+pub enum TransportCause {
+    /// The HTTP client's own error (refused, reset, TLS, its timeouts).
+    #[error(transparent)]
+    Http(reqwest::Error),
+    /// One of berth's upstream timeouts fired.
+    #[error("{0}")]
+    TimedOut(Timeout),
+}
+
+/// Which upstream timeout fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// No connection within the connect timeout.
+    Connect,
+    /// Connected (or not), but no response headers within the first-byte timeout.
+    FirstByte,
+    /// A body stopped moving: too few bytes within a stall window.
+    Stall,
+    /// Another limit of the HTTP client (a small request's total time, an
+    /// idle read).
+    Other,
+}
+
+/// A timeout that fired, and its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{} after {}s", match phase {
+    TimeoutPhase::Connect => "connect timeout",
+    TimeoutPhase::FirstByte => "no response headers (first-byte timeout)",
+    TimeoutPhase::Stall => "body stalled (stall timeout)",
+    TimeoutPhase::Other => "timed out",
+}, limit.as_secs_f64())]
+pub struct Timeout {
+    pub phase: TimeoutPhase,
+    /// The limit that was exceeded (zero when the HTTP client did not say).
+    pub limit: Duration,
+}
+
 impl UpstreamError {
+    /// A [`UpstreamError::Transport`] for one of berth's timeouts.
+    pub(crate) fn timeout(context: &str, phase: TimeoutPhase, limit: Duration) -> Self {
+        let t = Timeout { phase, limit };
+        UpstreamError::Transport {
+            message: format!("{context}: {t}"),
+            source: Some(TransportCause::TimedOut(t)),
+        }
+    }
+
+    /// Which timeout made this error, if one did.
+    pub fn timed_out(&self) -> Option<TimeoutPhase> {
+        match self {
+            UpstreamError::Transport {
+                source: Some(TransportCause::TimedOut(t)),
+                ..
+            } => Some(t.phase),
+            UpstreamError::Transport {
+                source: Some(TransportCause::Http(e)),
+                ..
+            } if e.is_timeout() => Some(if e.is_connect() {
+                TimeoutPhase::Connect
+            } else {
+                TimeoutPhase::Other
+            }),
+            _ => None,
+        }
+    }
+
     /// True when the upstream could not give a trustworthy answer right now:
     /// it is unreachable, failing, rate limiting, refusing our credentials, or
     /// serving garbage. A cache serves what it already holds in that case.
@@ -150,7 +218,7 @@ impl UpstreamError {
         }
         UpstreamError::Transport {
             message,
-            source: Some(e),
+            source: Some(TransportCause::Http(e)),
         }
     }
 

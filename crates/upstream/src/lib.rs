@@ -20,6 +20,8 @@
 //!   tags, catalog).
 //! - `upload`: uploads, mounts, manifest puts and deletes.
 //! - `blob`: streamed blob bodies, verified against their digest.
+//! - `stall`: abandoning response bodies that stop making progress (the
+//!   stall timeout; connect and first-byte timeouts are in `client`).
 //! - `error`: [`UpstreamError`] and "unavailable" vs "not found".
 //! - `policy`: where else than the registry the client may connect
 //!   (redirects, token realms: https and public addresses only) and where
@@ -56,6 +58,7 @@ mod client;
 mod config;
 mod error;
 mod policy;
+mod stall;
 mod upload;
 
 pub use auth::{
@@ -71,9 +74,12 @@ pub use client::{
     MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, OCI_INDEX, OCI_MANIFEST,
 };
 pub use config::{
-    default_base_url, parse_upstream_override, UpstreamConfig, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    default_base_url, parse_upstream_override, UpstreamConfig, UpstreamTimeouts,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_READ_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES,
 };
-pub use error::{parse_spec_errors, SpecError, UpstreamError};
+pub use error::{
+    parse_spec_errors, SpecError, Timeout, TimeoutPhase, TransportCause, UpstreamError,
+};
 pub use policy::is_public;
 pub use upload::{MountOutcome, UploadSession, DEFAULT_CHUNK_SIZE};

@@ -12,7 +12,9 @@ use anyhow::Context;
 use berth_cache::{CacheConfig, TtlPolicy, UpstreamAllowList, UpstreamSettings};
 use berth_lifecycle::LifecycleConfig;
 use berth_reference::normalise_registry;
-use berth_upstream::{parse_upstream_override, AuthFile, Credentials, UpstreamConfig};
+use berth_upstream::{
+    parse_upstream_override, AuthFile, Credentials, UpstreamConfig, UpstreamTimeouts,
+};
 use serde::Deserialize;
 
 use super::{LogFormat, ServeArgs};
@@ -27,6 +29,11 @@ struct FileConfig {
     default_upstream: Option<String>,
     offline: Option<bool>,
     tag_ttl: Option<String>,
+    /// Upstream timeouts (`BERTH_UPSTREAM_*_TIMEOUT` override them): see
+    /// [`upstream_timeouts`].
+    upstream_connect_timeout: Option<String>,
+    upstream_first_byte_timeout: Option<String>,
+    upstream_stall_timeout: Option<String>,
     gc_interval: Option<String>,
     upload_ttl: Option<String>,
     gc_grace: Option<String>,
@@ -169,6 +176,10 @@ struct FileUpstream {
     #[serde(default)]
     insecure: bool,
     tag_ttl: Option<String>,
+    /// This upstream's own timeouts, over the `upstream_*_timeout` keys.
+    connect_timeout: Option<String>,
+    first_byte_timeout: Option<String>,
+    stall_timeout: Option<String>,
     /// Per-tag TTLs, first match wins: `[{ pattern = "v*", ttl = "24h" }]`.
     #[serde(default)]
     tag_ttls: Vec<FileTagTtl>,
@@ -298,9 +309,78 @@ fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("{what}: {s:?} is not a duration like 90s, 5m or 2h"))
 }
 
+/// A timeout setting: a duration of at least a second.
+fn timeout(what: &str, s: &str) -> anyhow::Result<std::time::Duration> {
+    let d = duration(what, s)?;
+    anyhow::ensure!(!d.is_zero(), "{what}: a timeout must be at least 1s");
+    Ok(d)
+}
+
+/// The upstream timeouts: `BERTH_UPSTREAM_CONNECT_TIMEOUT` (and
+/// `_FIRST_BYTE_`, `_STALL_`) over the file's `upstream_connect_timeout`,
+/// `upstream_first_byte_timeout`, `upstream_stall_timeout` over the
+/// defaults (10s, 30s, 20s). Per-upstream keys override them in turn.
+fn upstream_timeouts(
+    file: &FileConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<UpstreamTimeouts> {
+    let mut t = UpstreamTimeouts::default();
+    for (key, value, slot) in [
+        (
+            "upstream_connect_timeout",
+            &file.upstream_connect_timeout,
+            &mut t.connect,
+        ),
+        (
+            "upstream_first_byte_timeout",
+            &file.upstream_first_byte_timeout,
+            &mut t.first_byte,
+        ),
+        (
+            "upstream_stall_timeout",
+            &file.upstream_stall_timeout,
+            &mut t.stall,
+        ),
+    ] {
+        let var = format!("BERTH_{}", key.to_ascii_uppercase());
+        if let Some(v) = env(&var) {
+            *slot = timeout(&var, &v)?;
+        } else if let Some(v) = value {
+            *slot = timeout(key, v)?;
+        }
+    }
+    Ok(t)
+}
+
+/// One upstream's timeouts: its own keys over the global ones.
+fn own_timeouts(
+    host: &str,
+    u: &FileUpstream,
+    global: UpstreamTimeouts,
+) -> anyhow::Result<UpstreamTimeouts> {
+    let mut t = global;
+    for (key, value, slot) in [
+        ("connect_timeout", &u.connect_timeout, &mut t.connect),
+        (
+            "first_byte_timeout",
+            &u.first_byte_timeout,
+            &mut t.first_byte,
+        ),
+        ("stall_timeout", &u.stall_timeout, &mut t.stall),
+    ] {
+        if let Some(v) = value {
+            *slot = timeout(&format!("upstream {host} {key}"), v)?;
+        }
+    }
+    Ok(t)
+}
+
 /// Build the cache configuration: file upstreams first, then `--upstream`
 /// overrides of their URLs.
 fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<CacheConfig> {
+    let timeouts = upstream_timeouts(file, |key| {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    })?;
     let default_ttl = TtlPolicy {
         default: match args.tag_ttl.as_ref().or(file.tag_ttl.as_ref()) {
             Some(s) => duration("tag_ttl", s)?,
@@ -311,7 +391,8 @@ fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<Cache
     let mut upstreams = HashMap::new();
     for (host, u) in std::mem::take(&mut file.upstreams) {
         let host = normalise_registry(&host);
-        let mut client = UpstreamConfig::for_registry(&host)?;
+        let mut client =
+            UpstreamConfig::for_registry(&host)?.with_timeouts(own_timeouts(&host, &u, timeouts)?);
         if let Some(url) = &u.url {
             let (_, url) = parse_upstream_override(&format!("{host}={url}"))?;
             client = client.with_base_url(url);
@@ -351,7 +432,7 @@ fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<Cache
         let settings = match upstreams.remove(&host) {
             Some(s) => s,
             None => UpstreamSettings {
-                client: UpstreamConfig::for_registry(&host)?,
+                client: UpstreamConfig::for_registry(&host)?.with_timeouts(timeouts),
                 ttl: default_ttl.clone(),
             },
         };
@@ -371,6 +452,7 @@ fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<Cache
         default_ttl,
         offline: args.offline || file.offline.unwrap_or(false),
         allow: UpstreamAllowList::new(file.known_upstreams.as_deref(), &allowed),
+        timeouts,
     })
 }
 
@@ -451,6 +533,46 @@ impl Settings {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
         })
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn timeouts_from_defaults_file_env_and_upstream() {
+        let none = |_: &str| None;
+        let t = upstream_timeouts(&FileConfig::default(), none).unwrap();
+        assert_eq!(t, UpstreamTimeouts::default());
+        assert_eq!(t.connect, Duration::from_secs(10));
+        assert_eq!(t.first_byte, Duration::from_secs(30));
+        assert_eq!(t.stall, Duration::from_secs(20));
+
+        let file: FileConfig = toml::from_str(
+            r#"
+            upstream_connect_timeout = "3s"
+            upstream_stall_timeout = "1m"
+            [upstreams."r.example"]
+            first_byte_timeout = "2s"
+            "#,
+        )
+        .unwrap();
+        let env = |k: &str| (k == "BERTH_UPSTREAM_STALL_TIMEOUT").then(|| "7s".to_string());
+        let t = upstream_timeouts(&file, env).unwrap();
+        assert_eq!(t.connect, Duration::from_secs(3));
+        assert_eq!(t.first_byte, Duration::from_secs(30));
+        assert_eq!(t.stall, Duration::from_secs(7));
+        let own = own_timeouts("r.example", &file.upstreams["r.example"], t).unwrap();
+        assert_eq!(own.first_byte, Duration::from_secs(2));
+        assert_eq!(own.connect, Duration::from_secs(3));
+
+        let zero: FileConfig = toml::from_str(r#"upstream_stall_timeout = "0s""#).unwrap();
+        assert!(upstream_timeouts(&zero, none).is_err());
+        let bad: FileConfig = toml::from_str(r#"upstream_first_byte_timeout = "soon""#).unwrap();
+        assert!(upstream_timeouts(&bad, none).is_err());
     }
 }
 
