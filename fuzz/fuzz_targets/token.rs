@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 Credentials::Basic { user, .. } => assert!(!user.is_empty()),
                 Credentials::Bearer(t) => {
                     assert!(!t.is_empty());
-                    verify_both(&signer, &t);
+                    verify_both(&signer, t);
                 }
                 Credentials::None | Credentials::Invalid => {}
             }
