@@ -564,6 +564,11 @@ impl Registry {
     /// Owner records of upload sessions whose bytes are gone (a crash
     /// between the two writes): removed. Returns how many.
     pub async fn upload_orphans_purge(&self) -> Result<usize> {
+        // Records first, live sessions second: a session created between
+        // the two listings then has a record this pass never saw. (The
+        // other order purged the record of a session started in between,
+        // and its upload failed with BLOB_UPLOAD_UNKNOWN.)
+        let records = self.storage.doc_list(&DocKey::new(["uploads"])?).await?;
         let live: HashSet<UploadId> = self
             .storage
             .upload_list()
@@ -572,7 +577,7 @@ impl Registry {
             .map(|u| u.id)
             .collect();
         let mut purged = 0;
-        for name in self.storage.doc_list(&DocKey::new(["uploads"])?).await? {
+        for name in records {
             let Ok(id) = name.parse::<UploadId>() else {
                 continue;
             };
