@@ -59,9 +59,6 @@ impl Timer {
         }
         false
     }
-
-    /// The wait is over; the timer stays armed for the next one (see above).
-    fn disarm(&mut self) {}
 }
 
 fn timed_out(what: &str) -> io::Error {
@@ -107,9 +104,9 @@ impl<IO> Watched<IO> {
         Poll::Pending
     }
 
+    /// A write made progress (its timer stays armed: see [`Timer`]).
     fn wrote(&mut self) {
         self.write_waiting = None;
-        self.write_timer.disarm();
     }
 }
 
@@ -126,7 +123,6 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                 if buf.filled().len() > before {
                     this.conn.on_read();
                 }
-                this.read_timer.disarm();
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -136,11 +132,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                     Some(deadline) if this.read_timer.expired(deadline, cx) => Poll::Ready(Err(
                         timed_out("no complete request within the header or idle timeout"),
                     )),
-                    Some(_) => Poll::Pending,
-                    None => {
-                        this.read_timer.disarm();
-                        Poll::Pending
-                    }
+                    _ => Poll::Pending,
                 }
             }
         }
@@ -244,7 +236,6 @@ where
             }
             Poll::Ready(frame) => {
                 this.waiting = None;
-                this.timer.disarm();
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
         }
