@@ -1285,28 +1285,6 @@ fn skopeo_with_creds_and_login_authfile() {
     ]));
 }
 
-/// podman with its own storage and configuration, so the host's cannot
-/// change what the test does.
-fn podman(dir: &Path) -> Command {
-    require_tool("podman");
-    let mut cmd = Command::new("podman");
-    cmd.arg("--root")
-        .arg(dir.join("storage"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ])
-        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
-        .env("XDG_RUNTIME_DIR", dir.join("xdg"));
-    cmd
-}
-
 #[test]
 fn podman_login_push_and_pull() {
     let a = start_auth("");

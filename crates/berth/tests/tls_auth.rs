@@ -445,27 +445,6 @@ fn skopeo_login_creds_authfile_push_and_pull_over_tls() {
     skopeo_push_pull(&s, scratch.path());
 }
 
-/// podman with its own storage and configuration.
-fn podman(dir: &Path) -> Command {
-    require_tool("podman");
-    let mut cmd = Command::new("podman");
-    cmd.arg("--root")
-        .arg(dir.join("storage"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ])
-        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
-        .env("XDG_RUNTIME_DIR", dir.join("xdg"));
-    cmd
-}
-
 #[test]
 fn podman_login_push_and_pull_over_tls() {
     let s = Setup::openssl(None, false);

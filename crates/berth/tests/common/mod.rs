@@ -953,6 +953,28 @@ pub fn push_small_image(server: &Server, repo: &str, tag: &str, seed: u64) -> (S
 // ---------------------------------------------------------------------------
 // skopeo
 
+/// podman with its own storage, run root and auth file, so the host's
+/// configuration cannot change what a test does.
+pub fn podman(dir: &Path) -> Command {
+    require_tool("podman");
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(dir.join("storage"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ])
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .env("XDG_RUNTIME_DIR", dir.join("xdg"));
+    cmd
+}
+
 /// `skopeo --insecure-policy` with its own empty auth file, so the host's
 /// configuration cannot change what a test does.
 pub fn skopeo(scratch: &Path) -> Command {
