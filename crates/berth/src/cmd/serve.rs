@@ -165,6 +165,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     let budget = settings
         .memory_budget
         .unwrap_or(berth_storage::DEFAULT_MEMORY_BUDGET);

@@ -60,19 +60,24 @@ impl Default for Limits {
 
 /// Raise the soft limit on open files to the hard limit (systemd and
 /// shells start services at 1024 while allowing far more) and return the
-/// limit now in force.
-pub fn raise_fd_limit() -> u64 {
+/// limit now in force, with a warning to log if it could not be raised.
+pub fn raise_fd_limit() -> (u64, Option<String>) {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut l = getrlimit(Resource::Nofile);
     let soft = l.current.unwrap_or(u64::MAX);
     if l.current.is_some() && l.current != l.maximum {
         l.current = l.maximum;
-        match setrlimit(Resource::Nofile, l) {
-            Ok(()) => return l.maximum.unwrap_or(u64::MAX),
-            Err(e) => tracing::warn!(error = %e, soft, "could not raise the open-file limit"),
-        }
+        return match setrlimit(Resource::Nofile, l) {
+            Ok(()) => (l.maximum.unwrap_or(u64::MAX), None),
+            Err(e) => (
+                soft,
+                Some(format!(
+                    "could not raise the open-file limit above {soft}: {e}"
+                )),
+            ),
+        };
     }
-    soft
+    (soft, None)
 }
 
 /// The connections `fd_limit` leaves room for once the reserve is kept:

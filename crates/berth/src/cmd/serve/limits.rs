@@ -24,10 +24,15 @@ pub(super) struct FileLimits {
     memory_budget: Option<String>,
 }
 
-/// The limits in force: the file's over the defaults. Raises the open-file
-/// limit first, since the connection limit is derived from it.
-pub(super) fn resolve(file: Option<&FileLimits>) -> anyhow::Result<(Limits, Option<u64>)> {
-    let fd_limit = raise_fd_limit();
+/// The limits in force: the file's over the defaults, the memory budget if
+/// set, and warnings to log once logging is up. Raises the open-file limit
+/// first, since the connection limit is derived from it.
+pub(super) fn resolve(
+    file: Option<&FileLimits>,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Limits, Option<u64>)> {
+    let (fd_limit, warning) = raise_fd_limit();
+    warnings.extend(warning);
     let fits = connections_for(fd_limit);
     let mut l = Limits {
         max_connections: fits,
@@ -55,11 +60,10 @@ pub(super) fn resolve(file: Option<&FileLimits>) -> anyhow::Result<(Limits, Opti
         Some(toml::Value::Integer(n)) if *n > 0 => {
             let n = *n as usize;
             if n > fits {
-                tracing::warn!(
-                    max_connections = n,
-                    open_file_limit = fd_limit,
-                    "limits.max_connections leaves too few file descriptors for storage; using {fits}"
-                );
+                warnings.push(format!(
+                    "limits.max_connections = {n} leaves too few of the {fd_limit} file \
+                     descriptors for storage; using {fits}"
+                ));
             }
             l.max_connections = n.min(fits);
         }

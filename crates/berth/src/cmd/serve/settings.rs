@@ -206,6 +206,8 @@ pub(super) struct Settings {
     pub(super) limits: crate::listen::Limits,
     /// Bytes of buffers all clients share (`None`: the built-in default).
     pub(super) memory_budget: Option<u64>,
+    /// Found while resolving, logged once logging is set up.
+    pub(super) warnings: Vec<String>,
 }
 
 /// The lifecycle jobs' settings: flags (and `BERTH_*`) over the file.
@@ -508,8 +510,10 @@ impl Settings {
         let lifecycle = lifecycle_config(&file, &args)?;
         let auth = auth_config(&mut file)?;
         let tls = tls_mode(&file, &args)?;
-        let (limits, memory_budget) = super::limits::resolve(file.limits.as_ref())?;
+        let mut warnings = Vec::new();
+        let (limits, memory_budget) = super::limits::resolve(file.limits.as_ref(), &mut warnings)?;
         Ok(Settings {
+            warnings,
             limits,
             memory_budget,
             lifecycle,
