@@ -536,6 +536,7 @@ impl Bench<'_> {
                     connections: p.wrk_connections,
                     duration: p.wrk_duration,
                     headers: &[&accept],
+                    cpus: None,
                 };
                 match wrk::run(&run).await {
                     Ok(w) => {

@@ -22,6 +22,7 @@ mod blob;
 mod client;
 mod gc;
 mod ops;
+mod pin;
 mod report;
 mod servers;
 mod tls;

@@ -10,6 +10,9 @@ pub enum Unit {
     MibPerSec,
     GibPerSec,
     ReqPerSec,
+    /// Requests served per second of the server's own CPU time: its
+    /// capacity per core, whatever else shares the machine.
+    ReqPerCpuSec,
     Millis,
     Secs,
     Mib,
@@ -17,7 +20,10 @@ pub enum Unit {
 
 impl Unit {
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Unit::MibPerSec | Unit::GibPerSec | Unit::ReqPerSec)
+        matches!(
+            self,
+            Unit::MibPerSec | Unit::GibPerSec | Unit::ReqPerSec | Unit::ReqPerCpuSec
+        )
     }
 
     pub fn format(self, v: f64) -> String {
@@ -26,6 +32,7 @@ impl Unit {
             Unit::GibPerSec => format!("{:.2} GiB/s", v / GIB),
             Unit::ReqPerSec if v >= 100.0 => format!("{v:.0} req/s"),
             Unit::ReqPerSec => format!("{v:.1} req/s"),
+            Unit::ReqPerCpuSec => format!("{v:.0} req/CPU-s"),
             Unit::Millis => format!("{:.2} ms", v * 1e3),
             Unit::Secs => format!("{v:.2} s"),
             Unit::Mib => format!("{:.1} MiB", v / MIB),

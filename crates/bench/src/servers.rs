@@ -100,6 +100,29 @@ pub fn reset_peak(pid: u32) -> Result<()> {
         .with_context(|| format!("resetting the peak RSS of {pid} (/proc/{pid}/clear_refs)"))
 }
 
+/// CPU time (user + system, every thread, those that have exited too) a
+/// process has used, in seconds: `/proc/PID/stat` fields 14 and 15, in
+/// USER_HZ ticks, which Linux fixes at 100 for user space.
+pub fn cpu_seconds_of(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; fields are counted after it.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("malformed /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| -> Result<f64> {
+        let v: u64 = fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("malformed /proc/{pid}/stat"))?;
+        Ok(v as f64 / 100.0)
+    };
+    // Field 3 (state) is index 0 here: utime (14) is 11, stime (15) is 12.
+    Ok(tick(11)? + tick(12)?)
+}
+
 /// A `kB` field of `/proc/PID/status`, in bytes.
 fn status_field(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

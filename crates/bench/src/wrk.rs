@@ -9,6 +9,8 @@ use anyhow::{bail, Context, Result};
 pub struct WrkResult {
     pub requests_per_sec: f64,
     pub p99: Duration,
+    /// Requests completed in the whole run (`N requests in Xs`).
+    pub requests: u64,
 }
 
 pub struct WrkRun<'a> {
@@ -17,10 +19,19 @@ pub struct WrkRun<'a> {
     pub connections: u32,
     pub duration: Duration,
     pub headers: &'a [&'a str],
+    /// Run wrk on these CPUs only (a taskset list), see `pin`.
+    pub cpus: Option<&'a str>,
 }
 
 pub async fn run(w: &WrkRun<'_>) -> Result<WrkResult> {
-    let mut cmd = tokio::process::Command::new("wrk");
+    let mut cmd = match w.cpus {
+        None => tokio::process::Command::new("wrk"),
+        Some(cpus) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", cpus, "wrk"]);
+            c
+        }
+    };
     cmd.arg(format!("-t{}", w.threads))
         .arg(format!("-c{}", w.connections))
         .arg(format!("-d{}s", w.duration.as_secs().max(1)))
@@ -73,12 +84,20 @@ pub fn parse(text: &str) -> Result<WrkResult> {
         .find_map(|l| l.strip_prefix("99%"))
         .context("no 99% latency in wrk's output (was --latency given?)")?;
     let p99 = parse_duration(p99.trim())?;
-    if rps <= 0.0 {
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .context("no \"requests in\" in wrk's output")?
+        .0
+        .parse::<u64>()
+        .context("malformed request count")?;
+    if rps <= 0.0 || requests == 0 {
         bail!("wrk measured no requests");
     }
     Ok(WrkResult {
         requests_per_sec: rps,
         p99,
+        requests,
     })
 }
 
@@ -133,6 +152,7 @@ Transfer/sec:     10.00MB
         let r = parse(REPORT).unwrap();
         assert_eq!(r.requests_per_sec, 26600.5);
         assert_eq!(r.p99, Duration::from_micros(812));
+        assert_eq!(r.requests, 266000);
     }
 
     #[test]
