@@ -21,6 +21,7 @@ mod bench;
 mod blob;
 mod client;
 mod gc;
+mod large;
 mod ops;
 mod pin;
 mod report;
@@ -64,7 +65,7 @@ struct Args {
     #[arg(long)]
     max_seconds: Option<u64>,
     /// Run only these workloads (for profiling one path); comma-separated
-    /// from: push, chunked, get, manifest, listing, tls, gc [default: all]
+    /// from: push, chunked, get, manifest, large, listing, tls, gc [default: all]
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
     /// Images in the gc workload's store (each a config and 9 layers)
@@ -86,6 +87,7 @@ enum Workload {
     Chunked,
     Get,
     Manifest,
+    Large,
     Listing,
     Tls,
     Gc,
@@ -260,6 +262,9 @@ async fn run(args: Args) -> Result<bool> {
         }
         if wanted(Workload::Manifest) {
             b.manifest_get().await;
+        }
+        if wanted(Workload::Large) {
+            b.large_manifest().await;
         }
         if wanted(Workload::Listing) {
             b.listings().await;

@@ -4,14 +4,17 @@
 //! `Content-Type`, and answers what the registry needs to accept them: the
 //! media type to store and serve back, the blobs and child manifests that must
 //! already exist, the `subject` (for the referrers API) and the artifact type.
-//! Parsing uses `oci-spec`'s types; Docker schema2 documents have the same
-//! shape and differ only in media types.
+//! Docker schema2 documents have the same shape as OCI's and differ only in
+//! media types. The document's shape is checked by the serde types in
+//! `wire` (every field the image spec defines, with its JSON type).
 #![forbid(unsafe_code)]
+
+mod wire;
 
 use std::collections::HashMap;
 
 use berth_reference::Digest;
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use wire::{Digests, ImageIndex, ImageManifest};
 
 /// Largest manifest accepted (Distribution's and the spec's customary limit).
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
@@ -90,27 +93,6 @@ pub struct Manifest {
     pub annotations: HashMap<String, String>,
 }
 
-fn reference(d: &Descriptor) -> Result<Reference, ManifestError> {
-    let digest = d
-        .digest()
-        .to_string()
-        .parse::<Digest>()
-        .map_err(|e| ManifestError::Invalid(e.to_string()))?;
-    Ok(Reference {
-        digest,
-        size: d.size(),
-        media_type: d.media_type().to_string(),
-    })
-}
-
-/// Non-distributable layers (Windows base layers) are fetched from their
-/// `urls`, not from the registry, so they need not exist here.
-fn is_foreign(d: &Descriptor) -> bool {
-    d.media_type().to_string() == media_type::DOCKER_FOREIGN_LAYER
-        || d.media_type().to_string().contains("nondistributable")
-        || d.urls().as_ref().is_some_and(|u| !u.is_empty())
-}
-
 /// Just enough of any manifest to decide how to parse it. Whether
 /// `manifests` and `config` are present is all that matters of them: they
 /// are skipped, not built into a tree (an index of tens of thousands of
@@ -179,51 +161,56 @@ impl Manifest {
     fn parse_image(bytes: &[u8], media_type: String) -> Result<Manifest, ManifestError> {
         let m: ImageManifest =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(e.to_string()))?;
-        let mut blobs = vec![reference(m.config())?];
-        for layer in m.layers() {
-            if !is_foreign(layer) {
-                blobs.push(reference(layer)?);
+        let mut digests = Digests::default();
+        let mut blobs = Vec::with_capacity(m.layers.len() + 1);
+        blobs.push(m.config.reference(&mut digests)?);
+        for layer in &m.layers {
+            if !layer.is_foreign() {
+                blobs.push(layer.reference(&mut digests)?);
             }
         }
         // An artifact's type is artifactType, or else its config's media type.
         let artifact_type = m
-            .artifact_type()
-            .as_ref()
-            .map(|a| a.to_string())
+            .artifact_type
             .filter(|a| !a.is_empty())
-            .or_else(|| Some(m.config().media_type().to_string()));
+            .or_else(|| Some(m.config.media_type.to_string()));
         Ok(Manifest {
             media_type,
             kind: Kind::Image,
             blobs,
             manifests: Vec::new(),
-            subject: m.subject().as_ref().map(reference).transpose()?,
+            subject: m
+                .subject
+                .as_ref()
+                .map(|s| s.reference(&mut digests))
+                .transpose()?,
             artifact_type,
-            annotations: m.annotations().clone().unwrap_or_default(),
+            annotations: m.annotations.unwrap_or_default(),
         })
     }
 
     fn parse_index(bytes: &[u8], media_type: String) -> Result<Manifest, ManifestError> {
         let i: ImageIndex =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        let mut digests = Digests::default();
         let manifests = i
-            .manifests()
+            .manifests
             .iter()
-            .map(reference)
+            .map(|d| d.reference(&mut digests))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Manifest {
             media_type,
             kind: Kind::Index,
             blobs: Vec::new(),
             manifests,
-            subject: i.subject().as_ref().map(reference).transpose()?,
-            // An empty artifactType is a missing one (the referrers API omits it).
-            artifact_type: i
-                .artifact_type()
+            subject: i
+                .subject
                 .as_ref()
-                .map(|a| a.to_string())
-                .filter(|a| !a.is_empty()),
-            annotations: i.annotations().clone().unwrap_or_default(),
+                .map(|s| s.reference(&mut digests))
+                .transpose()?,
+            // An empty artifactType is a missing one (the referrers API omits it).
+            artifact_type: i.artifact_type.filter(|a| !a.is_empty()),
+            annotations: i.annotations.unwrap_or_default(),
         })
     }
 }
@@ -378,6 +365,45 @@ mod tests {
             index < std::time::Duration::from_millis(400),
             "25,000 entries took {index:?}"
         );
+    }
+
+    /// The wire types check every field's JSON type, as `oci-spec`'s did,
+    /// and strings with JSON escapes (copied, not borrowed) still parse.
+    #[test]
+    fn descriptor_fields_are_type_checked() {
+        let layer = |extra: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"x/y","digest":"{}","size":1}},"layers":[{{"mediaType":"x/z","digest":"{}","size":2{extra}}}]}}"#,
+                media_type::OCI_MANIFEST,
+                d('a'),
+                d('b')
+            )
+        };
+        assert!(Manifest::parse(layer("").as_bytes(), None).is_ok());
+        for bad in [
+            r#","annotations":{"k":1}"#,
+            r#","urls":"http://x""#,
+            r#","platform":{"architecture":"amd64"}"#,
+            r#","data":7"#,
+            r#","size":3"#,
+        ] {
+            assert!(
+                matches!(
+                    Manifest::parse(layer(bad).as_bytes(), None),
+                    Err(ManifestError::Invalid(_))
+                ),
+                "accepted a layer with {bad}"
+            );
+        }
+        let negative = layer("").replace(r#""size":2"#, r#""size":-2"#);
+        assert!(Manifest::parse(negative.as_bytes(), None).is_err());
+        // `\u0062` is "b": the digest arrives escaped and is still read right.
+        let escaped = layer("").replace(&d('b'), &d('b').replace('b', "\\u0062"));
+        let m = Manifest::parse(escaped.as_bytes(), None).unwrap();
+        assert_eq!(m.blobs[1].digest.to_string(), d('b'));
+        let platform =
+            r#","platform":{"architecture":"arm64","os":"linux","os.version":"1","variant":"v8"}"#;
+        assert!(Manifest::parse(layer(platform).as_bytes(), None).is_ok());
     }
 
     #[test]
