@@ -23,7 +23,10 @@ pub mod batch;
 pub mod fs;
 mod key;
 mod pool;
-pub use pool::{memory_budget_free, set_memory_budget, DEFAULT_MEMORY_BUDGET};
+pub use pool::{
+    memory_budget_free, set_connection_budget, set_memory_budget, try_charge_connection,
+    ConnectionCharge, DEFAULT_MEMORY_BUDGET,
+};
 pub mod root_lock;
 pub mod worker;
 

@@ -28,8 +28,9 @@ use bytes::Bytes;
 use memmap2::MmapMut;
 
 pub(crate) struct Pool {
-    /// Free buffers, each with when it was freed.
-    free: Mutex<Vec<(MmapMut, Instant)>>,
+    /// Free buffers, each with when it was freed and how many of its bytes
+    /// may be resident (see [`Buffer::touched`]).
+    free: Mutex<Vec<(MmapMut, Instant, usize)>>,
     /// Bytes in every buffer.
     size: usize,
     /// Free buffers kept; more are unmapped.
@@ -59,7 +60,7 @@ fn trim_idle() {
     let now = Instant::now();
     for pool in [&LARGE, &SMALL] {
         let mut free = pool.free.lock().unwrap_or_else(|p| p.into_inner());
-        free.retain(|(_, since)| now.duration_since(*since) < IDLE);
+        free.retain(|(_, since, _)| now.duration_since(*since) < IDLE);
     }
 }
 
@@ -105,6 +106,34 @@ pub(crate) async fn reserve(bytes: usize) -> Option<Reservation> {
         .await
         .ok()
         .map(Reservation)
+}
+
+/// The part of the memory budget set apart for client connections' own
+/// state (see [`ConnectionCharge`]); buffers cannot take it, so clients
+/// that stall holding buffers never keep newcomers out. Unset: no charge.
+static CONNECTIONS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+
+/// Set apart `bytes` for connections; only the first call counts.
+pub fn set_connection_budget(bytes: u64) -> bool {
+    let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
+    CONNECTIONS.set(Arc::new(Semaphore::new(bytes))).is_ok()
+}
+
+/// A client connection's share of the memory budget: what its own state
+/// costs (hyper's buffers, its tasks and futures), which no buffer
+/// reservation covers. Charged when the connection is admitted, so that
+/// the budget bounds the memory clients hold, not just their buffers.
+pub struct ConnectionCharge(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+/// [`ConnectionCharge`] of `bytes`, if the connections' part of the budget
+/// has that much free now (always, when no part was set apart).
+pub fn try_charge_connection(bytes: usize) -> Option<ConnectionCharge> {
+    let Some(sem) = CONNECTIONS.get() else {
+        return Some(ConnectionCharge(None));
+    };
+    let n = bytes.clamp(1, u32::MAX as usize) as u32;
+    let p = sem.clone().try_acquire_many_owned(n).ok()?;
+    Some(ConnectionCharge(Some(p)))
 }
 
 /// Up to `want` bytes of the budget, fewer when it runs low (a sixteenth
@@ -156,34 +185,52 @@ impl Pool {
     }
 
     /// A buffer of `size()` bytes, holding `reservation` until dropped.
+    /// A free buffer is reused only if what it already has resident fits
+    /// the reservation: a 16 KiB share must not hold a buffer a 1 MiB read
+    /// filled before, or the budget would count less than is resident.
     pub fn get_reserved(
         &'static self,
         reservation: Option<Reservation>,
     ) -> std::io::Result<Buffer> {
-        let mut b = self.get()?;
+        let allowed = reservation
+            .as_ref()
+            .map_or(self.size, |r| r.0.num_permits());
+        let mut b = self.take(|touched| touched <= allowed)?;
         b.reservation = reservation;
         Ok(b)
     }
 
     /// A buffer of `size()` bytes (their content is whatever was left).
     pub fn get(&'static self) -> std::io::Result<Buffer> {
+        self.take(|_| true)
+    }
+
+    /// A free buffer that `fits` (by its resident bytes), or a new mapping.
+    fn take(&'static self, fits: impl Fn(usize) -> bool) -> std::io::Result<Buffer> {
         trim_idle();
-        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let map = match reused {
-            Some((map, _)) => map,
+        let reused = {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            free.iter()
+                .rposition(|(_, _, touched)| fits(*touched))
+                .map(|i| free.swap_remove(i))
+        };
+        let (map, touched) = match reused {
+            Some((map, _, touched)) => (map, touched),
             None => {
                 let map = MmapMut::map_anon(self.size)?;
                 #[cfg(target_os = "linux")]
                 if self.huge {
                     let _ = map.advise(memmap2::Advice::HugePage);
                 }
-                map
+                (map, 0)
             }
         };
         Ok(Buffer {
             map: Some(map),
             pool: self,
             reservation: None,
+            touched,
+            written: false,
         })
     }
 }
@@ -194,10 +241,16 @@ pub(crate) struct Buffer {
     pool: &'static Pool,
     /// Its share of the memory budget, returned when it is dropped.
     reservation: Option<Reservation>,
+    /// Bytes from its start that may be resident: the most any use of it
+    /// has filled (a fresh mapping has none until written).
+    touched: usize,
+    /// Handed out for writing since it was taken; `freeze` says how far.
+    written: bool,
 }
 
 impl Buffer {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.written = true;
         match &mut self.map {
             Some(map) => map,
             None => &mut [],
@@ -206,7 +259,9 @@ impl Buffer {
 
     /// Its first `len` bytes as `Bytes`; the buffer goes back to the pool
     /// when the last clone is dropped.
-    pub fn freeze(self, len: usize) -> Bytes {
+    pub fn freeze(mut self, len: usize) -> Bytes {
+        self.touched = self.touched.max(len);
+        self.written = false;
         Bytes::from_owner(Filled { buffer: self, len })
     }
 }
@@ -214,9 +269,15 @@ impl Buffer {
 impl Drop for Buffer {
     fn drop(&mut self) {
         if let Some(map) = self.map.take() {
+            // Written but never frozen (an error path): how far is unknown.
+            let touched = if self.written {
+                self.pool.size
+            } else {
+                self.touched
+            };
             let mut free = self.pool.free.lock().unwrap_or_else(|p| p.into_inner());
             if free.len() < self.pool.keep {
-                free.push((map, Instant::now()));
+                free.push((map, Instant::now(), touched));
             }
         }
     }
@@ -233,5 +294,43 @@ impl AsRef<[u8]> for Filled {
             Some(map) => &map[..self.len.min(map.len())],
             None => &[],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(b: &mut Buffer) -> usize {
+        b.as_mut_slice().as_ptr() as usize
+    }
+
+    /// A buffer a full read left resident is not handed to a small
+    /// reservation (the budget would count 16 KiB of a resident 1 MiB); a
+    /// reservation as large as what it holds may reuse it.
+    #[test]
+    fn reuse_never_holds_more_than_the_reservation_covers() {
+        static POOL: Pool = Pool::new(1024 * 1024, 4, false);
+        let mut full = POOL.get().unwrap();
+        let at = address(&mut full);
+        full.as_mut_slice().fill(7);
+        drop(full.freeze(POOL.size()));
+
+        let (small, n) = try_reserve_up_to(16 * 1024, 16 * 1024).unwrap();
+        assert_eq!(n, 16 * 1024);
+        let mut b = POOL.get_reserved(Some(small)).unwrap();
+        assert_ne!(address(&mut b), at, "a 16 KiB share got the filled buffer");
+
+        let (large, _) = try_reserve_up_to(POOL.size(), POOL.size()).unwrap();
+        let mut big = POOL.get_reserved(Some(large)).unwrap();
+        assert_eq!(address(&mut big), at, "a 1 MiB share may reuse it");
+        drop(b);
+        let mut b = big;
+        // Written and dropped without freezing: counted as full.
+        b.as_mut_slice()[0] = 1;
+        drop(b);
+        let (small, _) = try_reserve_up_to(16 * 1024, 16 * 1024).unwrap();
+        let mut b = POOL.get_reserved(Some(small)).unwrap();
+        assert_ne!(address(&mut b), at);
     }
 }

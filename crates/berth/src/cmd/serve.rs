@@ -171,7 +171,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let budget = settings
         .memory_budget
         .unwrap_or(berth_storage::DEFAULT_MEMORY_BUDGET);
-    berth_storage::set_memory_budget(budget);
+    // The budget covers connections too: a part of it (what the connection
+    // limit could hold, at most half) is theirs, the rest is for buffers.
+    let l = &settings.limits;
+    let for_connections = (l.max_connections as u64 * l.connection_memory as u64).min(budget / 2);
+    berth_storage::set_connection_budget(for_connections);
+    berth_storage::set_memory_budget(budget - for_connections);
     std::fs::create_dir_all(&settings.root)
         .with_context(|| format!("creating storage root {}", settings.root.display()))?;
     // Held until exit: no second server, and no `berth gc` working on the
@@ -239,6 +244,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         send_timeout = ?l.send_timeout,
         body_timeout = ?l.body_timeout,
         memory_budget = budget,
+        connection_memory = l.connection_memory,
+        connections_by_memory = for_connections / l.connection_memory.max(1) as u64,
         "limits"
     );
 

@@ -143,6 +143,9 @@ impl ConnState {
 struct Entry {
     state: Arc<ConnState>,
     ip: IpAddr,
+    /// Its share of the memory budget, given back when it leaves the table
+    /// (a shed connection's at once, before its task has unwound).
+    _charge: berth_storage::ConnectionCharge,
 }
 
 #[derive(Default)]
@@ -165,6 +168,9 @@ pub enum Refusal {
     Full,
     /// The client address holds its limit of busy connections.
     ClientFull,
+    /// The memory budget has no room for another connection, and every
+    /// connection is busy.
+    Memory,
 }
 
 /// A connection's place in the table; leaving drops it from the table.
@@ -215,6 +221,17 @@ impl ConnTable {
                 None => return Err(Refusal::Full),
             }
         }
+        let bytes = self.limits.connection_memory;
+        let charge = match berth_storage::try_charge_connection(bytes) {
+            Some(c) => c,
+            None => match Self::quietest(&inner, None) {
+                Some(id) => {
+                    Self::shed(&mut inner, id);
+                    berth_storage::try_charge_connection(bytes).ok_or(Refusal::Memory)?
+                }
+                None => return Err(Refusal::Memory),
+            },
+        };
         let id = inner.next;
         inner.next += 1;
         let state = Arc::new(ConnState::new());
@@ -223,6 +240,7 @@ impl ConnTable {
             Entry {
                 state: state.clone(),
                 ip,
+                _charge: charge,
             },
         );
         *inner.per_client.entry(ip).or_default() += 1;

@@ -14,6 +14,12 @@ use std::time::Duration;
 /// files, upstream connections, the admin socket, logs.
 const FD_RESERVE_MIN: u64 = 128;
 
+/// What one connection's own state costs, charged to the memory budget
+/// while it is open: measured on a release build with 1,000 downloads that
+/// read nothing (about 24-31 KiB each besides their buffers, which the
+/// budget counts apart), rounded up.
+pub const DEFAULT_CONNECTION_MEMORY: usize = 32 * 1024;
+
 /// Connections berth accepts by default, whatever the fd limit allows.
 const DEFAULT_MAX_CONNECTIONS: u64 = 16_384;
 
@@ -41,6 +47,11 @@ pub struct Limits {
     pub max_connections_per_client: Option<usize>,
     /// Requests per second one client address may make (`None`: no limit).
     pub max_requests_per_client: Option<u32>,
+    /// Bytes of the memory budget each open connection holds (see
+    /// [`DEFAULT_CONNECTION_MEMORY`]); when the budget has no room for a
+    /// newcomer, the connection idle longest is closed, or else it is
+    /// answered 503.
+    pub connection_memory: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +65,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             max_connections_per_client: None,
             max_requests_per_client: None,
+            connection_memory: DEFAULT_CONNECTION_MEMORY,
         }
     }
 }

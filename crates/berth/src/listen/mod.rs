@@ -146,7 +146,11 @@ pub async fn serve(
 
 /// Answer a connection the table has no room for, without waiting on it.
 fn refuse(tcp: TcpStream, peer: SocketAddr, why: Refusal, plain: bool) {
-    tracing::warn!(%peer, reason = ?why, "refusing a connection: the connection limit is reached");
+    let limit = match why {
+        Refusal::Full | Refusal::ClientFull => "the connection limit",
+        Refusal::Memory => "the memory budget",
+    };
+    tracing::warn!(%peer, reason = ?why, "refusing a connection: {limit} is reached");
     if plain {
         // The socket's buffer takes this at once; a client that is not
         // reading loses nothing it asked for.

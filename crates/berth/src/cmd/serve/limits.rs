@@ -22,6 +22,8 @@ pub(super) struct FileLimits {
     max_requests_per_client: Option<u32>,
     /// Bytes of blob read-ahead and upload buffers all clients share.
     memory_budget: Option<String>,
+    /// Bytes of that budget each open connection holds.
+    connection_memory: Option<String>,
 }
 
 /// The limits in force: the file's over the defaults, the memory budget if
@@ -81,6 +83,13 @@ pub(super) fn resolve(
     if let Some(n) = f.max_requests_per_client {
         anyhow::ensure!(n > 0, "limits.max_requests_per_client: must be above zero");
         l.max_requests_per_client = Some(n);
+    }
+    if let Some(s) = &f.connection_memory {
+        let n = parse_size(s).ok_or_else(|| {
+            anyhow::anyhow!("limits.connection_memory: {s:?} is not a size like 32KiB")
+        })?;
+        anyhow::ensure!(n > 0, "limits.connection_memory: must be above zero");
+        l.connection_memory = usize::try_from(n).unwrap_or(usize::MAX);
     }
     let budget = match &f.memory_budget {
         None => None,
