@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// What the server may hold besides its memory budget whatever the number
-/// of clients: up to 64 blocking threads' stacks and their malloc arenas,
-/// and the few free buffers kept for reuse. Connections' own state is
-/// charged to the budget (`connection_memory`), so it is not here.
-const FIXED_OVERHEAD: u64 = 12 << 20;
+/// The memory budget of the tests below. What clients make the server
+/// hold (its RSS over what it held before they came) stays under it: the
+/// buffers and each connection's own state (`connection_memory`) are
+/// charged to it. Measured: 49-50 MiB for 1,000 non-reading downloads and
+/// 36 MiB for 300 stalled uploads (debug build), 59 MiB for the downloads
+/// on a release build.
+const BUDGET: u64 = 64 << 20;
 
 /// A server with `[limits]` set to `limits` (TOML lines).
 fn server_with_limits(limits: &str, nofile: Option<u64>) -> (Server, tempfile::TempDir) {
@@ -175,7 +177,7 @@ fn downloaders_that_never_read_stay_within_the_memory_budget_and_are_closed() {
     let held = rss(server.pid()).saturating_sub(before);
     eprintln!("1,000 non-reading downloads hold {} KiB", held >> 10);
     assert!(
-        held < (64 << 20) + FIXED_OVERHEAD,
+        held < BUDGET,
         "1,000 non-reading downloads hold {} MiB (budget 64 MiB)",
         held >> 20
     );
@@ -196,9 +198,10 @@ fn downloaders_that_never_read_stay_within_the_memory_budget_and_are_closed() {
     // timeouts freed it: a download waiting for memory has nothing to send
     // and is not timed out. The buffers' part of the 64 MiB is 32 MiB (the
     // connections' part is the other half), about what 1,000 downloads
-    // need at the smallest chunks, so allow three rounds of the timeout.
+    // need at the smallest chunks (the first ones took larger ones), so
+    // allow five rounds of the timeout.
     assert!(
-        sockets_fall_to(server.pid(), sockets_before, Duration::from_secs(14)),
+        sockets_fall_to(server.pid(), sockets_before, Duration::from_secs(24)),
         "non-reading downloads still open after the send timeout: {} sockets",
         open_sockets(server.pid())
     );
@@ -264,7 +267,7 @@ fn uploads_that_stop_sending_are_ended_and_keep_what_arrived() {
     let held = rss(server.pid()).saturating_sub(before);
     eprintln!("300 stalled uploads hold {} KiB", held >> 10);
     assert!(
-        held < (64 << 20) + FIXED_OVERHEAD,
+        held < BUDGET,
         "300 stalled uploads hold {} MiB (budget 64 MiB)",
         held >> 20
     );
