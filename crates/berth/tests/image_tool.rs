@@ -363,7 +363,7 @@ fn ls_tags_rm_and_exit_codes() {
     let v = berth_json(s, &["tags", &format!("docker://{host}/app")]);
     assert_eq!(v["tags"], serde_json::json!(["v1", "v2"]));
 
-    berth(s, &["rm", &format!("docker://{host}/app:v2")]);
+    berth(s, &["rm", "--manifest", &format!("docker://{host}/app:v2")]);
     let out = berth(s, &["tags", &format!("{host}/app")]);
     assert_eq!(out.stdout_str(), "v1\n");
 
@@ -1302,4 +1302,74 @@ fn docker_schema2_images_and_lists_keep_their_bytes() {
         skopeo_raw_digest(s, &format!("docker://{host}/d2arm:1")),
         r["digest"].as_str().unwrap()
     );
+}
+
+/// `rm NAME:TAG` removes that tag only; the manifest and its other tags
+/// stay. `--manifest` (or a digest) deletes the manifest and every tag on
+/// it. A registry that cannot delete a tag alone (Distribution 2.8) gets a
+/// clear error naming `--manifest`, and nothing is deleted.
+#[test]
+fn rm_of_a_tag_keeps_the_manifest_and_its_other_tags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let l = Layout::create(&s.join("src"));
+    l.add_image("one", "amd64", &[layer("1", 30, 1000)]);
+    let server = Server::start();
+    let host = server.host();
+    for tag in ["v1", "old", "prod"] {
+        berth(
+            s,
+            &[
+                "copy",
+                &l.oci_ref("one"),
+                &format!("docker://{host}/app:{tag}"),
+            ],
+        );
+    }
+    let digest = berth_json(s, &["inspect", &format!("docker://{host}/app:v1")])["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = berth(s, &["rm", &format!("docker://{host}/app:old")]);
+    assert!(
+        out.stdout_str().starts_with("untagged "),
+        "{}",
+        out.describe()
+    );
+    let out = berth(s, &["tags", &format!("{host}/app")]);
+    assert_eq!(out.stdout_str(), "prod\nv1\n");
+    let v = berth_json(s, &["inspect", &format!("docker://{host}/app:v1")]);
+    assert_eq!(v["digest"], digest.as_str());
+
+    let v = berth_json(s, &["rm", &format!("docker://{host}/app:prod")]);
+    assert_eq!(v["kind"], "tag");
+    assert_eq!(v["digest"], digest.as_str());
+    let out = berth(s, &["tags", &format!("{host}/app")]);
+    assert_eq!(out.stdout_str(), "v1\n");
+
+    let out = berth(s, &["rm", "--manifest", &format!("docker://{host}/app:v1")]);
+    assert!(out.stdout_str().contains("every tag"), "{}", out.describe());
+    berth_fails(s, &["inspect", &format!("docker://{host}/app@{digest}")], 3);
+
+    // Distribution 2.8 deletes by digest only.
+    let reg = Distribution::start();
+    let rhost = reg.host();
+    for tag in ["v1", "old"] {
+        berth(
+            s,
+            &[
+                "copy",
+                &l.oci_ref("one"),
+                &format!("docker://{rhost}/app:{tag}"),
+            ],
+        );
+    }
+    let out = berth_fails(s, &["rm", &format!("docker://{rhost}/app:old")], 1);
+    assert!(out.stderr.contains("--manifest"), "{}", out.describe());
+    let out = berth(s, &["tags", &format!("{rhost}/app")]);
+    let text = out.stdout_str();
+    let mut tags: Vec<&str> = text.lines().collect();
+    tags.sort_unstable();
+    assert_eq!(tags, ["old", "v1"], "{}", out.describe());
 }
