@@ -1373,3 +1373,77 @@ fn rm_of_a_tag_keeps_the_manifest_and_its_other_tags() {
     tags.sort_unstable();
     assert_eq!(tags, ["old", "v1"], "{}", out.describe());
 }
+
+/// `docker save` writes plain-tar layers. Copied into a registry they are
+/// sent gzipped, as skopeo sends them (a 64 KiB tar of one repeated byte
+/// was pushed as 65,536+ bytes before), and their content is the same tar;
+/// `--compress none` sends them as they are.
+#[test]
+fn docker_archive_layers_are_sent_gzipped() {
+    let reg = Distribution::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let l = Layout::create(&s.join("src"));
+    let tar = tar_layer(&[TarEntry {
+        name: "big.txt",
+        data: &vec![b'a'; 64 << 10],
+    }]);
+    let img = l.add_image("v1", "amd64", &[tar.clone()]);
+    let archive = s.join("saved.tar");
+    run(skopeo(s).args([
+        "copy",
+        &l.oci_ref("v1"),
+        &format!("docker-archive:{}:example/app:v1", archive.display()),
+    ]));
+    let arch = format!("docker-archive:{}", archive.display());
+    let host = reg.host();
+
+    berth(s, &["copy", &arch, &format!("docker://{host}/gz:1")]);
+    let info = berth_json(s, &["inspect", &format!("docker://{host}/gz:1")]);
+    let sent = &info["image"]["layers"][0];
+    assert_eq!(
+        sent["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "{info}"
+    );
+    let size = sent["size"].as_u64().unwrap();
+    assert!(size < 2048, "the layer was sent as {size} bytes");
+    // The same tar inside: copied back out and gunzipped.
+    let back = s.join("back");
+    berth(
+        s,
+        &[
+            "copy",
+            &format!("docker://{host}/gz:1"),
+            &format!("oci:{}:x", back.display()),
+        ],
+    );
+    let hex = sent["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let blob = back.join("blobs/sha256").join(hex);
+    let out = Command::new("gzip").arg("-dc").arg(&blob).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, tar);
+    // skopeo reads the manifest berth pushed.
+    assert_eq!(
+        skopeo_raw_digest(s, &format!("docker://{host}/gz:1")),
+        info["digest"].as_str().unwrap()
+    );
+
+    berth(
+        s,
+        &[
+            "copy",
+            "--compress",
+            "none",
+            &arch,
+            &format!("docker://{host}/plain:1"),
+        ],
+    );
+    let info = berth_json(s, &["inspect", &format!("docker://{host}/plain:1")]);
+    assert_eq!(
+        info["image"]["layers"][0]["digest"],
+        img.layer_digests[0].as_str()
+    );
+}

@@ -43,6 +43,12 @@ fn normalise(path: &str) -> String {
 }
 
 impl TarIndex {
+    /// The archive file, and where `path`'s data lies in it (offset, size).
+    pub(crate) fn locate(&self, path: &str) -> Option<(&Path, u64, u64)> {
+        let &(off, size) = self.entries.get(&normalise(path))?;
+        Some((&self.file, off, size))
+    }
+
     /// Scan `file`'s headers (seeking over the data).
     pub async fn open(file: &Path) -> Result<TarIndex> {
         let path = file.to_path_buf();

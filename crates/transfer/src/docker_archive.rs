@@ -5,7 +5,9 @@
 //! Such an archive has no manifest bytes, so reading one builds a Docker
 //! schema2 manifest on the fly: the config's digest is the hash of the
 //! config file, each layer's that of its tar (hashed once when the archive
-//! is opened), and the manifest is serialised by berth. Its digest is
+//! is opened), and the manifest is serialised by berth. Opened for a copy,
+//! plain-tar layers are gzip-compressed first (see `compress`), so the
+//! manifest names the compressed blobs. Its digest is
 //! therefore *computed*, and another tool reading the same archive may
 //! arrive at a different one; copies made from it keep berth's bytes.
 //! Writing docker-archive (one image, for `docker load`) keeps the config
@@ -19,10 +21,10 @@ use async_trait::async_trait;
 use berth_manifest::Reference;
 use berth_reference::{Digest, ImageReference};
 use bytes::Bytes;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{write_tar, TarIndex, TarItem};
+use crate::compress::LayerCompression;
 use crate::error::{Result, TransferError};
 use crate::layout::{LayoutDest, LayoutFiles};
 use crate::source::{BlobRead, Destination, ManifestBlob, Source};
@@ -63,8 +65,17 @@ pub struct DockerArchiveSource {
     index: TarIndex,
     name: String,
     manifest: ManifestBlob,
-    /// Blob digest → path inside the tar.
-    paths: HashMap<Digest, String>,
+    /// Where each blob's bytes are.
+    blobs: HashMap<Digest, BlobAt>,
+    /// Holds the compressed layers while the source lives.
+    _stage: Option<tempfile::TempDir>,
+}
+
+enum BlobAt {
+    /// A member of the tar, by path.
+    Member(String),
+    /// A compressed copy of a layer, and its size.
+    Staged(PathBuf, u64),
 }
 
 fn same_image(a: &str, b: &str) -> bool {
@@ -75,7 +86,17 @@ fn same_image(a: &str, b: &str) -> bool {
 }
 
 impl DockerArchiveSource {
+    /// The archive as it is (inspecting it shows its own layers).
     pub async fn open(file: &Path, reference: Option<String>) -> Result<Self> {
+        Self::open_with(file, reference, LayerCompression::None).await
+    }
+
+    /// The archive with its plain-tar layers treated as `compression` says.
+    pub async fn open_with(
+        file: &Path,
+        reference: Option<String>,
+        compression: LayerCompression,
+    ) -> Result<Self> {
         let index = TarIndex::open(file).await?;
         let name = format!("docker-archive:{}", file.display());
         let raw = index.read_small("manifest.json").await?.ok_or_else(|| {
@@ -115,34 +136,46 @@ impl DockerArchiveSource {
             TransferError::Corrupt(format!("{name}: config {} is missing", entry.config))
         })?;
         let config_digest = Digest::sha256_of(&config);
-        let mut paths = HashMap::new();
-        paths.insert(config_digest.clone(), entry.config.clone());
+        let mut blobs = HashMap::new();
+        blobs.insert(config_digest.clone(), BlobAt::Member(entry.config.clone()));
+        let stage = match compression {
+            LayerCompression::None => None,
+            // In the temporary directory, not beside the archive: that may
+            // be read-only media carried into an air gap.
+            LayerCompression::Gzip => Some(
+                tempfile::Builder::new()
+                    .prefix("berth-gzip-")
+                    .tempdir()
+                    .map_err(|e| TransferError::io(std::env::temp_dir(), e))?,
+            ),
+        };
         let mut layers = Vec::new();
-        for l in &entry.layers {
-            let (size, mut stream) = index
-                .open(l, 0)
-                .await?
+        for (i, l) in entry.layers.iter().enumerate() {
+            let (archive, offset, size) = index
+                .locate(l)
                 .ok_or_else(|| TransferError::Corrupt(format!("{name}: layer {l} is missing")))?;
-            let mut hasher = berth_reference::Algorithm::Sha256.hasher();
-            let mut first = None;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                if first.is_none() && chunk.len() >= 2 {
-                    first = Some([chunk[0], chunk[1]]);
-                }
-                hasher.update(&chunk);
-            }
-            let digest = hasher.finish();
-            let media_type = if first == Some([0x1f, 0x8b]) {
-                DOCKER_LAYER_GZIP
-            } else {
-                DOCKER_LAYER_TAR
+            let archive = archive.to_path_buf();
+            let staged = stage
+                .as_ref()
+                .map_or_else(PathBuf::new, |d| d.path().join(format!("{i}.tar.gz")));
+            let layer = tokio::task::spawn_blocking(move || {
+                crate::compress::layer(&archive, offset, size, compression, &staged)
+            })
+            .await
+            .map_err(|e| TransferError::Invalid(format!("layer task: {e}")))??;
+            let at = match layer.staged {
+                Some(p) => BlobAt::Staged(p, layer.size),
+                None => BlobAt::Member(l.clone()),
             };
-            paths.insert(digest.clone(), l.clone());
+            blobs.insert(layer.digest.clone(), at);
             layers.push(Desc {
-                media_type,
-                size,
-                digest: digest.to_string(),
+                media_type: if layer.gzip {
+                    DOCKER_LAYER_GZIP
+                } else {
+                    DOCKER_LAYER_TAR
+                },
+                size: layer.size,
+                digest: layer.digest.to_string(),
             });
         }
         let m = Schema2 {
@@ -170,7 +203,8 @@ impl DockerArchiveSource {
                 None => name,
             },
             manifest,
-            paths,
+            blobs,
+            _stage: stage,
         })
     }
 }
@@ -196,13 +230,25 @@ impl Source for DockerArchiveSource {
     }
 
     async fn blob(&self, desc: &Reference, offset: u64) -> Result<BlobRead> {
-        let path = self.paths.get(&desc.digest).ok_or_else(|| {
+        let at = self.blobs.get(&desc.digest).ok_or_else(|| {
             TransferError::NotFound(format!("{}: no blob {}", self.name, desc.digest))
         })?;
-        let (_, stream) =
-            self.index.open(path, offset).await?.ok_or_else(|| {
-                TransferError::Corrupt(format!("{}: {path} is missing", self.name))
-            })?;
+        let stream = match at {
+            BlobAt::Member(path) => {
+                let (_, stream) = self.index.open(path, offset).await?.ok_or_else(|| {
+                    TransferError::Corrupt(format!("{}: {path} is missing", self.name))
+                })?;
+                stream
+            }
+            BlobAt::Staged(path, size) => {
+                use tokio::io::AsyncSeekExt;
+                let io = |e| TransferError::io(path, e);
+                let offset = offset.min(*size);
+                let mut f = tokio::fs::File::open(path).await.map_err(io)?;
+                f.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
+                crate::layout::file_stream(f, size - offset, path.clone())
+            }
+        };
         Ok(BlobRead { offset, stream })
     }
 }

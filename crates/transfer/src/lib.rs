@@ -19,6 +19,7 @@
 
 mod archive;
 pub mod bundle;
+mod compress;
 mod copy;
 mod docker_archive;
 mod error;
@@ -30,6 +31,7 @@ mod source;
 mod transport;
 
 pub use archive::{OciArchiveDest, TarIndex};
+pub use compress::LayerCompression;
 pub use copy::{copy, BlobOutcome, CopyOptions, CopyReport, NoProgress, Progress, Selection};
 pub use docker_archive::DockerArchiveSource;
 pub use error::{ErrorKind, Result, TransferError};
@@ -41,8 +43,18 @@ pub use registry::{
 pub use source::{BlobRead, ByteStream, Destination, ManifestBlob, Source};
 pub use transport::ImageRef;
 
-/// Open a reference for reading.
+/// Open a reference for reading, as it is.
 pub async fn open_source(r: &ImageRef, opts: &RegistryOptions) -> Result<Box<dyn Source>> {
+    open_source_with(r, opts, LayerCompression::None).await
+}
+
+/// Open a reference for copying: plain-tar layers (docker-archive) are
+/// treated as `compression` says.
+pub async fn open_source_with(
+    r: &ImageRef,
+    opts: &RegistryOptions,
+    compression: LayerCompression,
+) -> Result<Box<dyn Source>> {
     Ok(match r {
         ImageRef::Docker(reference) => Box::new(RegistrySource::open(reference, opts).await?),
         ImageRef::Oci { dir, tag } => Box::new(LayoutSource::open_dir(dir, tag.clone()).await?),
@@ -50,7 +62,7 @@ pub async fn open_source(r: &ImageRef, opts: &RegistryOptions) -> Result<Box<dyn
             Box::new(LayoutSource::open_archive(file, tag.clone()).await?)
         }
         ImageRef::DockerArchive { file, reference } => {
-            Box::new(DockerArchiveSource::open(file, reference.clone()).await?)
+            Box::new(DockerArchiveSource::open_with(file, reference.clone(), compression).await?)
         }
     })
 }

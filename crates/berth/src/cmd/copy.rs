@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use berth_transfer::{copy, open_destination, open_source, CopyOptions, ImageRef, Selection};
+use berth_transfer::{
+    copy, open_destination, open_source_with, CopyOptions, ImageRef, LayerCompression, Selection,
+};
 use clap::Args;
 
 use super::imaging::{
@@ -15,7 +17,8 @@ use super::imaging::{
 pub struct CopyArgs {
     /// Source: docker://REF (or a bare REF), oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF].
     pub source: String,
-    /// Destination: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG].
+    /// Destination: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG],
+    /// docker-archive:FILE[:REF] (what `docker load` reads).
     pub destination: String,
     #[command(flatten)]
     pub select: SelectArgs,
@@ -41,9 +44,20 @@ pub struct CopyArgs {
     /// CA directory for the destination only.
     #[arg(long, value_name = "DIR")]
     pub dest_cert_dir: Option<PathBuf>,
+    /// Layers that are plain tars (a `docker save` archive's): gzip them
+    /// before they are sent, as skopeo does, or keep them as they are.
+    /// Compressed layers are never recompressed.
+    #[arg(long, value_enum, default_value_t = Compress::Gzip)]
+    pub compress: Compress,
     /// text or json.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compress {
+    Gzip,
+    None,
 }
 
 fn side(
@@ -89,7 +103,11 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
     };
     let rt = runtime()?;
     let report = rt.block_on(async {
-        let s = open_source(&src, &src_opts).await?;
+        let compression = match args.compress {
+            Compress::Gzip => LayerCompression::Gzip,
+            Compress::None => LayerCompression::None,
+        };
+        let s = open_source_with(&src, &src_opts, compression).await?;
         let d = open_destination(&dst, &dst_opts).await?;
         copy(s.as_ref(), d.as_ref(), &opts).await
     });
