@@ -1388,7 +1388,7 @@ fn docker_archive_layers_are_sent_gzipped() {
         name: "big.txt",
         data: &vec![b'a'; 64 << 10],
     }]);
-    let img = l.add_image("v1", "amd64", &[tar.clone()]);
+    let img = l.add_image("v1", "amd64", std::slice::from_ref(&tar));
     let archive = s.join("saved.tar");
     run(skopeo(s).args([
         "copy",
