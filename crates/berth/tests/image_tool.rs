@@ -510,11 +510,29 @@ items:
          registry.k8s.io/e2e-test-images/agnhost:2.45\n"
     );
     let v = berth_json(s, &["images", dir.join("app.yaml").to_str().unwrap()]);
-    assert_eq!(v[0]["image"], "docker.io/library/alpine:3.20");
+    assert_eq!(v["images"][0]["image"], "docker.io/library/alpine:3.20");
     assert_eq!(
-        v[0]["sources"][0]["field"],
+        v["images"][0]["sources"][0]["field"],
         "spec.template.spec.initContainers[0].image"
     );
+    assert_eq!(v["unread"], serde_json::json!([]));
+    // A custom resource berth does not read: warned about, not skipped silently.
+    std::fs::write(
+        dir.join("widget.yaml"),
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {image: example/widget:1}\n",
+    )
+    .unwrap();
+    let out = berth(s, &["images", dir.join("widget.yaml").to_str().unwrap()]);
+    assert_eq!(out.stdout_str(), "");
+    assert!(
+        out.stderr.contains("warning")
+            && out.stderr.contains("Widget")
+            && out.stderr.contains("spec.image"),
+        "{}",
+        out.describe()
+    );
+    let v = berth_json(s, &["images", dir.join("widget.yaml").to_str().unwrap()]);
+    assert_eq!(v["unread"][0]["fields"][0], "spec.image");
     berth_fails(s, &["images", s.join("missing.yaml").to_str().unwrap()], 3);
 }
 

@@ -11,8 +11,13 @@
 //! `VirtualMachineInstanceReplicaSet`, `VirtualMachinePool`
 //! (`containerDisk.image`, `kernelBoot.container.image`, and their
 //! `dataVolumeTemplates`); CDI `DataVolume`, `DataImportCron` and
-//! `VolumeImportSource` (`registry.url: docker://...`).
+//! `VolumeImportSource` (`registry.url: docker://...`); operators'
+//! resources in [`operators`]. A resource of a kind read by none of these
+//! that has image-like fields is reported in [`Scan::unread`], so that
+//! images are never skipped silently.
 #![forbid(unsafe_code)]
+
+mod operators;
 
 use berth_reference::ImageReference;
 use serde::Deserialize;
@@ -38,17 +43,93 @@ pub enum Error {
 /// Nesting of `List`s followed at most.
 const MAX_DEPTH: usize = 16;
 
+/// A resource of a kind berth does not read, with fields that look like
+/// images (`image`, `*Image`): what it may be missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    /// The YAML document it is in (1-based).
+    pub document: usize,
+    pub kind: String,
+    pub name: Option<String>,
+    pub fields: Vec<String>,
+}
+
+/// What a scan found, and what it could not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    pub found: Vec<Found>,
+    pub unread: Vec<Unread>,
+}
+
 /// All image references in `text` (one or more YAML or JSON documents).
 pub fn find_images(text: &str) -> Result<Vec<Found>, Error> {
-    let mut out = Vec::new();
+    scan(text).map(|s| s.found)
+}
+
+/// [`find_images`], with the resources that may hold images it cannot read.
+pub fn scan(text: &str) -> Result<Scan, Error> {
+    let mut out = Scan::default();
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let v = Value::deserialize(doc).map_err(|e| Error::Yaml {
             document: i + 1,
             message: e.to_string(),
         })?;
-        walk_object(&v, "", 0, &mut out);
+        let mut w = Walk {
+            document: i + 1,
+            out: &mut out,
+        };
+        walk_object(&v, "", 0, &mut w);
     }
     Ok(out)
+}
+
+/// A scan in progress through one document.
+struct Walk<'a> {
+    document: usize,
+    out: &'a mut Scan,
+}
+
+/// Whether `apiVersion` names a custom resource's group: a dotted group
+/// that is not one of Kubernetes' own (`*.k8s.io`; `v1`, `apps/v1`, ...).
+fn is_custom(api: &str) -> bool {
+    match api.split_once('/') {
+        Some((group, _)) => group.contains('.') && !group.ends_with(".k8s.io"),
+        None => false,
+    }
+}
+
+/// Fields deeper than this are not searched for image-like names.
+const MAX_FIELD_DEPTH: usize = 24;
+
+/// Paths of fields named `image` or `...Image` (strings, or maps such as
+/// Helm-style `{repository, tag}`), outside `metadata`.
+fn image_like(v: &Value, at: &str, depth: usize, fields: &mut Vec<String>) {
+    if depth > MAX_FIELD_DEPTH {
+        return;
+    }
+    match v {
+        Value::Mapping(m) => {
+            for (k, child) in m {
+                let Some(k) = k.as_str() else { continue };
+                if depth == 0 && (k == "metadata" || k == "status") {
+                    continue;
+                }
+                let path = join(at, k);
+                let named = k == "image" || (k.ends_with("Image") && k.len() > 5);
+                if named && (child.is_string() || child.is_mapping()) {
+                    fields.push(path);
+                } else {
+                    image_like(child, &path, depth + 1, fields);
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, child) in items.iter().enumerate() {
+                image_like(child, &format!("{at}[{i}]"), depth + 1, fields);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Docker's normalisation: `nginx` → `docker.io/library/nginx:latest`.
@@ -96,7 +177,7 @@ impl Ctx<'_> {
     }
 }
 
-fn walk_object(v: &Value, at: &str, depth: usize, out: &mut Vec<Found>) {
+fn walk_object(v: &Value, at: &str, depth: usize, w: &mut Walk) {
     if depth > MAX_DEPTH {
         return;
     }
@@ -113,10 +194,14 @@ fn walk_object(v: &Value, at: &str, depth: usize, out: &mut Vec<Found>) {
     if let Some(items) = get(v, &["items"]).and_then(Value::as_sequence) {
         if kind == "List" || kind.ends_with("List") {
             for (i, item) in items.iter().enumerate() {
-                walk_object(item, &join(at, &format!("items[{i}]")), depth + 1, out);
+                walk_object(item, &join(at, &format!("items[{i}]")), depth + 1, w);
             }
             return;
         }
+    }
+    let out = &mut w.out.found;
+    if operators::walk(&ctx, api, v, at, out) {
+        return;
     }
     let kubevirt = api.starts_with("kubevirt.io/") || api.starts_with("pool.kubevirt.io/");
     let cdi = api.starts_with("cdi.kubevirt.io/");
@@ -159,12 +244,24 @@ fn walk_object(v: &Value, at: &str, depth: usize, out: &mut Vec<Found>) {
         ),
         // Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController,
         // Job, and every other kind that carries a pod template there.
-        _ => pod_template(
-            &ctx,
-            get(v, &["spec", "template"]),
-            &join(at, "spec.template"),
-            out,
-        ),
+        _ => match get(v, &["spec", "template"]) {
+            Some(t) => pod_template(&ctx, Some(t), &join(at, "spec.template"), out),
+            // Kubernetes' own kinds without a pod template hold no images
+            // (a ConfigMap's `data.image` is data); a custom resource may.
+            None if is_custom(api) => {
+                let mut fields = Vec::new();
+                image_like(v, "", 0, &mut fields);
+                if !fields.is_empty() {
+                    w.out.unread.push(Unread {
+                        document: w.document,
+                        kind: kind.to_string(),
+                        name: ctx.name.map(str::to_string),
+                        fields: fields.iter().map(|f| join(at, f)).collect(),
+                    });
+                }
+            }
+            None => {}
+        },
     }
 }
 
@@ -413,5 +510,178 @@ spec: {imageName: "ubuntu:22.04"}
     #[test]
     fn bad_yaml_is_an_error() {
         assert!(find_images("kind: [unclosed").is_err());
+    }
+
+    fn fields(yaml: &str) -> Vec<(String, String)> {
+        find_images(yaml)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.field, f.image))
+            .collect()
+    }
+
+    #[test]
+    fn operators_resources() {
+        let y = r#"
+apiVersion: monitoring.coreos.com/v1
+kind: Prometheus
+metadata: {name: k8s}
+spec:
+  image: quay.io/prometheus/prometheus:v2.53.0
+  containers: [{name: proxy, image: quay.io/brancz/kube-rbac-proxy:v0.18.0}]
+---
+apiVersion: argoproj.io/v1alpha1
+kind: CronWorkflow
+metadata: {name: nightly}
+spec:
+  workflowSpec:
+    templates:
+    - name: a
+      container: {image: alpine:3.20}
+      sidecars: [{name: s, image: nginx:1.27}]
+    - name: b
+      script: {image: python:3.12, source: "print(1)"}
+    - name: c
+      containerSet:
+        containers: [{name: x, image: busybox:1.36}]
+---
+apiVersion: tekton.dev/v1
+kind: PipelineRun
+metadata: {name: build}
+spec:
+  pipelineSpec:
+    tasks:
+    - name: t
+      taskSpec:
+        steps: [{name: s, image: gcr.io/kaniko-project/executor:v1.23.0}]
+        stepTemplate: {image: ubuntu:24.04}
+    finally:
+    - name: f
+      taskSpec:
+        sidecars: [{name: d, image: docker:27-dind}]
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    spec:
+      containers: [{image: ghcr.io/knative/helloworld-go:latest}]
+---
+apiVersion: clabernetes.containerlab.dev/v1alpha1
+kind: Topology
+metadata: {name: private-images}
+spec:
+  definition:
+    containerlab: |
+      name: private
+      topology:
+        defaults: {image: ghcr.io/nokia/srlinux:24.3.1}
+        kinds:
+          linux: {image: alpine:3.20}
+        nodes:
+          srl1:
+            kind: nokia_srlinux
+            image: registry.example.com/nokia/srlinux:latest
+          client: {kind: linux}
+"#;
+        let got = fields(y);
+        let want = [
+            ("spec.image", "quay.io/prometheus/prometheus:v2.53.0"),
+            (
+                "spec.containers[0].image",
+                "quay.io/brancz/kube-rbac-proxy:v0.18.0",
+            ),
+            (
+                "spec.workflowSpec.templates[0].container.image",
+                "alpine:3.20",
+            ),
+            (
+                "spec.workflowSpec.templates[0].sidecars[0].image",
+                "nginx:1.27",
+            ),
+            ("spec.workflowSpec.templates[1].script.image", "python:3.12"),
+            (
+                "spec.workflowSpec.templates[2].containerSet.containers[0].image",
+                "busybox:1.36",
+            ),
+            (
+                "spec.pipelineSpec.tasks[0].taskSpec.steps[0].image",
+                "gcr.io/kaniko-project/executor:v1.23.0",
+            ),
+            (
+                "spec.pipelineSpec.tasks[0].taskSpec.stepTemplate.image",
+                "ubuntu:24.04",
+            ),
+            (
+                "spec.pipelineSpec.finally[0].taskSpec.sidecars[0].image",
+                "docker:27-dind",
+            ),
+            (
+                "spec.template.spec.containers[0].image",
+                "ghcr.io/knative/helloworld-go:latest",
+            ),
+            (
+                "spec.definition.containerlab:topology.defaults.image",
+                "ghcr.io/nokia/srlinux:24.3.1",
+            ),
+            (
+                "spec.definition.containerlab:topology.kinds.linux.image",
+                "alpine:3.20",
+            ),
+            (
+                "spec.definition.containerlab:topology.nodes.srl1.image",
+                "registry.example.com/nokia/srlinux:latest",
+            ),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(f, i)| (f.to_string(), i.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        assert!(scan(y).unwrap().unread.is_empty());
+    }
+
+    /// Kinds read by nothing are reported when they have image-like
+    /// fields, never when they have none; a lookalike in metadata is not one.
+    #[test]
+    fn unread_kinds_with_image_fields_are_reported() {
+        let y = r#"
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w, annotations: {image: x}}
+spec:
+  image: {repository: example/widget, tag: "1.0"}
+  helpers: [{sidecarImage: busybox:1.36}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c}
+data: {image: "not:a-field"}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: example.com/v1, kind: Gadget, spec: {image: a/b:1}}
+"#;
+        let s = scan(y).unwrap();
+        assert!(s.found.is_empty());
+        assert_eq!(
+            s.unread,
+            vec![
+                Unread {
+                    document: 1,
+                    kind: "Widget".into(),
+                    name: Some("w".into()),
+                    fields: vec!["spec.image".into(), "spec.helpers[0].sidecarImage".into()],
+                },
+                Unread {
+                    document: 3,
+                    kind: "Gadget".into(),
+                    name: None,
+                    fields: vec!["items[0].spec.image".into()],
+                },
+            ]
+        );
     }
 }

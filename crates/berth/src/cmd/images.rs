@@ -1,13 +1,15 @@
 //! `berth images FILE|DIR|-...`: every image reference in Kubernetes YAML,
 //! fully qualified and normalised, one per line (sorted, each once), ready
-//! for `berth bundle create -` or `berth cache -f -`.
+//! for `berth bundle create -` or `berth cache -f -`. Custom resources of
+//! kinds it does not read that have image-like fields are warned about on
+//! stderr (and listed under `unread` in JSON): their images may be missing.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use berth_k8s_images::{find_images, normalise};
+use berth_k8s_images::{normalise, scan};
 use clap::Args;
 use serde::Serialize;
 
@@ -39,6 +41,23 @@ struct Source {
 struct Entry {
     image: String,
     sources: Vec<Source>,
+}
+
+/// A resource whose images berth cannot read.
+#[derive(Serialize)]
+struct Unread {
+    file: String,
+    document: usize,
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    fields: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    images: Vec<Entry>,
+    unread: Vec<Unread>,
 }
 
 fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -101,9 +120,19 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<()> {
     }
     let mut found: BTreeMap<String, Vec<Source>> = BTreeMap::new();
     let mut invalid = Vec::new();
+    let mut unread = Vec::new();
     for (file, text) in &inputs {
-        let images = find_images(text).map_err(|e| usage(format!("{file}: {e}")))?;
-        for f in images {
+        let scanned = scan(text).map_err(|e| usage(format!("{file}: {e}")))?;
+        for u in scanned.unread {
+            unread.push(Unread {
+                file: file.clone(),
+                document: u.document,
+                kind: u.kind,
+                name: u.name,
+                fields: u.fields,
+            });
+        }
+        for f in scanned.found {
             match normalise(&f.image) {
                 Ok(n) => found.entry(n).or_default().push(Source {
                     file: file.clone(),
@@ -121,6 +150,19 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<()> {
             }
         }
     }
+    for u in &unread {
+        eprintln!(
+            "berth: warning: {} (document {}): {} {}has image-like fields berth does not read: {}",
+            u.file,
+            u.document,
+            u.kind,
+            u.name
+                .as_ref()
+                .map(|n| format!("{n:?} "))
+                .unwrap_or_default(),
+            u.fields.join(", ")
+        );
+    }
     match args.output {
         OutputFormat::Text => {
             for k in found.keys() {
@@ -128,11 +170,11 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<()> {
             }
         }
         OutputFormat::Json => {
-            let v: Vec<Entry> = found
+            let images: Vec<Entry> = found
                 .into_iter()
                 .map(|(image, sources)| Entry { image, sources })
                 .collect();
-            print_json(&v)?;
+            print_json(&Report { images, unread })?;
         }
     }
     if !invalid.is_empty() {
