@@ -613,6 +613,38 @@ fn air_gap_round_trip_through_a_bundle() {
     );
     drop(reg);
 
+    // `bundle ls`: each image with its platforms and size; the layer the
+    // three images share is counted once in the total and as shared.
+    let ls = berth_json(s, &["bundle", "ls", bundle.to_str().unwrap()]);
+    let images = ls["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{ls}");
+    let app = images
+        .iter()
+        .find(|i| i["reference"] == "docker.io/library/app:v1")
+        .unwrap();
+    assert_eq!(app["digest"], index.as_str());
+    assert_eq!(
+        app["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    let tool_entry = images
+        .iter()
+        .find(|i| i["reference"] == "docker.io/library/tool:1")
+        .unwrap();
+    assert_eq!(tool_entry["platforms"], serde_json::json!(["linux/amd64"]));
+    let shared_size = layer("shared.bin", 1, 3000).len() as u64;
+    assert!(ls["sharedBytes"].as_u64().unwrap() >= shared_size, "{ls}");
+    let sum: u64 = images.iter().map(|i| i["size"].as_u64().unwrap()).sum();
+    assert_eq!(sum - ls["bytes"].as_u64().unwrap(), shared_size, "{ls}");
+    let out = berth(s, &["bundle", "ls", bundle.to_str().unwrap()]);
+    assert!(
+        out.stdout_str().contains("docker.io/library/app:v1")
+            && out.stdout_str().contains("linux/amd64,linux/arm64")
+            && out.stdout_str().contains("2 image(s)"),
+        "{}",
+        out.describe()
+    );
+
     // The air-gapped site.
     let site = Server::start_with(&["--offline".to_string()]);
     let loaded = berth_json(

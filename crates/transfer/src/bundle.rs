@@ -284,6 +284,153 @@ pub async fn manifests(file: &Path) -> Result<Vec<(BundleEntry, ManifestBlob)>> 
     Ok(out)
 }
 
+/// One image of a bundle, as `bundle ls` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedImage {
+    pub reference: String,
+    pub digest: Digest,
+    /// `os/arch[/variant]` of each image (one for a single image).
+    pub platforms: Vec<String>,
+    /// Bytes of every manifest, config and layer it needs.
+    pub size: u64,
+}
+
+/// What a bundle holds.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listing {
+    pub images: Vec<ListedImage>,
+    /// Distinct blobs (manifests included) and their bytes: what the file carries.
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Bytes of blobs that more than one image needs (counted once in `bytes`).
+    pub shared_bytes: u64,
+}
+
+/// `os/arch[/variant]` from a JSON object with those fields (an index
+/// entry's `platform`, or an image config).
+fn platform_of(v: &serde_json::Value) -> Option<String> {
+    let os = v.get("os")?.as_str()?;
+    let arch = v.get("architecture")?.as_str()?;
+    Some(match v.get("variant").and_then(|x| x.as_str()) {
+        Some(var) if !var.is_empty() => format!("{os}/{arch}/{var}"),
+        _ => format!("{os}/{arch}"),
+    })
+}
+
+/// List a bundle's images, platforms and sizes from its manifests, without
+/// hashing its blobs (`bundle load` verifies them). A blob that is named
+/// but absent is an error, as it is for loading.
+pub async fn list(file: &Path) -> Result<Listing> {
+    let index = TarIndex::open(file).await?;
+    let what = file.display().to_string();
+    let raw = index
+        .read_small("index.json")
+        .await?
+        .ok_or_else(|| TransferError::Corrupt(format!("{what}: no index.json; is it a bundle?")))?;
+    let small = |d: &Digest| {
+        let index = index.clone();
+        let path = blob_path(d);
+        let what = what.clone();
+        async move {
+            index
+                .read_small(&path)
+                .await?
+                .ok_or_else(|| TransferError::Corrupt(format!("{what}: {path} is missing")))
+        }
+    };
+    let mut uses: BTreeMap<Digest, (u64, usize)> = BTreeMap::new();
+    let mut images = Vec::new();
+    for e in parse_index_json(&raw, &what)? {
+        let reference = e
+            .annotations
+            .get(ANNOTATION_BUNDLE_REF)
+            .or_else(|| e.annotations.get(crate::layout::ANNOTATION_REF_NAME))
+            .cloned()
+            .unwrap_or_else(|| e.descriptor.digest.to_string());
+        let mut needs: BTreeMap<Digest, u64> = BTreeMap::new();
+        let mut platforms = Vec::new();
+        let mut stack = vec![(e.descriptor.clone(), None::<String>)];
+        while let Some((d, platform)) = stack.pop() {
+            if needs.len() > 1_000_000 {
+                return Err(TransferError::Corrupt(format!("{what}: too many blobs")));
+            }
+            if needs.insert(d.digest.clone(), d.size).is_some() {
+                continue;
+            }
+            let is_manifest = d.media_type.contains("manifest") || d.media_type.contains("index");
+            if !is_manifest {
+                continue;
+            }
+            let bytes = small(&d.digest).await?;
+            let m = Manifest::parse(&bytes, Some(&d.media_type))
+                .map_err(|err| TransferError::Corrupt(format!("{what}: {}: {err}", d.digest)))?;
+            match m.kind {
+                Kind::Index => {
+                    // Manifest keeps no platforms: read them from the JSON.
+                    let v: serde_json::Value = serde_json::from_slice(&bytes)
+                        .map_err(|err| TransferError::Corrupt(format!("{what}: {err}")))?;
+                    let listed = v.get("manifests").and_then(|m| m.as_array());
+                    for (i, child) in m.manifests.into_iter().enumerate() {
+                        let p = listed
+                            .and_then(|l| l.get(i))
+                            .and_then(|c| c.get("platform"))
+                            .and_then(platform_of);
+                        stack.push((child, p));
+                    }
+                }
+                Kind::Image => {
+                    let p = match platform {
+                        Some(p) => Some(p),
+                        None => match m.blobs.first() {
+                            Some(config) => {
+                                let c = small(&config.digest).await?;
+                                serde_json::from_slice::<serde_json::Value>(&c)
+                                    .ok()
+                                    .as_ref()
+                                    .and_then(platform_of)
+                            }
+                            None => None,
+                        },
+                    };
+                    // Attestation manifests in an index say unknown/unknown.
+                    if let Some(p) = p.filter(|p| !p.starts_with("unknown/")) {
+                        platforms.push(p);
+                    }
+                    for b in m.blobs {
+                        needs.insert(b.digest, b.size);
+                    }
+                }
+            }
+        }
+        for (d, size) in &needs {
+            let u = uses.entry(d.clone()).or_insert((*size, 0));
+            u.1 += 1;
+        }
+        platforms.sort();
+        platforms.dedup();
+        images.push(ListedImage {
+            reference,
+            digest: e.descriptor.digest.clone(),
+            platforms,
+            size: needs.values().sum(),
+        });
+    }
+    for d in uses.keys() {
+        if index.locate(&blob_path(d)).is_none() {
+            return Err(TransferError::Corrupt(format!(
+                "{what}: {d} is needed but missing"
+            )));
+        }
+    }
+    Ok(Listing {
+        images,
+        blobs: uses.len(),
+        bytes: uses.values().map(|(s, _)| s).sum(),
+        shared_bytes: uses.values().filter(|(_, n)| *n > 1).map(|(s, _)| s).sum(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

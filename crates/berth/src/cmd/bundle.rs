@@ -26,6 +26,17 @@ pub enum BundleCommand {
     Create(CreateArgs),
     /// Verify a bundle, then push every image into a registry under its mirror name.
     Load(LoadArgs),
+    /// List a bundle's images: platforms, sizes, and the bytes they share
+    /// (read from its manifests; `load` verifies every blob).
+    Ls(LsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The bundle.
+    pub archive: PathBuf,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -65,7 +76,46 @@ pub fn run(args: BundleArgs) -> anyhow::Result<()> {
     match args.command {
         BundleCommand::Create(a) => create(a),
         BundleCommand::Load(a) => load(a),
+        BundleCommand::Ls(a) => ls(a),
     }
+}
+
+fn ls(args: LsArgs) -> anyhow::Result<()> {
+    let listing = runtime()?
+        .block_on(bundle::list(&args.archive))
+        .map_err(fail)?;
+    if args.output == OutputFormat::Json {
+        return print_json(&listing);
+    }
+    let width = listing
+        .images
+        .iter()
+        .map(|i| i.reference.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:width$}  {:19}  {:>10}  PLATFORMS",
+        "IMAGE", "DIGEST", "SIZE"
+    );
+    for i in &listing.images {
+        let digest = i.digest.to_string();
+        let short = digest.get(..19).unwrap_or(&digest);
+        println!(
+            "{:width$}  {short:19}  {:>10}  {}",
+            i.reference,
+            human(i.size),
+            i.platforms.join(",")
+        );
+    }
+    println!(
+        "{} image(s), {} blob(s), {} in all; {} shared between images",
+        listing.images.len(),
+        listing.blobs,
+        human(listing.bytes),
+        human(listing.shared_bytes)
+    );
+    Ok(())
 }
 
 fn report(images: &[BundleImage], output: OutputFormat, what: &str) -> anyhow::Result<()> {
