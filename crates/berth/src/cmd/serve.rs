@@ -25,8 +25,9 @@ use settings::{Settings, TlsMode};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on [default: 0.0.0.0:5000]
-    #[arg(long, env = "BERTH_LISTEN")]
+    /// Address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT (a name, its
+    /// first address) or :PORT (every IPv4 address) [default: 0.0.0.0:5000]
+    #[arg(long, env = "BERTH_LISTEN", value_parser = settings::parse_listen)]
     listen: Option<SocketAddr>,
     /// Storage root directory [default: ./berth-data]
     #[arg(long, env = "BERTH_ROOT")]

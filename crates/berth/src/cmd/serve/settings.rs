@@ -23,7 +23,8 @@ use super::{LogFormat, ServeArgs};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    listen: Option<SocketAddr>,
+    /// As `--listen` takes it (see [`parse_listen`]).
+    listen: Option<String>,
     root: Option<PathBuf>,
     log_format: Option<LogFormat>,
     default_upstream: Option<String>,
@@ -524,10 +525,11 @@ impl Settings {
                 .clone()
                 .or(file.default_upstream.clone()),
             cache,
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5000))),
+            listen: match (args.listen, &file.listen) {
+                (Some(a), _) => a,
+                (None, Some(s)) => parse_listen(s).map_err(|e| anyhow::anyhow!("listen: {e}"))?,
+                (None, None) => SocketAddr::from(([0, 0, 0, 0], 5000)),
+            },
             root: args
                 .root
                 .or(file.root)
@@ -538,6 +540,28 @@ impl Settings {
                 .unwrap_or(LogFormat::Text),
         })
     }
+}
+
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (a name is
+/// resolved and its first address taken: `localhost:5012` is 127.0.0.1 where
+/// the resolver lists that first) or `:PORT` (every IPv4 address).
+pub(super) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bad = || format!("{s:?} is not IP:PORT, HOST:PORT or :PORT");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?}: {host:?} has no address"))
 }
 
 #[cfg(test)]
@@ -590,5 +614,24 @@ mod size_tests {
         assert_eq!(super::parse_size("4096"), Some(4096));
         assert_eq!(super::parse_size("12 parsecs"), None);
         assert_eq!(super::parse_size("99999999999TiB"), None);
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::parse_listen;
+
+    #[test]
+    fn ports_names_and_addresses() {
+        assert_eq!(parse_listen(":5012").unwrap().to_string(), "0.0.0.0:5012");
+        assert_eq!(
+            parse_listen("127.0.0.1:80").unwrap().to_string(),
+            "127.0.0.1:80"
+        );
+        assert_eq!(parse_listen("[::]:5000").unwrap().to_string(), "[::]:5000");
+        assert!(parse_listen("localhost:5012").unwrap().ip().is_loopback());
+        for bad in ["5012", "host:", ":99999", ""] {
+            assert!(parse_listen(bad).is_err(), "{bad} accepted");
+        }
     }
 }
