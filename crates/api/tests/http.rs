@@ -2350,11 +2350,16 @@ async fn metrics_count_requests_by_method_and_status() {
     h.get(&format!("/v2/x/blobs/{EMPTY_SHA256}"))
         .await
         .expect(404);
+    // Without an Accept for OpenMetrics: the classic text format 0.0.4.
     let r = h.get("/metrics").await;
     r.expect(200);
     let text = r.text();
-    assert!(r.h("content-type").contains("text"), "{r:?}");
+    assert!(
+        r.h("content-type").starts_with("text/plain; version=0.0.4"),
+        "{r:?}"
+    );
     for needle in [
+        "# TYPE berth_http_requests_total counter",
         "berth_http_requests_total{",
         "status=\"200\"",
         "status=\"404\"",
@@ -2362,6 +2367,27 @@ async fn metrics_count_requests_by_method_and_status() {
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
+    assert!(!text.contains("# EOF"), "{text}");
+    // What Prometheus asks for first: OpenMetrics.
+    let r = h
+        .request(http::Method::GET, "/metrics")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3",
+        )
+        .send()
+        .await;
+    r.expect(200);
+    assert!(
+        r.h("content-type")
+            .starts_with("application/openmetrics-text"),
+        "{r:?}"
+    );
+    let text = r.text();
+    assert!(
+        text.contains("# TYPE berth_http_requests counter"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
 }
 
