@@ -18,6 +18,7 @@ mod listing;
 mod log;
 mod manifests;
 pub mod metrics;
+mod process_metrics;
 pub mod range;
 mod referrers;
 pub mod resolve;

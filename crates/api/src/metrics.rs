@@ -49,6 +49,7 @@ impl Metrics {
             "Time from request to response head",
             latency.clone(),
         );
+        prom.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         if let Some(c) = cache {
             c.register(&mut prom);
         }

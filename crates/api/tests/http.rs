@@ -2360,6 +2360,9 @@ async fn metrics_count_requests_by_method_and_status() {
     );
     for needle in [
         "# TYPE berth_http_requests_total counter",
+        "# TYPE process_cpu_seconds_total counter",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
         "berth_http_requests_total{",
         "status=\"200\"",
         "status=\"404\"",
