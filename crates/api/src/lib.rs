@@ -260,6 +260,15 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
     };
     let audited = ctx.state.auth.is_some() && action != Action::Pull;
     let result = route_to_handler(&ctx, method.clone(), route, body).await;
+    // Who it was, for the request log line (`log`), whatever the outcome.
+    let result = match (result, &caller.user) {
+        (r, None) => r,
+        (r, Some(user)) => {
+            let mut resp = r.unwrap_or_else(IntoResponse::into_response);
+            resp.extensions_mut().insert(log::User(user.clone()));
+            Ok(resp)
+        }
+    };
     if audited {
         let status = match &result {
             Ok(r) => r.status(),

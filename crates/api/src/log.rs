@@ -1,20 +1,47 @@
-//! One structured log line per request: method, path, status, bytes, time.
-//! The time is to the response head; a long blob body streams after it.
+//! One structured log line per request: client address, user, method,
+//! path, `ns`, status, bytes, time, user agent. The time is to the
+//! response head; a long blob body streams after it. What a client sent
+//! (user agent, `ns`) is logged escaped (`?`), never raw.
 
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::header;
 
 use crate::ApiState;
 
+/// The authenticated user behind a response, put there by the dispatcher.
+#[derive(Clone, Debug)]
+pub(crate) struct User(pub String);
+
+/// Longest user agent logged (a client may send kilobytes).
+const MAX_AGENT: usize = 160;
+
 pub async fn log_request(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let ns = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "ns")
+            .map(|(_, v)| v.chars().take(MAX_AGENT).collect::<String>())
+    });
+    let agent = req.headers().get(header::USER_AGENT).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(MAX_AGENT)
+            .collect::<String>()
+    });
     let resp = next.run(req).await;
+    let user = resp.extensions().get::<User>().map(|u| u.0.clone());
     let bytes = resp
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -25,11 +52,15 @@ pub async fn log_request(State(state): State<ApiState>, req: Request, next: Next
         .observe(&method, resp.status().as_u16(), start.elapsed());
     tracing::info!(
         target: "berth::request",
+        client = client.map(tracing::field::display),
+        user = user.as_deref().map(tracing::field::debug),
         %method,
         %path,
+        ns = ns.as_deref().map(tracing::field::debug),
         status = resp.status().as_u16(),
         bytes,
         micros = start.elapsed().as_micros() as u64,
+        agent = agent.as_deref().map(tracing::field::debug),
     );
     resp
 }

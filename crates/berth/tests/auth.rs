@@ -1571,6 +1571,15 @@ fn containerd_ctr_pulls_with_user_credentials() {
             && l.contains("status=200")),
         "no POST /token in:\n{log}"
     );
+    // The request lines name the client, the user and containerd's `ns`.
+    assert!(
+        log.lines().any(|l| l.contains("berth::request")
+            && l.contains("client=127.0.0.1")
+            && l.contains("user=\"admin\"")
+            && l.contains("ns=\"quay.io\"")
+            && l.contains("agent=\"containerd/")),
+        "no request line with client, user, ns and agent in:\n{log}"
+    );
 }
 
 #[test]
