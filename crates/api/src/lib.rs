@@ -261,13 +261,14 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
     let audited = ctx.state.auth.is_some() && action != Action::Pull;
     let result = route_to_handler(&ctx, method.clone(), route, body).await;
     // Who it was, for the request log line (`log`), whatever the outcome.
+    let logged = tracing::enabled!(target: "berth::request", tracing::Level::INFO);
     let result = match (result, &caller.user) {
-        (r, None) => r,
-        (r, Some(user)) => {
+        (r, Some(user)) if logged => {
             let mut resp = r.unwrap_or_else(IntoResponse::into_response);
             resp.extensions_mut().insert(log::User(user.clone()));
             Ok(resp)
         }
+        (r, _) => r,
     };
     if audited {
         let status = match &result {

@@ -3,9 +3,8 @@
 //! response head; a long blob body streams after it. What a client sent
 //! (user agent, `ns`) is logged escaped (`?`), never raw.
 
-use std::time::Instant;
-
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -18,29 +17,57 @@ use crate::ApiState;
 #[derive(Clone, Debug)]
 pub(crate) struct User(pub String);
 
-/// Longest user agent logged (a client may send kilobytes).
+/// Longest user agent or `ns` logged (a client may send kilobytes).
 const MAX_AGENT: usize = 160;
+
+/// What the line takes from the request.
+struct Fields {
+    path: String,
+    client: Option<std::net::IpAddr>,
+    ns: Option<String>,
+    agent: Option<String>,
+}
+
+impl Fields {
+    fn of(req: &Request) -> Fields {
+        let client = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ns = req.uri().query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "ns")
+                .map(|(_, v)| v.chars().take(MAX_AGENT).collect::<String>())
+        });
+        let agent = req.headers().get(header::USER_AGENT).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(MAX_AGENT)
+                .collect::<String>()
+        });
+        Fields {
+            path: req.uri().path().to_string(),
+            client,
+            ns,
+            agent,
+        }
+    }
+}
 
 pub async fn log_request(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let ns = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "ns")
-            .map(|(_, v)| v.chars().take(MAX_AGENT).collect::<String>())
-    });
-    let agent = req.headers().get(header::USER_AGENT).map(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .chars()
-            .take(MAX_AGENT)
-            .collect::<String>()
-    });
+    // Only what the line needs, and only when it is written: at `warn` a
+    // request costs nothing here beyond the metrics.
+    let line = tracing::enabled!(target: "berth::request", tracing::Level::INFO);
+    let fields = line.then(|| Fields::of(&req));
     let resp = next.run(req).await;
+    let Some(f) = fields else {
+        state
+            .metrics
+            .observe(&method, resp.status().as_u16(), start.elapsed());
+        return resp;
+    };
     let user = resp.extensions().get::<User>().map(|u| u.0.clone());
     let bytes = resp
         .headers()
@@ -52,15 +79,15 @@ pub async fn log_request(State(state): State<ApiState>, req: Request, next: Next
         .observe(&method, resp.status().as_u16(), start.elapsed());
     tracing::info!(
         target: "berth::request",
-        client = client.map(tracing::field::display),
+        client = f.client.map(tracing::field::display),
         user = user.as_deref().map(tracing::field::debug),
         %method,
-        %path,
-        ns = ns.as_deref().map(tracing::field::debug),
+        path = %f.path,
+        ns = f.ns.as_deref().map(tracing::field::debug),
         status = resp.status().as_u16(),
         bytes,
         micros = start.elapsed().as_micros() as u64,
-        agent = agent.as_deref().map(tracing::field::debug),
+        agent = f.agent.as_deref().map(tracing::field::debug),
     );
     resp
 }
