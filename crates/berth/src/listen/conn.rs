@@ -155,10 +155,24 @@ struct Inner {
     per_client: HashMap<IpAddr, usize>,
 }
 
+/// Shed connections whose tasks may still hold their sockets before the
+/// accept loop waits for them: within the fds kept in reserve (128 at
+/// least, `limits`), so that a burst of newcomers shedding idle connections
+/// cannot outrun their closing and run out of file descriptors.
+const UNWINDING_MAX: usize = 32;
+
+/// How long accepting waits for shed connections to unwind.
+const UNWIND_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The open connections, bounded by [`Limits::max_connections`].
 pub struct ConnTable {
     limits: Limits,
     inner: Mutex<Inner>,
+    /// Admitted connections whose tasks have not ended: those in the table
+    /// and those shed from it that are still closing.
+    sockets: std::sync::atomic::AtomicUsize,
+    /// A connection's task ended.
+    released: tokio::sync::Notify,
 }
 
 /// Why a connection was not admitted.
@@ -183,6 +197,10 @@ pub struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.table.remove(self.id);
+        self.table
+            .sockets
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.table.released.notify_waiters();
     }
 }
 
@@ -191,7 +209,32 @@ impl ConnTable {
         Arc::new(ConnTable {
             limits,
             inner: Mutex::new(Inner::default()),
+            sockets: std::sync::atomic::AtomicUsize::new(0),
+            released: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Connections shed from the table whose tasks have not ended yet.
+    pub fn unwinding(&self) -> usize {
+        let live = self.lock().conns.len();
+        self.sockets
+            .load(std::sync::atomic::Ordering::Acquire)
+            .saturating_sub(live)
+    }
+
+    /// Before accepting: wait, briefly, while many shed connections still
+    /// hold their sockets (see [`UNWINDING_MAX`]).
+    pub async fn room_to_accept(&self) {
+        let deadline = tokio::time::Instant::now() + UNWIND_WAIT;
+        loop {
+            let released = self.released.notified();
+            if self.unwinding() < UNWINDING_MAX {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return;
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -244,6 +287,8 @@ impl ConnTable {
             },
         );
         *inner.per_client.entry(ip).or_default() += 1;
+        self.sockets
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(Admitted {
             table: self.clone(),
             id,

@@ -61,6 +61,12 @@ pub async fn serve(
         .map(|n| Arc::new(rate::RateLimiter::new(n)));
     tokio::pin!(stop);
     loop {
+        // Shed connections close on their own tasks; a burst of newcomers
+        // must not outrun them (each still holds a file descriptor).
+        tokio::select! {
+            _ = table.room_to_accept() => {}
+            _ = &mut stop => break,
+        }
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
