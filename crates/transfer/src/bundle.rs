@@ -22,7 +22,9 @@ use url::Url;
 use crate::archive::{write_layout_tar, TarIndex};
 use crate::copy::{copy, CopyOptions, CopyReport, Selection};
 use crate::error::{Result, TransferError};
-use crate::layout::{blob_path, parse_index_json, LayoutDest, LayoutFiles, LayoutSource};
+use crate::layout::{
+    blob_path, parse_index_json, LayoutDest, LayoutEntry, LayoutFiles, LayoutSource,
+};
 use crate::registry::{RegistryDest, RegistryOptions, RegistrySource};
 use crate::source::ManifestBlob;
 
@@ -104,9 +106,8 @@ pub struct BundleEntry {
     pub digest: Digest,
 }
 
-/// Open a bundle and verify it: every blob hashes to its name, and every
-/// image's manifests and blobs are present. Nothing is pushed.
-pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
+/// A bundle's tar index, its name for messages, and its `index.json` entries.
+async fn open_bundle(file: &Path) -> Result<(TarIndex, String, Vec<LayoutEntry>)> {
     let index = TarIndex::open(file).await?;
     let what = file.display().to_string();
     let raw = index
@@ -114,6 +115,21 @@ pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
         .await?
         .ok_or_else(|| TransferError::Corrupt(format!("{what}: no index.json; is it a bundle?")))?;
     let entries = parse_index_json(&raw, &what)?;
+    Ok((index, what, entries))
+}
+
+/// An image's original reference: berth's annotation, else the OCI ref name.
+fn reference_of(e: &LayoutEntry) -> Option<String> {
+    e.annotations
+        .get(ANNOTATION_BUNDLE_REF)
+        .or_else(|| e.annotations.get(crate::layout::ANNOTATION_REF_NAME))
+        .cloned()
+}
+
+/// Open a bundle and verify it: every blob hashes to its name, and every
+/// image's manifests and blobs are present. Nothing is pushed.
+pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
+    let (index, what, entries) = open_bundle(file).await?;
     // 1. Every blob matches its digest.
     let mut names: Vec<String> = index
         .names()
@@ -153,17 +169,12 @@ pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
     // 2. Every image is complete.
     let mut out = Vec::new();
     for e in entries {
-        let ref_name = e
-            .annotations
-            .get(ANNOTATION_BUNDLE_REF)
-            .or_else(|| e.annotations.get(crate::layout::ANNOTATION_REF_NAME))
-            .cloned()
-            .ok_or_else(|| {
-                TransferError::Corrupt(format!(
-                    "{what}: image {} has no reference annotation",
-                    e.descriptor.digest
-                ))
-            })?;
+        let ref_name = reference_of(&e).ok_or_else(|| {
+            TransferError::Corrupt(format!(
+                "{what}: image {} has no reference annotation",
+                e.descriptor.digest
+            ))
+        })?;
         let reference: ImageReference = ref_name
             .parse()
             .map_err(|err| TransferError::Corrupt(format!("{what}: {ref_name:?}: {err}")))?;
@@ -322,12 +333,7 @@ fn platform_of(v: &serde_json::Value) -> Option<String> {
 /// hashing its blobs (`bundle load` verifies them). A blob that is named
 /// but absent is an error, as it is for loading.
 pub async fn list(file: &Path) -> Result<Listing> {
-    let index = TarIndex::open(file).await?;
-    let what = file.display().to_string();
-    let raw = index
-        .read_small("index.json")
-        .await?
-        .ok_or_else(|| TransferError::Corrupt(format!("{what}: no index.json; is it a bundle?")))?;
+    let (index, what, entries) = open_bundle(file).await?;
     let small = |d: &Digest| {
         let index = index.clone();
         let path = blob_path(d);
@@ -341,13 +347,8 @@ pub async fn list(file: &Path) -> Result<Listing> {
     };
     let mut uses: BTreeMap<Digest, (u64, usize)> = BTreeMap::new();
     let mut images = Vec::new();
-    for e in parse_index_json(&raw, &what)? {
-        let reference = e
-            .annotations
-            .get(ANNOTATION_BUNDLE_REF)
-            .or_else(|| e.annotations.get(crate::layout::ANNOTATION_REF_NAME))
-            .cloned()
-            .unwrap_or_else(|| e.descriptor.digest.to_string());
+    for e in entries {
+        let reference = reference_of(&e).unwrap_or_else(|| e.descriptor.digest.to_string());
         let mut needs: BTreeMap<Digest, u64> = BTreeMap::new();
         let mut platforms = Vec::new();
         let mut stack = vec![(e.descriptor.clone(), None::<String>)];
