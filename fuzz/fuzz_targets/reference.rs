@@ -22,8 +22,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.to_string(), printed);
         let _ = r.reference_str();
         // A mirrored copy's name is a repository name (or a typed error).
+        // It reads back as the same registry and path.
         if let Ok(m) = r.mirror_repository() {
             assert_eq!(m.as_str().parse::<RepositoryName>().as_ref(), Ok(&m));
+            let (host, rest) = m.mirror_parts().unwrap_or_else(|| panic!("{m} is no mirror"));
+            assert_eq!((host.as_ref(), rest), (r.registry.as_str(), r.repository.as_str()));
         }
     }
 
@@ -34,6 +37,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(!c.is_empty() && c != "." && c != "..", "{s:?}");
         }
         let _ = n.mirror_parts();
+    }
+    // The lenient form (`host:port/...`) yields a spec-valid name.
+    if let Ok(n) = RepositoryName::parse_lenient(s) {
+        assert!(!n.as_str().contains(':'), "{s:?} → {n}");
+        assert_eq!(n.as_str().parse::<RepositoryName>().as_ref(), Ok(&n));
     }
 
     if let Ok(t) = s.parse::<Tag>() {

@@ -3,7 +3,7 @@
 //! a mirror of an upstream:
 //!
 //! 1. `?ns=HOST` (what containerd sends to a mirror): `HOST/<name>`, with
-//!    Docker Hub's `library/` normalisation;
+//!    Docker Hub's `library/` normalisation and a port spelled `HOST__PORT`;
 //! 2. a name whose first component is a registry host is that mirror already;
 //! 3. otherwise the local repository `<name>`; for reads, if it does not
 //!    exist and a default upstream is configured, `<default>/<name>`.
@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_reference::{is_registry_host, normalise_registry, RepositoryName, DOCKER_HUB};
+use berth_reference::{mirror_host, normalise_registry, RepositoryName, DOCKER_HUB};
 use berth_registry::Registry;
 
 use crate::error::ApiError;
@@ -46,13 +46,12 @@ impl MirrorResolver {
 /// `HOST/<name>`, normalising Docker Hub's single-component names.
 pub fn mirror_name(host: &str, name: &str) -> Result<RepositoryName, ApiError> {
     let host = normalise_registry(host);
-    let full = if host == DOCKER_HUB && !name.contains('/') {
-        format!("{host}/library/{name}")
+    let path = if host == DOCKER_HUB && !name.contains('/') {
+        format!("library/{name}")
     } else {
-        format!("{host}/{name}")
+        name.to_string()
     };
-    full.parse()
-        .map_err(|e: berth_reference::NameError| ApiError::NameInvalid(e.to_string()))
+    RepositoryName::mirror_of(&host, &path).map_err(|e| ApiError::NameInvalid(e.to_string()))
 }
 
 #[async_trait]
@@ -66,20 +65,19 @@ impl Resolver for MirrorResolver {
         if let Some(ns) = ns.filter(|ns| !ns.is_empty()) {
             // A client that already used the path-prefix form keeps it.
             let first = name.split('/').next().unwrap_or_default();
-            if is_registry_host(first) && normalise_registry(first) == normalise_registry(ns) {
+            if mirror_host(first).is_some_and(|h| normalise_registry(&h) == normalise_registry(ns))
+            {
                 return name
                     .parse()
                     .map_err(|e: berth_reference::NameError| ApiError::NameInvalid(e.to_string()));
             }
             return mirror_name(ns, name);
         }
-        let repo: RepositoryName = name
-            .parse()
-            .map_err(|e: berth_reference::NameError| ApiError::NameInvalid(e.to_string()))?;
-        if repo.mirror_parts().is_some() {
+        let repo = RepositoryName::parse_lenient(name)
+            .map_err(|e| ApiError::NameInvalid(e.to_string()))?;
+        if let Some((host, rest)) = repo.mirror_parts() {
             // Docker Hub's aliases all land in one mirror repository.
-            let (host, rest) = repo.mirror_parts().unwrap_or_default();
-            if normalise_registry(host) == DOCKER_HUB {
+            if normalise_registry(&host) == DOCKER_HUB {
                 return mirror_name(DOCKER_HUB, rest);
             }
             return Ok(repo);
@@ -130,6 +128,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got.as_str(), "quay.io/x/y");
+        // A port: containerd sends `ns=HOST:PORT`.
+        for (ns, name) in [
+            ("registry.local:5000", "demo/app"),
+            ("registry.local:5000", "registry.local__5000/demo/app"),
+        ] {
+            let got = r.resolve(name, Some(ns), true).await.unwrap();
+            assert_eq!(got.as_str(), "registry.local__5000/demo/app");
+        }
+        assert!(r.resolve("app", Some("[::1]:5000"), true).await.is_err());
+        assert!(r.resolve("app", Some("a/../b"), true).await.is_err());
     }
 
     #[tokio::test]

@@ -123,9 +123,11 @@ impl Route {
 }
 
 /// Names are validated as repository names here, before `?ns=` resolution
-/// may prefix a host, so hostile input is refused at the edge.
+/// may prefix a host, so hostile input is refused at the edge. A first
+/// component `host:port` (what older berth accepted) is read as berth's
+/// spelling of that mirror, `host__port`.
 fn check_name(name: &str) -> Result<String, ApiError> {
-    name.parse::<RepositoryName>()
+    RepositoryName::parse_lenient(name)
         .map(|n| n.to_string())
         .map_err(|e| ApiError::NameInvalid(e.to_string()))
 }

@@ -2036,7 +2036,7 @@ async fn name_grammar_edges_are_accepted() {
         "a__b/c--d",
         "a.b_c-d/e---f",
         "0/1/2/3/4/5/6/7/8/9",
-        "localhost:5000/app",
+        "localhost__5000/app",
         "blobs/manifests/tags",
         "x/referrers/uploads",
     ]
@@ -2051,6 +2051,10 @@ async fn name_grammar_edges_are_accepted() {
         t.expect(200);
         assert_eq!(t.json()["name"], *name);
     }
+    // `host:port` in a path (older berth's spelling) is that mirror.
+    let t = h.get("/v2/localhost:5000/app/tags/list").await;
+    t.expect(200);
+    assert_eq!(t.json()["name"], "localhost__5000/app");
     for bad in ["a___b", "a_-b", "a..b"] {
         h.get(&format!("/v2/{bad}/tags/list"))
             .await

@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use berth_reference::{is_registry_host, normalise_registry, RepositoryPattern};
+use berth_reference::{mirror_host, normalise_registry, RepositoryPattern};
 use serde::Deserialize;
 
 use crate::AuthError;
@@ -249,7 +249,7 @@ impl Policy {
         let mirror_host = repo
             .split_once('/')
             .map(|(first, _)| first)
-            .filter(|first| is_registry_host(first))
+            .filter(|first| mirror_host(first).is_some())
             .map(normalise_registry);
         let mut granted = Actions::NONE;
         for rule in &self.rules {

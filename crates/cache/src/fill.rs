@@ -419,7 +419,7 @@ fn storage_failure(e: StorageError) -> Failure {
 
 fn host_of(repo: &RepositoryName) -> String {
     repo.mirror_parts()
-        .map(|(host, _)| host.to_string())
+        .map(|(host, _)| host.into_owned())
         .unwrap_or_default()
 }
 

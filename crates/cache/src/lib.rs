@@ -212,7 +212,7 @@ impl Cache {
     /// mirrored repository.
     pub fn upstream_of(repo: &RepositoryName) -> Option<(String, RepositoryName)> {
         let (host, rest) = repo.mirror_parts()?;
-        Some((host.to_string(), rest.parse().ok()?))
+        Some((host.into_owned(), rest.parse().ok()?))
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn usage(registry: &Registry) -> Result<UsageReport> {
         report.repositories += 1;
         let group = repo
             .mirror_parts()
-            .map_or_else(|| "local".to_string(), |(host, _)| host.to_string());
+            .map_or_else(|| "local".to_string(), |(host, _)| host.into_owned());
         let held = groups.entry(group).or_default();
         for (d, link) in registry.layer_links(&repo).await? {
             held.insert(d.clone());

@@ -33,9 +33,10 @@ pub struct ImageReference {
 }
 
 impl ImageReference {
-    /// The name berth stores a mirrored copy under: `registry/repository`.
+    /// The name berth stores a mirrored copy under: `registry/repository`,
+    /// with a port spelled `__PORT` (`registry.local__5000/app`).
     pub fn mirror_repository(&self) -> Result<RepositoryName, NameError> {
-        format!("{}/{}", self.registry, self.repository).parse()
+        RepositoryName::mirror_of(&self.registry, self.repository.as_str())
     }
 
     /// The tag, or the digest when the reference is pinned by digest only.
@@ -186,6 +187,11 @@ mod tests {
         assert_eq!(
             r.mirror_repository().unwrap().as_str(),
             "docker.io/library/alpine"
+        );
+        let r: ImageReference = "registry.local:5000/demo/app:v1".parse().unwrap();
+        assert_eq!(
+            r.mirror_repository().unwrap().as_str(),
+            "registry.local__5000/demo/app"
         );
     }
 

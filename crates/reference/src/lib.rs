@@ -2,8 +2,9 @@
 //! downstream (storage paths above all) ever sees an unchecked string.
 //!
 //! - [`Digest`]: `algorithm:encoded`, with streaming [`DigestHasher`]s.
-//! - [`RepositoryName`] and [`Tag`]: the distribution spec's grammars, plus the
-//!   registry-host first component berth uses for mirrored repositories.
+//! - [`RepositoryName`] and [`Tag`]: the distribution spec's grammars.
+//! - [`mirror_component`] and [`mirror_host`]: how a mirrored registry is
+//!   spelled as a repository's first component (`registry.local__5000`).
 //! - [`ManifestRef`]: the `<reference>` of `/v2/<name>/manifests/<reference>`.
 //! - [`ImageReference`]: a user-facing image reference with Docker's normalisation
 //!   (`alpine` = `docker.io/library/alpine:latest`).
@@ -13,6 +14,7 @@
 
 mod digest;
 mod image;
+mod mirror;
 mod name;
 mod pattern;
 
@@ -20,5 +22,6 @@ pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
 pub use image::{
     normalise_registry, ImageReference, ImageReferenceError, DOCKER_HUB, DOCKER_HUB_ENDPOINT,
 };
+pub use mirror::{mirror_component, mirror_host, PORT_SEPARATOR};
 pub use name::{is_registry_host, ManifestRef, NameError, RepositoryName, Tag};
 pub use pattern::{glob_match, PatternError, RepositoryPattern};

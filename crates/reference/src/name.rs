@@ -3,10 +3,12 @@
 //! storage path: `..`, absolute paths, empty components and odd bytes can't
 //! be constructed.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
 use crate::digest::{Digest, DigestError};
+use crate::mirror::{is_dns_host, is_port, mirror_component, mirror_host};
 
 /// Longest repository name accepted (Distribution's limit, which clients assume).
 pub const MAX_NAME_LEN: usize = 255;
@@ -21,6 +23,8 @@ pub enum NameError {
     NameTooLong,
     #[error("invalid tag {0:?}: up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'")]
     InvalidTag(String),
+    #[error("{0:?} cannot name a mirror: a registry is DNS labels or an IPv4 address, with an optional port")]
+    NoMirrorSpelling(String),
     #[error(transparent)]
     Digest(#[from] DigestError),
 }
@@ -65,30 +69,21 @@ fn is_path_component(c: &str) -> bool {
     true
 }
 
-/// Whether a name's first component names a registry host rather than a
-/// namespace (Docker's rule: it contains a '.' or ':', or is `localhost`).
+/// Whether the first component of an image reference as users type it
+/// names a registry host rather than a namespace (Docker's rule: it
+/// contains a '.' or ':', or is `localhost`). Repository names spell a port
+/// differently: see [`crate::mirror_host`].
 pub fn is_registry_host(component: &str) -> bool {
     component == "localhost" || component.contains('.') || component.contains(':')
 }
 
-/// A registry host as a first component: DNS labels with an optional port.
+/// A registry host as users write it: DNS labels with an optional port.
 /// Lowercase only, so that one upstream has one spelling on disk.
 pub(crate) fn is_host_component(c: &str) -> bool {
-    let (host, port) = match c.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (c, None),
-    };
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    let port_ok =
-        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    !host.is_empty() && host.split('.').all(label_ok) && port_ok
+    match c.split_once(':') {
+        Some((host, port)) => is_dns_host(host) && is_port(port),
+        None => is_dns_host(c),
+    }
 }
 
 /// A validated repository name such as `library/alpine` or
@@ -106,11 +101,32 @@ impl RepositoryName {
     }
 
     /// The upstream host this repository mirrors, and the name there, when the
-    /// first component is a registry host (`docker.io/library/alpine` →
-    /// `("docker.io", "library/alpine")`).
-    pub fn mirror_parts(&self) -> Option<(&str, &str)> {
+    /// first component names a registry host (`docker.io/library/alpine` →
+    /// `("docker.io", "library/alpine")`, `registry.local__5000/app` →
+    /// `("registry.local:5000", "app")`).
+    pub fn mirror_parts(&self) -> Option<(Cow<'_, str>, &str)> {
         let (first, rest) = self.0.split_once('/')?;
-        is_registry_host(first).then_some((first, rest))
+        Some((mirror_host(first)?, rest))
+    }
+
+    /// The repository mirroring `path` of the registry `host` (as clients
+    /// write it: `registry.local:5000`), under berth's spelling of the host.
+    pub fn mirror_of(host: &str, path: &str) -> Result<RepositoryName, NameError> {
+        let first =
+            mirror_component(host).ok_or_else(|| NameError::NoMirrorSpelling(host.to_string()))?;
+        format!("{first}/{path}").parse()
+    }
+
+    /// Parse a name as a request or an older berth may write it: a first
+    /// component `host:port` (invalid in the spec's grammar) is read as the
+    /// mirror of that host and spelled berth's way (`host__port`).
+    pub fn parse_lenient(s: &str) -> Result<RepositoryName, NameError> {
+        match s.split_once('/') {
+            Some((first, rest)) if first.contains(':') && is_host_component(first) => {
+                RepositoryName::mirror_of(first, rest)
+            }
+            _ => s.parse(),
+        }
     }
 }
 
@@ -121,13 +137,9 @@ impl FromStr for RepositoryName {
         if s.len() > MAX_NAME_LEN {
             return Err(NameError::NameTooLong);
         }
-        let mut parts = s.split('/');
-        let first = parts.next().unwrap_or_default();
-        let has_more = s.contains('/');
-        // A host (possibly with a port) is only a valid first component when a
-        // repository path follows it.
-        let first_ok = is_path_component(first) || (has_more && is_host_component(first));
-        if !first_ok || !parts.all(is_path_component) {
+        // Mirrored repositories need nothing more: berth spells their host
+        // as a path component (see `mirror`).
+        if !s.split('/').all(is_path_component) {
             return Err(NameError::InvalidName(s.to_string()));
         }
         Ok(RepositoryName(s.to_string()))
@@ -218,7 +230,7 @@ mod tests {
             "my.app",
             "a0/b_1/c.2",
             "docker.io/library/alpine",
-            "localhost:5000/team/app",
+            "localhost__5000/team/app",
             "registry.k8s.io/pause",
         ] {
             assert!(good.parse::<RepositoryName>().is_ok(), "{good}");
@@ -246,6 +258,7 @@ mod tests {
             "a%2fb",
             "localhost:5000",
             "host:port/x",
+            "localhost:5000/team/app",
             "a\\b",
         ] {
             assert!(
@@ -260,11 +273,47 @@ mod tests {
     #[test]
     fn mirror_parts_split_on_host() {
         let n: RepositoryName = "docker.io/library/alpine".parse().unwrap();
-        assert_eq!(n.mirror_parts(), Some(("docker.io", "library/alpine")));
+        assert_eq!(
+            n.mirror_parts(),
+            Some(("docker.io".into(), "library/alpine"))
+        );
         let n: RepositoryName = "library/alpine".parse().unwrap();
         assert_eq!(n.mirror_parts(), None);
         let n: RepositoryName = "localhost/x".parse().unwrap();
-        assert_eq!(n.mirror_parts(), Some(("localhost", "x")));
+        assert_eq!(n.mirror_parts(), Some(("localhost".into(), "x")));
+        let n: RepositoryName = "registry.local__5000/demo/app".parse().unwrap();
+        assert_eq!(
+            n.mirror_parts(),
+            Some(("registry.local:5000".into(), "demo/app"))
+        );
+    }
+
+    #[test]
+    fn port_spellings() {
+        let n = RepositoryName::mirror_of("10.0.0.100:5000", "demo/app").unwrap();
+        assert_eq!(n.as_str(), "10.0.0.100__5000/demo/app");
+        assert_eq!(
+            RepositoryName::parse_lenient("registry.local:5000/app")
+                .unwrap()
+                .as_str(),
+            "registry.local__5000/app"
+        );
+        assert_eq!(
+            RepositoryName::parse_lenient("team/app").unwrap().as_str(),
+            "team/app"
+        );
+        for bad in [
+            "a:b/x",
+            "registry.local:5000",
+            "x/registry.local:5000/y",
+            "[::1]:5000/x",
+        ] {
+            assert!(RepositoryName::parse_lenient(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            RepositoryName::mirror_of("team", "app"),
+            Err(NameError::NoMirrorSpelling(_))
+        ));
     }
 
     #[test]

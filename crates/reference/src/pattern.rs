@@ -7,7 +7,7 @@
 //!   matches `team/app` only, `docker.io/**` every Docker Hub mirror.
 //! - [`glob_match`]: `*` (any run) and `?` (one character) within a tag.
 
-use crate::{is_registry_host, normalise_registry, RepositoryName};
+use crate::{is_registry_host, mirror_component, mirror_host, normalise_registry, RepositoryName};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid repository pattern {pattern:?}: {reason}")]
@@ -35,11 +35,13 @@ impl std::str::FromStr for RepositoryPattern {
         }
         let mut components: Vec<String> = s.split('/').map(str::to_string).collect();
         // A registry host written literally is spelled as mirrored
-        // repositories spell it (`index.docker.io/**` is `docker.io/**`).
+        // repositories spell it (`index.docker.io/**` is `docker.io/**`,
+        // `registry.local:5000/**` is `registry.local__5000/**`).
         if components.len() > 1 {
             if let Some(first) = components.first_mut() {
                 if !first.contains(['*', '?']) && is_registry_host(first) {
-                    *first = normalise_registry(first);
+                    let host = normalise_registry(first);
+                    *first = mirror_component(&host).unwrap_or(host);
                 }
             }
         }
@@ -86,7 +88,7 @@ impl RepositoryPattern {
     /// Hub's mirror, `**` and `*.io/**` name no host.
     pub fn literal_host(&self) -> Option<&str> {
         let first = self.components.first()?;
-        (self.components.len() > 1 && !first.contains(['*', '?']) && is_registry_host(first))
+        (self.components.len() > 1 && !first.contains(['*', '?']) && mirror_host(first).is_some())
             .then_some(first.as_str())
     }
 }
@@ -168,6 +170,17 @@ mod tests {
         assert!(!m("team/app-*", "team/app-web/x"));
         assert!(m("**", "anything/at/all"));
         assert!(m("index.docker.io/**", "docker.io/library/alpine"));
+        // A port may be written as clients write it or as berth spells it.
+        assert!(m("registry.local:5000/**", "registry.local__5000/demo/app"));
+        assert!(m(
+            "registry.local__5000/**",
+            "registry.local__5000/demo/app"
+        ));
+        assert!(!m("registry.local/**", "registry.local__5000/demo/app"));
+        for p in ["localhost:5000/**", "localhost__5000/x"] {
+            let p: RepositoryPattern = p.parse().unwrap();
+            assert_eq!(p.literal_host(), Some("localhost__5000"));
+        }
         let p: RepositoryPattern = "docker.io/library/*".parse().unwrap();
         assert_eq!(p.literal_host(), Some("docker.io"));
         assert_eq!(

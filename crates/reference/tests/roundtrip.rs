@@ -16,7 +16,7 @@ fn host() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("localhost".to_string()),
         "[a-zA-Z0-9]{1,8}(\\.[a-zA-Z0-9]{1,8}){1,2}",
-        "[a-z0-9]{1,8}(\\.[a-z0-9]{1,8}){0,2}:[0-9]{1,5}",
+        "[a-z0-9]{1,8}(\\.[a-z0-9]{1,8}){0,2}:[1-9][0-9]{0,3}",
         Just("index.docker.io".to_string()),
         Just("docker.io".to_string()),
     ]
@@ -92,6 +92,10 @@ proptest! {
         // The mirror name berth stores it under is a repository name.
         let mirror = r.mirror_repository().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(mirror.as_str().parse::<RepositoryName>().ok(), Some(mirror.clone()));
+        // ... from which the registry and its path are read back.
+        let (upstream, rest) = mirror.mirror_parts().ok_or_else(|| TestCaseError::fail("no mirror"))?;
+        prop_assert_eq!(upstream.as_ref(), r.registry.as_str());
+        prop_assert_eq!(rest, r.repository.as_str());
     }
 
     #[test]

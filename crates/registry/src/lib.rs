@@ -10,6 +10,7 @@
 //!   present, once per distinct digest;
 //! - `tags`: tag resolution and listing;
 //! - `catalog`: the repository list;
+//! - `migrate`: moving what older versions stored under names since changed;
 //! - `referrers`: the referrers API's index;
 //! - `memo`: in-memory copies of tags, manifests and tag lists for pulls;
 //! - `inventory`: what is held, for the lifecycle jobs, and GC's fence.
@@ -26,10 +27,13 @@ mod inventory;
 mod layout;
 mod manifests;
 mod memo;
+mod migrate;
 mod references;
 mod referrers;
 mod tags;
 mod uploads;
+
+pub use migrate::Renamed;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

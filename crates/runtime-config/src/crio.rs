@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use berth_reference::mirror_component;
+
 use crate::{generated_header, ConfigError, Plan, PlannedFile, Settings};
 
 /// Drop-ins are read in name order and later ones win; 90 keeps ours after
@@ -87,9 +89,12 @@ impl RegistriesConf {
     }
 }
 
-/// `mirror-authority/<host>`: berth's path-prefix form of a mirror.
+/// `mirror-authority/<host>`: berth's path-prefix form of a mirror, with a
+/// port spelled `__PORT` (`127.0.0.1:5000/registry.local__5000`), since a
+/// `:` there is not a valid reference.
 pub fn mirror_location(settings: &Settings, host: &str) -> String {
-    format!("{}/{host}", settings.mirror.authority())
+    let component = mirror_component(host).unwrap_or_else(|| host.to_string());
+    format!("{}/{component}", settings.mirror.authority())
 }
 
 pub fn render(settings: &Settings) -> Result<String, ConfigError> {

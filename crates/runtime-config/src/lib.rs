@@ -23,7 +23,7 @@ pub mod write;
 use std::fmt;
 use std::path::PathBuf;
 
-use berth_reference::{normalise_registry, RepositoryName, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
+use berth_reference::{mirror_component, normalise_registry, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
 
 /// The registries mirrored when `--registries` is not given.
 pub const DEFAULT_REGISTRIES: &str = "docker.io,registry.k8s.io,quay.io,ghcr.io";
@@ -192,13 +192,10 @@ impl Default for Registries {
     }
 }
 
-/// Whether `host` is a registry host with an optional port, as the
-/// reference crate accepts it as a mirror repository's first component.
+/// Whether `host` is a registry host with an optional port that berth can
+/// name a mirror of (see `berth_reference::mirror_component`).
 pub fn is_registry_host_name(host: &str) -> bool {
-    format!("{host}/x")
-        .parse::<RepositoryName>()
-        .ok()
-        .is_some_and(|r| r.mirror_parts().is_some_and(|(h, _)| h == host))
+    mirror_component(host).is_some()
 }
 
 /// Where a registry's API really answers: `https://registry-1.docker.io`

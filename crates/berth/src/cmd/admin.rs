@@ -32,7 +32,22 @@ pub async fn open_registry(root: &Path) -> anyhow::Result<Arc<Registry>> {
     let storage = FsStorage::open(root)
         .await
         .with_context(|| format!("opening storage at {}", root.display()))?;
-    Ok(Arc::new(Registry::new(Arc::new(storage))))
+    let registry = Arc::new(Registry::new(Arc::new(storage)));
+    migrate(&registry).await?;
+    Ok(registry)
+}
+
+/// Move what an older berth stored under names no client can address
+/// (mirrors of `host:port`), before anything reads the root.
+pub async fn migrate(registry: &Registry) -> anyhow::Result<()> {
+    let moved = registry
+        .migrate_port_names()
+        .await
+        .context("renaming mirrors of registries with a port")?;
+    for m in moved {
+        tracing::info!("storage: mirror {} renamed {}", m.from, m.to);
+    }
+    Ok(())
 }
 
 /// `POST path` on the admin socket of the server holding `root`; the JSON

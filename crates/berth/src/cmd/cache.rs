@@ -1,6 +1,7 @@
 //! `berth cache REF... [-f LIST] --to BERTH`: warm a berth pull-through
 //! cache. Each image is pulled *through* that berth under its mirror name
-//! (`docker.io/library/alpine:3.20` as repository `docker.io/library/alpine`),
+//! (`docker.io/library/alpine:3.20` as repository `docker.io/library/alpine`,
+//! `registry.local:5000/app` as `registry.local__5000/app`),
 //! so the berth fetches it with its own upstream configuration and keeps
 //! it; every manifest and blob is read in full, so the cache ends up
 //! holding the complete image. All platforms by default.
@@ -87,11 +88,15 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
         let client = opts.client(&registry, None).await.map_err(fail)?;
         let mut outcomes = Vec::new();
         for (n, img) in images.iter().enumerate() {
+            let target = mirror_target(img, &registry);
             if text_out {
-                eprintln!("[{}/{total}] caching {img}", n + 1);
+                match &target {
+                    Ok(t) => eprintln!("[{}/{total}] caching {img} as {t}", n + 1),
+                    Err(_) => eprintln!("[{}/{total}] caching {img}", n + 1),
+                }
             }
             let result = async {
-                let target = mirror_target(img, &registry)?;
+                let target = target?;
                 let src = RegistrySource::with_client(client.clone(), target);
                 let dest = NullDest {
                     name: format!("cache {registry}"),

@@ -195,6 +195,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("opening storage at {}", settings.root.display()))?;
     let registry =
         Arc::new(Registry::new(Arc::new(storage)).with_gc_grace(settings.lifecycle.gc_grace));
+    super::admin::migrate(&registry).await?;
     if settings.cache.offline {
         tracing::info!("offline: no upstream will be contacted");
     }
