@@ -497,6 +497,22 @@ fn crio_files(root: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A mirror location whose path holds a `host:port` (what berth wrote
+/// before it spelled ports `__PORT`): containers/image refuses the rewritten
+/// reference, so every pull through it fails over to the registry itself.
+fn port_in_location(location: &str, file: &Path) -> Option<Finding> {
+    let (_, path) = location.split_once('/')?;
+    let first = path.split('/').next()?;
+    let spelled = berth_reference::mirror_component(first).filter(|s| s != first)?;
+    Some(Finding::new(
+        Level::Fail,
+        format!(
+            "{}: mirror location {location:?} is not a valid reference (a ':' in its path); berth names that mirror {spelled:?}: run `berth runtime-config crio` again",
+            file.display()
+        ),
+    ))
+}
+
 fn inspect_crio(opts: &DoctorOptions, report: &mut RuntimeReport) {
     let mut any = false;
     for path in crio_files(&opts.root) {
@@ -523,6 +539,9 @@ fn inspect_crio(opts: &DoctorOptions, report: &mut RuntimeReport) {
             let Some(prefix) = entry.effective_prefix() else {
                 continue;
             };
+            for m in &entry.mirror {
+                report.findings.extend(port_in_location(&m.location, &path));
+            }
             let routes: Vec<MirrorRoute> = entry
                 .mirror
                 .iter()
@@ -1111,6 +1130,19 @@ mod tests {
         assert!(levels(&crio).iter().any(|(l, m)| *l == Level::Fail
             && m.starts_with("not routed")
             && m.contains("ghcr.io")));
+        // What berth wrote before it spelled ports `__PORT`.
+        put(
+            root,
+            "/etc/containers/registries.conf.d/91-old.conf",
+            "[[registry]]\nprefix = \"registry.local:5000\"\n[[registry.mirror]]\nlocation = \"127.0.0.1:5000/registry.local:5000\"\n",
+        );
+        let crio = inspect(
+            Runtime::Crio,
+            &opts(root, Some("http://127.0.0.1:5000"), "quay.io"),
+        );
+        assert!(levels(&crio).iter().any(|(l, m)| *l == Level::Fail
+            && m.contains("not a valid reference")
+            && m.contains("registry.local__5000")));
 
         let docker = inspect(
             Runtime::Docker,
