@@ -24,6 +24,7 @@ fn settings(mirror: &str, registries: &str, skip_verify: bool) -> Option<Setting
         ca_pem: None,
         certs_dir: None,
         creds: None,
+            override_path: None,
     })
 }
 

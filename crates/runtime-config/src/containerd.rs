@@ -60,8 +60,15 @@ pub enum CaFiles {
 impl HostsToml {
     /// The `hosts.toml` that puts `settings.mirror` in front of `registry`
     /// (`None` for `_default`).
-    pub fn for_mirror(settings: &Settings, registry: Option<&str>) -> HostsToml {
-        let entry = HostEntry {
+    ///
+    /// With `override_path` the mirror is a plain registry: the `[host]` URL
+    /// is its API root for this registry's images (`MIRROR/v2/PREFIX`) and
+    /// containerd requests `<that>/<name>/manifests/...` as it stands.
+    pub fn for_mirror(
+        settings: &Settings,
+        registry: Option<&str>,
+    ) -> Result<HostsToml, ConfigError> {
+        let mut entry = HostEntry {
             capabilities: vec!["pull".to_string(), "resolve".to_string()],
             ca: settings
                 .ca
@@ -70,10 +77,22 @@ impl HostsToml {
             skip_verify: settings.skip_verify.then_some(true),
             other: BTreeMap::new(),
         };
-        HostsToml {
-            server: registry.map(upstream_url),
-            host: BTreeMap::from([(settings.mirror.url(), entry)]),
+        let mut url = settings.mirror.url();
+        if let Some(o) = &settings.override_path {
+            let prefix = o.for_registry(registry)?;
+            url = if prefix.is_empty() {
+                format!("{url}/v2")
+            } else {
+                format!("{url}/v2/{prefix}")
+            };
+            entry
+                .other
+                .insert("override_path".to_string(), toml::Value::Boolean(true));
         }
+        Ok(HostsToml {
+            server: registry.map(upstream_url),
+            host: BTreeMap::from([(url, entry)]),
+        })
     }
 
     pub fn parse(text: &str) -> Result<HostsToml, toml::de::Error> {
@@ -88,7 +107,7 @@ pub fn host_dir_name(registry: Option<&str>) -> &str {
 
 /// Render one `hosts.toml`.
 pub fn render(settings: &Settings, registry: Option<&str>) -> Result<String, ConfigError> {
-    let body = toml::to_string(&HostsToml::for_mirror(settings, registry)).map_err(|e| {
+    let body = toml::to_string(&HostsToml::for_mirror(settings, registry)?).map_err(|e| {
         ConfigError::Generate {
             what: "hosts.toml".to_string(),
             reason: e.to_string(),
@@ -284,7 +303,31 @@ mod tests {
             ca_pem: None,
             certs_dir: None,
             creds: None,
+            override_path: None,
         }
+    }
+
+    #[test]
+    fn plain_registry_mirrors_get_override_path() {
+        let mut s = settings("http://10.0.0.5:5000", "registry.local:5000,quay.io");
+        s.override_path = Some(crate::OverridePath::parse("airgap/{registry}").unwrap());
+        let p = plan(&s, Path::new("/c")).unwrap();
+        let local: toml::Table = toml::from_str(&p.files[0].contents).unwrap();
+        let host = local["host"]["http://10.0.0.5:5000/v2/airgap/registry.local__5000"]
+            .as_table()
+            .unwrap();
+        assert_eq!(host["override_path"].as_bool(), Some(true));
+        s.override_path = Some(crate::OverridePath::parse("").unwrap());
+        let p = plan(&s, Path::new("/c")).unwrap();
+        let quay: toml::Table = toml::from_str(&p.files[1].contents).unwrap();
+        assert!(
+            quay["host"].get("http://10.0.0.5:5000/v2").is_some(),
+            "{quay}"
+        );
+        // `*` cannot fill {registry}.
+        let mut s = settings("http://10.0.0.5:5000", "*");
+        s.override_path = Some(crate::OverridePath::parse("p/{registry}").unwrap());
+        assert!(plan(&s, Path::new("/c")).is_err());
     }
 
     #[test]

@@ -74,27 +74,39 @@ impl RegistriesConf {
             .registries
             .hosts
             .iter()
-            .map(|host| RegistryEntry {
-                prefix: Some(host.clone()),
-                location: Some(host.clone()),
-                insecure: None,
-                blocked: None,
-                mirror: vec![MirrorEntry {
-                    location: mirror_location(settings, host),
-                    insecure,
-                }],
+            .map(|host| {
+                Ok(RegistryEntry {
+                    prefix: Some(host.clone()),
+                    location: Some(host.clone()),
+                    insecure: None,
+                    blocked: None,
+                    mirror: vec![MirrorEntry {
+                        location: mirror_location(settings, host)?,
+                        insecure,
+                    }],
+                })
             })
-            .collect();
+            .collect::<Result<_, ConfigError>>()?;
         Ok(RegistriesConf { registry })
     }
 }
 
 /// `mirror-authority/<host>`: berth's path-prefix form of a mirror, with a
 /// port spelled `__PORT` (`127.0.0.1:5000/registry.local__5000`), since a
-/// `:` there is not a valid reference.
-pub fn mirror_location(settings: &Settings, host: &str) -> String {
-    let component = mirror_component(host).unwrap_or_else(|| host.to_string());
-    format!("{}/{component}", settings.mirror.authority())
+/// `:` there is not a valid reference. With `override_path`, the plain
+/// registry's prefix instead (`mirror-authority/PREFIX`, or the bare
+/// authority for its root).
+pub fn mirror_location(settings: &Settings, host: &str) -> Result<String, ConfigError> {
+    let authority = settings.mirror.authority();
+    let path = match &settings.override_path {
+        Some(o) => o.for_registry(Some(host))?,
+        None => mirror_component(host).unwrap_or_else(|| host.to_string()),
+    };
+    Ok(if path.is_empty() {
+        authority.to_string()
+    } else {
+        format!("{authority}/{path}")
+    })
 }
 
 pub fn render(settings: &Settings) -> Result<String, ConfigError> {
@@ -163,6 +175,7 @@ mod tests {
             ca_pem: None,
             certs_dir: None,
             creds: None,
+            override_path: None,
         }
     }
 

@@ -95,6 +95,15 @@ pub fn render(
 
 /// The merged `daemon.json` at `dest`, with what Docker cannot do.
 pub fn plan(settings: &Settings, dest: &Path, existing: Option<&str>) -> Result<Plan, ConfigError> {
+    if settings
+        .override_path
+        .as_ref()
+        .is_some_and(|o| !o.is_root())
+    {
+        return Err(ConfigError::Unsupported(
+            "Docker's registry-mirrors take no path: a plain-registry mirror must hold Hub's images at its root (--override-path without a prefix)".to_string(),
+        ));
+    }
     let mut plan = Plan {
         files: vec![PlannedFile {
             path: dest.to_path_buf(),
@@ -164,7 +173,17 @@ mod tests {
             ca_pem: None,
             certs_dir: None,
             creds: None,
+            override_path: None,
         }
+    }
+
+    #[test]
+    fn a_prefix_is_refused_for_docker() {
+        let mut s = settings("http://10.0.0.5:5000", "docker.io");
+        s.override_path = Some(crate::OverridePath::parse("proxy").unwrap());
+        assert!(plan(&s, Path::new("/d.json"), None).is_err());
+        s.override_path = Some(crate::OverridePath::parse("").unwrap());
+        assert!(plan(&s, Path::new("/d.json"), None).is_ok());
     }
 
     #[test]

@@ -1032,6 +1032,7 @@ mod tests {
             ca_pem: None,
             certs_dir: None,
             creds: None,
+            override_path: None,
         };
         for file in crate::containerd::plan(&settings, &root.join("etc/containerd/certs.d"))
             .unwrap()

@@ -68,8 +68,9 @@ impl RegistriesYaml {
     }
 
     /// Route the settings' registries through the mirror, keeping everything
-    /// else.
-    pub fn apply(&mut self, settings: &Settings) {
+    /// else. With `override_path`, a `rewrite` puts each name under the
+    /// plain registry's prefix (`^(.*)$` → `PREFIX/$1`).
+    pub fn apply(&mut self, settings: &Settings) -> Result<(), ConfigError> {
         let mirror = settings.mirror.url();
         let mut hosts: Vec<&str> = settings
             .registries
@@ -81,9 +82,18 @@ impl RegistriesYaml {
             hosts.push("*");
         }
         for host in hosts {
+            let prefix = match &settings.override_path {
+                Some(o) => Some(o.for_registry((host != "*").then_some(host))?),
+                None => None,
+            };
             let entry = self.mirrors.entry(host.to_string()).or_default();
             entry.endpoint.retain(|e| e.trim_end_matches('/') != mirror);
             entry.endpoint.insert(0, mirror.clone());
+            if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
+                let mut rewrite = Mapping::new();
+                rewrite.insert("^(.*)$".into(), format!("{prefix}/$1").into());
+                entry.other.insert("rewrite".into(), rewrite.into());
+            }
         }
         if let Some(creds) = &settings.creds {
             let config = self
@@ -108,6 +118,7 @@ impl RegistriesYaml {
                 tls.insecure_skip_verify = Some(true);
             }
         }
+        Ok(())
     }
 }
 
@@ -124,7 +135,7 @@ pub fn render(
         })?,
         None => RegistriesYaml::default(),
     };
-    doc.apply(settings);
+    doc.apply(settings)?;
     let body = serde_norway::to_string(&doc).map_err(|e| ConfigError::Generate {
         what: "registries.yaml".to_string(),
         reason: e.to_string(),
@@ -192,7 +203,26 @@ mod tests {
             ca_pem: None,
             certs_dir: None,
             creds: None,
+            override_path: None,
         }
+    }
+
+    #[test]
+    fn plain_registry_mirrors_get_a_rewrite() {
+        let mut s = settings("https://harbor.corp", "docker.io,registry.local:5000");
+        s.override_path = Some(crate::OverridePath::parse("airgap/{registry}").unwrap());
+        let p = plan(&s, Path::new(K3S_DEST), None).unwrap();
+        let doc = RegistriesYaml::parse(&p.files[0].contents).unwrap();
+        let local = &doc.mirrors["registry.local:5000"];
+        assert_eq!(local.endpoint, ["https://harbor.corp"]);
+        assert_eq!(
+            local.other["rewrite"]["^(.*)$"].as_str(),
+            Some("airgap/registry.local__5000/$1")
+        );
+        s.override_path = Some(crate::OverridePath::parse("").unwrap());
+        let p = plan(&s, Path::new(K3S_DEST), None).unwrap();
+        let doc = RegistriesYaml::parse(&p.files[0].contents).unwrap();
+        assert!(doc.mirrors["docker.io"].other.get("rewrite").is_none());
     }
 
     #[test]

@@ -17,8 +17,11 @@ pub mod crio;
 pub mod docker;
 pub mod doctor;
 pub mod k3s;
+pub mod override_path;
 pub mod secret;
 pub mod write;
+
+pub use override_path::OverridePath;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -228,6 +231,9 @@ pub struct Settings {
     /// Credentials for the mirror, where the runtime's own file carries
     /// them (k3s's `configs.<mirror>.auth`); others take a pull Secret.
     pub creds: Option<secret::Credentials>,
+    /// The mirror is a plain registry holding images under this prefix,
+    /// not berth (`--override-path`).
+    pub override_path: Option<OverridePath>,
 }
 
 /// The file name of an installed CA beside containerd's and k3s's files.

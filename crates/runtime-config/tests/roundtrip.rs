@@ -79,6 +79,7 @@ fn settings() -> impl Strategy<Value = Settings> {
             ca_pem: None,
             certs_dir: None,
             creds: creds.map(|(username, password)| Credentials { username, password }),
+            override_path: None,
         })
 }
 
@@ -102,7 +103,7 @@ proptest! {
             let ca = s.ca.as_ref().map(|p| CaFiles::One(p.to_string_lossy().into_owned()));
             prop_assert_eq!(&entry.ca, &ca);
             prop_assert_eq!(entry.skip_verify, s.skip_verify.then_some(true));
-            prop_assert_eq!(back, HostsToml::for_mirror(&s, registry));
+            prop_assert_eq!(back, HostsToml::for_mirror(&s, registry).unwrap());
         }
     }
 
@@ -119,7 +120,7 @@ proptest! {
             prop_assert_eq!(entry.effective_prefix(), Some(host.as_str()));
             prop_assert_eq!(entry.location.as_deref(), Some(host.as_str()));
             prop_assert_eq!(entry.mirror.len(), 1);
-            prop_assert_eq!(&entry.mirror[0].location, &crio::mirror_location(&s, host));
+            prop_assert_eq!(&entry.mirror[0].location, &crio::mirror_location(&s, host).unwrap());
             prop_assert_eq!(entry.mirror[0].insecure, s.insecure().then_some(true));
         }
     }

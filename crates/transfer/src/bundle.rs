@@ -226,11 +226,20 @@ pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
     Ok((index, out))
 }
 
-/// The mirror name an image is stored under in a berth registry `registry`.
-pub fn mirror_target(original: &ImageReference, registry: &str) -> Result<ImageReference> {
-    let repository: RepositoryName = original
-        .mirror_repository()
-        .map_err(|e| TransferError::Invalid(format!("{original}: {e}")))?;
+/// The mirror name an image is stored under in a berth registry `registry`
+/// (`registry.local:5000/app` as `registry.local__5000/app`), under
+/// `prefix` when one is given (`airgap/docker.io/library/alpine`).
+pub fn mirror_target(
+    original: &ImageReference,
+    registry: &str,
+    prefix: Option<&RepositoryName>,
+) -> Result<ImageReference> {
+    let invalid =
+        |e: berth_reference::NameError| TransferError::Invalid(format!("{original}: {e}"));
+    let mut repository: RepositoryName = original.mirror_repository().map_err(invalid)?;
+    if let Some(p) = prefix {
+        repository = format!("{p}/{repository}").parse().map_err(invalid)?;
+    }
     Ok(ImageReference {
         registry: registry.to_string(),
         repository,
@@ -245,6 +254,7 @@ pub async fn load(
     file: &Path,
     registry: &str,
     base: Option<Url>,
+    prefix: Option<&RepositoryName>,
     options: &RegistryOptions,
     opts: &CopyOptions,
     on_image: &(dyn Fn(&BundleImage) + Send + Sync),
@@ -259,7 +269,7 @@ pub async fn load(
     opts.selection = Selection::All;
     let mut done = Vec::new();
     for e in entries {
-        let target = mirror_target(&e.reference, registry)?;
+        let target = mirror_target(&e.reference, registry, prefix)?;
         let src = LayoutSource::from_tar(
             index.clone(),
             format!("oci-archive:{}", file.display()),
@@ -451,9 +461,15 @@ mod tests {
                 "quay.io/org/app@sha256:0123456789012345678901234567890123456789012345678901234567890123",
             ]
         );
-        let t = mirror_target(&refs[0], "10.0.0.5:5000").unwrap();
+        let t = mirror_target(&refs[0], "10.0.0.5:5000", None).unwrap();
         assert_eq!(t.to_string(), "10.0.0.5:5000/docker.io/library/alpine:3.20");
-        let t = mirror_target(&refs[2], "localhost:5000").unwrap();
+        let project: RepositoryName = "airgap/edge".parse().unwrap();
+        let t = mirror_target(&refs[0], "harbor.corp", Some(&project)).unwrap();
+        assert_eq!(
+            t.to_string(),
+            "harbor.corp/airgap/edge/docker.io/library/alpine:3.20"
+        );
+        let t = mirror_target(&refs[2], "localhost:5000", None).unwrap();
         assert_eq!(t.repository.as_str(), "quay.io/org/app");
         assert!(t.tag.is_none() && t.digest.is_some());
         assert!(parse_list("UPPER/case\n").is_err());

@@ -38,7 +38,8 @@ pub use error::{ErrorKind, Result, TransferError};
 pub use layout::{LayoutDest, LayoutSource, ANNOTATION_REF_NAME};
 pub use platform::Platform;
 pub use registry::{
-    is_loopback, parse_registry_target, NullDest, RegistryDest, RegistryOptions, RegistrySource,
+    is_loopback, parse_registry_prefix, parse_registry_target, NullDest, RegistryDest,
+    RegistryOptions, RegistrySource,
 };
 pub use source::{BlobRead, ByteStream, Destination, ManifestBlob, Source};
 pub use transport::ImageRef;

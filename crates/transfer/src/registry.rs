@@ -69,9 +69,35 @@ pub fn is_loopback(registry: &str) -> bool {
 /// A registry named by `--to`: `HOST[:PORT]`, `docker://HOST[:PORT]` or an
 /// `http(s)://` URL. Returns the registry name and, for a URL, its base.
 pub fn parse_registry_target(s: &str) -> Result<(String, Option<Url>)> {
+    match parse_registry_prefix(s)? {
+        (name, base, None) => Ok((name, base)),
+        (_, _, Some(_)) => Err(TransferError::Invalid(format!(
+            "{s:?} is not a registry: give HOST[:PORT] or an http(s):// URL, without a path"
+        ))),
+    }
+}
+
+/// [`parse_registry_target`] with an optional repository path after the
+/// registry (`harbor.corp/airgap`, `http://127.0.0.1:5000/mirror`): a
+/// Harbor project or any prefix under which images are pushed.
+pub fn parse_registry_prefix(s: &str) -> Result<(String, Option<Url>, Option<RepositoryName>)> {
     let s = s.trim().trim_end_matches('/');
+    let prefix = |p: &str| -> Result<Option<RepositoryName>> {
+        let p = p.trim_matches('/');
+        if p.is_empty() {
+            return Ok(None);
+        }
+        p.parse()
+            .map(Some)
+            .map_err(|e| TransferError::Invalid(format!("{s:?}: the path after the registry: {e}")))
+    };
     if s.starts_with("http://") || s.starts_with("https://") {
-        let url = Url::parse(s).map_err(|e| TransferError::Invalid(format!("{s:?}: {e}")))?;
+        let mut url = Url::parse(s).map_err(|e| TransferError::Invalid(format!("{s:?}: {e}")))?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(TransferError::Invalid(format!(
+                "{s:?}: a registry URL has no query or fragment"
+            )));
+        }
         let host = url
             .host_str()
             .ok_or_else(|| TransferError::Invalid(format!("{s:?} has no host")))?;
@@ -79,15 +105,18 @@ pub fn parse_registry_target(s: &str) -> Result<(String, Option<Url>)> {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
-        return Ok((name, Some(url)));
+        let path = prefix(url.path())?;
+        url.set_path("/");
+        return Ok((name, Some(url), path));
     }
     let s = s.strip_prefix("docker://").unwrap_or(s);
-    if s.is_empty() || s.contains('/') || s.contains(char::is_whitespace) {
+    let (host, path) = s.split_once('/').unwrap_or((s, ""));
+    if host.is_empty() || s.contains(char::is_whitespace) {
         return Err(TransferError::Invalid(format!(
-            "{s:?} is not a registry: give HOST[:PORT] or an http(s):// URL"
+            "{s:?} is not a registry: give HOST[:PORT][/PREFIX] or an http(s):// URL"
         )));
     }
-    Ok((s.to_ascii_lowercase(), None))
+    Ok((host.to_ascii_lowercase(), None, prefix(path)?))
 }
 
 impl RegistryOptions {
@@ -711,5 +740,17 @@ mod tests {
         assert_eq!(n, "127.0.0.1:5000");
         assert_eq!(u.unwrap().scheme(), "http");
         assert!(parse_registry_target("a/b").is_err());
+        let (n, u, p) = parse_registry_prefix("harbor.corp/airgap/edge").unwrap();
+        assert_eq!(
+            (n.as_str(), u, p.unwrap().as_str()),
+            ("harbor.corp", None, "airgap/edge")
+        );
+        let (n, u, p) = parse_registry_prefix("http://127.0.0.1:5000/airgap/").unwrap();
+        assert_eq!(n, "127.0.0.1:5000");
+        assert_eq!(u.unwrap().as_str(), "http://127.0.0.1:5000/");
+        assert_eq!(p.unwrap().as_str(), "airgap");
+        for bad in ["h/UPPER", "h/a//b", "h/../x", "http://h/x?y", "/x", ""] {
+            assert!(parse_registry_prefix(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use berth_transfer::bundle::{self, BundleImage};
-use berth_transfer::{parse_registry_target, CopyOptions, Selection};
+use berth_transfer::{parse_registry_prefix, CopyOptions, Selection};
 use clap::{Args, Subcommand};
 
 use super::imaging::{
@@ -61,8 +61,11 @@ pub struct CreateArgs {
 pub struct LoadArgs {
     /// The bundle.
     pub archive: PathBuf,
-    /// The registry to push into: HOST[:PORT] or an http(s):// URL.
-    #[arg(long, value_name = "REGISTRY")]
+    /// The registry to push into: HOST[:PORT] or an http(s):// URL, with an
+    /// optional path under which every image goes (a Harbor project:
+    /// harbor.corp/airgap puts docker.io/library/alpine in
+    /// airgap/docker.io/library/alpine).
+    #[arg(long, value_name = "REGISTRY[/PREFIX]")]
     pub to: String,
     #[command(flatten)]
     pub parallel: ParallelArgs,
@@ -176,7 +179,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
 }
 
 fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let (registry, base) = parse_registry_target(&args.to).map_err(fail)?;
+    let (registry, base, prefix) = parse_registry_prefix(&args.to).map_err(fail)?;
     let opts = args.registry.options()?;
     let copy = CopyOptions {
         selection: Selection::All,
@@ -199,6 +202,7 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
             &args.archive,
             &registry,
             base,
+            prefix.as_ref(),
             &opts,
             &copy,
             &on_image,
@@ -207,6 +211,10 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
     report(
         &done,
         args.output,
-        &format!("loaded {} into {registry}", args.archive.display()),
+        &format!(
+            "loaded {} into {}",
+            args.archive.display(),
+            args.to.trim_end_matches('/')
+        ),
     )
 }

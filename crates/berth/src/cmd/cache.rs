@@ -88,7 +88,7 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
         let client = opts.client(&registry, None).await.map_err(fail)?;
         let mut outcomes = Vec::new();
         for (n, img) in images.iter().enumerate() {
-            let target = mirror_target(img, &registry);
+            let target = mirror_target(img, &registry, None);
             if text_out {
                 match &target {
                     Ok(t) => eprintln!("[{}/{total}] caching {img} as {t}", n + 1),

@@ -40,7 +40,8 @@ keeping everything else they hold.
 Examples:
   berth runtime-config containerd --mirror http://10.0.0.5:5000
   berth runtime-config k3s --mirror https://mirror.lan:5000 --ca /etc/ssl/mirror-ca.pem --registries '*'
-  berth runtime-config crio --mirror http://10.0.0.5:5000 --dry-run")]
+  berth runtime-config crio --mirror http://10.0.0.5:5000 --dry-run
+  berth runtime-config containerd --mirror https://harbor.corp --override-path 'airgap/{registry}'")]
 pub struct RuntimeConfigArgs {
     /// Which runtime to configure.
     #[arg(value_enum)]
@@ -84,6 +85,14 @@ pub struct RuntimeConfigArgs {
         hide_env_values = true
     )]
     creds: Option<String>,
+    /// The mirror is a plain registry (registry:2, a Harbor project), not
+    /// berth: each registry's images are under PREFIX there (none: at its
+    /// root); `{registry}` in PREFIX is berth's name of the registry
+    /// (`docker.io`, `registry.local__5000`), as `berth bundle load --to
+    /// MIRROR/PREFIX` lays them out. containerd gets `override_path`,
+    /// CRI-O/Podman a location with the prefix, k3s a `rewrite`.
+    #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "")]
+    override_path: Option<String>,
 }
 
 /// The CA to install, read from `--ca-file` or the `--tls-auto` root.
@@ -139,7 +148,13 @@ pub fn run(args: RuntimeConfigArgs) -> anyhow::Result<()> {
             args.target
         );
     }
+    let override_path = args
+        .override_path
+        .as_deref()
+        .map(berth_runtime_config::OverridePath::parse)
+        .transpose()?;
     let settings = Settings {
+        override_path,
         creds,
         mirror,
         registries,
