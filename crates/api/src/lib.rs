@@ -184,6 +184,18 @@ async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
     resp
 }
 
+/// The upstream the request's host names (`Host`, or HTTP/2's
+/// `:authority`), when the cache routes by host: treated as its `?ns=`.
+fn routed_host(state: &ApiState, parts: &http::request::Parts) -> Option<String> {
+    let cache = state.cache.as_ref()?;
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
+    cache.upstream_for_host(host)
+}
+
 fn query_map(uri: &http::Uri) -> HashMap<String, String> {
     axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
         .map(|q| q.0)
@@ -220,12 +232,13 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
         _ => (Action::Push, false),
     };
     let repo = match route.name() {
-        Some(name) => Some(
-            state
-                .resolver
-                .resolve(name, query.get("ns").map(String::as_str), read)
-                .await?,
-        ),
+        Some(name) => {
+            let ns = match query.get("ns") {
+                Some(ns) => Some(ns.clone()),
+                None => routed_host(&state, &parts),
+            };
+            Some(state.resolver.resolve(name, ns.as_deref(), read).await?)
+        }
         None => None,
     };
     let client = client_addr(&parts);

@@ -100,6 +100,13 @@ impl UpstreamAllowList {
         }
     }
 
+    /// Whether `host` is one of the known public registries (not merely
+    /// allowed by a glob of the operator's, which may cover berth's own
+    /// name too).
+    pub fn is_known(&self, host: &str) -> bool {
+        self.known.iter().any(|g| g.matches(host))
+    }
+
     /// Whether `host` (normalised, as in repository names) may be contacted.
     pub fn permits(&self, host: &str) -> bool {
         self.known

@@ -59,6 +59,10 @@ pub struct CacheConfig {
     /// Connect, first-byte and stall timeouts of hosts not in `upstreams`
     /// (each of those carries its own in its client settings).
     pub timeouts: UpstreamTimeouts,
+    /// A request whose `Host` names a known or configured upstream
+    /// (`registry-1.docker.io`, as DNS pointed at berth sends it) is for
+    /// that upstream's mirror.
+    pub host_routing: bool,
 }
 
 /// Whether an upstream may be contacted for one request.
@@ -206,6 +210,29 @@ impl Cache {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
+    }
+
+    /// The upstream a request's `Host` header names, when host routing is
+    /// on and it is a known public registry or a configured upstream (with
+    /// or without the port it was reached on): the spoofed-DNS setup where
+    /// `/etc/hosts` points `docker.io` or `k8s.gcr.io` at berth. Hosts that
+    /// `allow_upstreams` globs merely allow are not routed: such a glob may
+    /// cover berth's own name.
+    pub fn upstream_for_host(&self, host: &str) -> Option<String> {
+        let config = &self.inner.config;
+        if !config.host_routing {
+            return None;
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let bare = match host.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host.as_str(),
+        };
+        let found = [host.as_str(), bare]
+            .into_iter()
+            .map(berth_reference::normalise_registry)
+            .find(|h| config.upstreams.contains_key(h) || config.allow.is_known(h));
+        found
     }
 
     /// The upstream host and the repository's name there, when `repo` is a

@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// Never contact an upstream: serve only what is held (air-gapped sites).
     #[arg(long, env = "BERTH_OFFLINE")]
     offline: bool,
+    /// Do not route a request whose Host header names a known or configured
+    /// upstream (`registry-1.docker.io`, where /etc/hosts points it at berth)
+    /// to that upstream's mirror.
+    #[arg(long, env = "BERTH_NO_HOST_ROUTING")]
+    no_host_routing: bool,
     /// How long a cached tag is served before it is revalidated upstream
     /// (e.g. `90s`, `5m`, `2h`) [default: 5m]
     #[arg(long, env = "BERTH_TAG_TTL", value_name = "DURATION")]

@@ -29,6 +29,9 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     default_upstream: Option<String>,
     offline: Option<bool>,
+    /// Route requests whose Host names a known or configured upstream to
+    /// its mirror [true].
+    host_routing: Option<bool>,
     tag_ttl: Option<String>,
     /// Upstream timeouts (`BERTH_UPSTREAM_*_TIMEOUT` override them): see
     /// [`upstream_timeouts`].
@@ -456,6 +459,7 @@ fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<Cache
         offline: args.offline || file.offline.unwrap_or(false),
         allow: UpstreamAllowList::new(file.known_upstreams.as_deref(), &allowed),
         timeouts,
+        host_routing: !args.no_host_routing && file.host_routing.unwrap_or(true),
     })
 }
 
