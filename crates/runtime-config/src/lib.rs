@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod containerd;
+pub mod containerd_config;
 pub mod crio;
 pub mod docker;
 pub mod doctor;

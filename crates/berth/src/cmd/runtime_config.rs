@@ -41,7 +41,10 @@ Examples:
   berth runtime-config containerd --mirror http://10.0.0.5:5000
   berth runtime-config k3s --mirror https://mirror.lan:5000 --ca /etc/ssl/mirror-ca.pem --registries '*'
   berth runtime-config crio --mirror http://10.0.0.5:5000 --dry-run
-  berth runtime-config containerd --mirror https://harbor.corp --override-path 'airgap/{registry}'")]
+  berth runtime-config containerd --mirror https://harbor.corp --override-path 'airgap/{registry}'
+  berth runtime-config containerd --mirror http://10.0.0.5:5000 --apply   # + config_path in /etc/containerd/config.toml
+  berth runtime-config containerd --mirror http://10.0.0.5:5000 --apply \\
+      --dest /etc/k0s/containerd.d/certs.d --containerd-config /etc/k0s/containerd.d/cri-registry.toml")]
 pub struct RuntimeConfigArgs {
     /// Which runtime to configure.
     #[arg(value_enum)]
@@ -93,6 +96,15 @@ pub struct RuntimeConfigArgs {
     /// CRI-O/Podman a location with the prefix, k3s a `rewrite`.
     #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "")]
     override_path: Option<String>,
+    /// containerd: also point containerd's own configuration at the hosts
+    /// directory (`config_path` in the CRI plugin's registry table for the
+    /// file's version), keeping everything else in it and a backup.
+    #[arg(long)]
+    apply: bool,
+    /// The containerd configuration --apply edits; a file that does not
+    /// exist is created as a drop-in (k0s: /etc/k0s/containerd.d/cri-registry.toml).
+    #[arg(long, value_name = "FILE", default_value = containerd::CONFIG_TOML, requires = "apply")]
+    containerd_config: PathBuf,
 }
 
 /// The CA to install, read from `--ca-file` or the `--tls-auto` root.
@@ -183,7 +195,44 @@ pub fn run(args: RuntimeConfigArgs) -> anyhow::Result<()> {
         Target::Docker => docker::plan(&settings, &dest, existing()?.as_deref())?,
     };
 
-    if args.target == Target::Containerd {
+    if args.apply && args.target != Target::Containerd {
+        anyhow::bail!(
+            "--apply is for containerd: the other runtimes read the file berth writes as it is"
+        );
+    }
+    if args.apply {
+        let config = std::path::absolute(&args.containerd_config)
+            .with_context(|| format!("resolving {}", args.containerd_config.display()))?;
+        let existing = write::read_existing(&config)?;
+        let applied = berth_runtime_config::containerd_config::apply_config_path(
+            existing.as_deref(),
+            &dest,
+            &config.display().to_string(),
+        )?;
+        // The hosts files first: containerd may be restarted the moment its
+        // configuration names them.
+        plan.files.push(berth_runtime_config::PlannedFile {
+            path: config.clone(),
+            contents: applied.text,
+        });
+        plan.instructions = vec![if applied.unchanged {
+            format!(
+                "{} already points [{}] config_path at {}: later changes there need no restart.",
+                config.display(),
+                applied.table,
+                dest.display()
+            )
+        } else {
+            format!(
+                "{} now points [{}] config_path at {}. Restart containerd to apply it (`systemctl restart containerd`, or `k0s restart` for k0s).",
+                config.display(),
+                applied.table,
+                dest.display()
+            )
+        }];
+        plan.warnings
+            .retain(|w| !w.starts_with("containerd refuses a CRI registry section"));
+    } else if args.target == Target::Containerd {
         if let Some(text) = write::read_existing(std::path::Path::new(containerd::CONFIG_TOML))? {
             plan.warnings
                 .extend(containerd::existing_config_warnings(&text, &dest));

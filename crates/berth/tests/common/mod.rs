@@ -1628,6 +1628,29 @@ impl Containerd {
     /// config (TOML tables, e.g. the CRI plugin's
     /// `registry.configs."HOST".auth` credentials).
     pub fn start_with_cri_extra(cri_config_path: Option<&Path>, extra: &str) -> Containerd {
+        let cri = cri_config_path.map(|p| {
+            format!(
+                "  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = \"{}\"\n",
+                p.display()
+            )
+        });
+        Containerd::start_inner(cri.as_deref(), extra, |_| {})
+    }
+
+    /// With the CRI plugin but no registry table: `prepare` gets the
+    /// config file before containerd reads it (to edit it as a user or
+    /// `berth runtime-config containerd --apply` would).
+    pub fn start_with_cri_prepared(prepare: impl FnOnce(&Path)) -> Containerd {
+        Containerd::start_inner(Some(""), "", prepare)
+    }
+
+    /// `cri_registry`: `None` disables the CRI plugin; otherwise the lines
+    /// of its registry table (possibly none).
+    fn start_inner(
+        cri_registry: Option<&str>,
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Containerd {
         let bin = require_tool("containerd");
         require_tool("ctr");
         let dir = tempfile::tempdir().expect("temp dir for containerd");
@@ -1640,7 +1663,7 @@ impl Containerd {
             "io.containerd.internal.v1.opt",
             "io.containerd.tracing.processor.v1.otlp",
         ];
-        if cri_config_path.is_none() {
+        if cri_registry.is_none() {
             disabled.insert(0, "io.containerd.grpc.v1.cri");
         }
         let mut config = format!(
@@ -1649,7 +1672,7 @@ impl Containerd {
             state = dir.path().join("state").display(),
             socket = socket.display(),
         );
-        if let Some(config_path) = cri_config_path {
+        if let Some(registry) = cri_registry {
             require_tool("runc");
             let _ = write!(
                 config,
@@ -1666,16 +1689,14 @@ impl Containerd {
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni}/bin"
     conf_dir = "{cni}/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{config_path}"
-"#,
+{registry}"#,
                 cni = dir.path().join("cni").display(),
-                config_path = config_path.display(),
             );
         }
         config.push_str(extra);
         let config_file = dir.path().join("config.toml");
         std::fs::write(&config_file, config).expect("write containerd config");
+        prepare(&config_file);
         let log = dir.path().join("containerd.log");
         let logfile = std::fs::File::create(&log).expect("containerd log");
         let child = Command::new(bin)
