@@ -159,3 +159,122 @@ fn a_bundle_loaded_under_a_prefix_is_pulled_through_override_path() {
     ]);
     assert_eq!(run(&mut cmd).stdout_str().trim(), image.manifest_digest);
 }
+
+/// Compressed bundles: `-o FILE.tar.gz` / `.tar.zst` write what gzip and
+/// zstd (and GNU tar) read; `bundle ls` and `bundle load` take them as they
+/// are, and skopeo reads the image out of the decompressed tar.
+#[test]
+fn compressed_bundles_are_written_and_read() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    let source = Distribution::start();
+    let layout = Layout::create(&s.join("layout"));
+    // Compressible content, so the compressed bundle is visibly smaller.
+    let text: Vec<u8> = b"the same line again and again\n".repeat(20_000);
+    let image = layout.add_image(
+        "v1",
+        "amd64",
+        &[tar_layer(&[TarEntry {
+            name: "log.txt",
+            data: &text,
+        }])],
+    );
+    source.push(s, &layout.oci_ref("v1"), "team/app:v1", None);
+    let list = s.join("images.txt");
+    std::fs::write(&list, format!("{SOURCE}/team/app:v1\n")).unwrap();
+    let upstream = format!("{SOURCE}={}", source.url());
+    let mut sizes = Vec::new();
+    for (name, check) in [
+        ("site.tar", None),
+        ("site.tar.gz", Some(("gzip", "-t"))),
+        ("site.tar.zst", Some(("zstd", "-tq"))),
+    ] {
+        let bundle = s.join(name);
+        berth(&[
+            "bundle",
+            "create",
+            list.to_str().unwrap(),
+            "-o",
+            bundle.to_str().unwrap(),
+            "--upstream",
+            &upstream,
+        ]);
+        sizes.push(std::fs::metadata(&bundle).unwrap().len());
+        if let Some((tool, flag)) = check {
+            run(Command::new(require_tool(tool)).arg(flag).arg(&bundle));
+            let listing = run(Command::new("tar")
+                .arg(if tool == "gzip" { "-tzf" } else { "--zstd" })
+                .args(if tool == "gzip" { vec![] } else { vec!["-tf"] })
+                .arg(&bundle))
+            .stdout_str();
+            assert!(listing.contains("index.json"), "{listing}");
+        }
+        let ls = berth(&["bundle", "ls", bundle.to_str().unwrap(), "--output", "json"]);
+        let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+        assert_eq!(
+            ls["images"][0]["digest"],
+            image.manifest_digest.as_str(),
+            "{ls}"
+        );
+
+        let airgap = Server::start_with(&["--offline".to_string()]);
+        berth(&[
+            "bundle",
+            "load",
+            bundle.to_str().unwrap(),
+            "--to",
+            &airgap.host(),
+        ]);
+        let mut cmd = skopeo(s);
+        cmd.args([
+            "inspect",
+            "--no-tags",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{}/{SOURCE}/team/app:v1", airgap.host()),
+        ]);
+        assert_eq!(
+            run(&mut cmd).stdout_str().trim(),
+            image.manifest_digest,
+            "{name}"
+        );
+    }
+    assert!(
+        sizes[1] * 5 < sizes[0] && sizes[2] * 5 < sizes[0],
+        "{sizes:?}"
+    );
+    // Decompressed by gzip itself, it is the plain bundle skopeo reads.
+    let plain = s.join("unzipped.tar");
+    let out = run(Command::new("gzip").arg("-dc").arg(s.join("site.tar.gz")));
+    std::fs::write(&plain, &out.stdout).unwrap();
+    let mut cmd = skopeo(s);
+    cmd.args([
+        "inspect",
+        "--no-tags",
+        "--format",
+        "{{.Digest}}",
+        &format!("oci-archive:{}:{SOURCE}/team/app:v1", plain.display()),
+    ]);
+    assert_eq!(run(&mut cmd).stdout_str().trim(), image.manifest_digest);
+    // A truncated compressed bundle is refused before anything is pushed.
+    let cut = s.join("cut.tar.zst");
+    let bytes = std::fs::read(s.join("site.tar.zst")).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let airgap = Server::start_with(&["--offline".to_string()]);
+    let out = run_unchecked(Command::new(env!("CARGO_BIN_EXE_berth")).args([
+        "bundle",
+        "load",
+        cut.to_str().unwrap(),
+        "--to",
+        &airgap.host(),
+    ]));
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("cannot decompress"),
+        "{}",
+        out.describe()
+    );
+    let r = curl("GET", &format!("{}/v2/_catalog", airgap.url())).send();
+    assert_eq!(r.json()["repositories"], serde_json::json!([]));
+}

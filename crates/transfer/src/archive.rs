@@ -6,7 +6,8 @@
 //! files are then streamed straight from those offsets. Nothing is
 //! extracted, and no more than one read buffer of a layer is in memory.
 //! Only uncompressed tars can be read in place (skopeo and `docker save`
-//! write uncompressed ones).
+//! write uncompressed ones); a gzip or zstd one is decompressed once into a
+//! temporary file first (see `tar_codec`).
 //!
 //! Writing (`oci-archive:`, bundles): the layout is staged in a temporary
 //! directory beside the target file, then tarred (deterministic order and
@@ -25,6 +26,7 @@ use tokio::io::AsyncSeekExt;
 use crate::error::{Result, TransferError};
 use crate::layout::{file_stream, LayoutDest, LayoutFiles};
 use crate::source::{ByteStream, Destination, ManifestBlob, Source};
+use crate::tar_codec::{decompress_to_temp, Compressing, TarCompression};
 
 const MAX_SMALL: u64 = 16 << 20;
 /// Most entries indexed in one archive (bounds the header scan).
@@ -35,6 +37,9 @@ const MAX_ENTRIES: usize = 1_000_000;
 pub struct TarIndex {
     file: PathBuf,
     entries: Arc<HashMap<String, (u64, u64)>>,
+    /// For a compressed archive, the decompressed copy `file` names,
+    /// removed with the last clone of the index.
+    _decompressed: Option<Arc<tempfile::TempPath>>,
 }
 
 fn normalise(path: &str) -> String {
@@ -57,20 +62,28 @@ impl TarIndex {
             .map_err(|e| TransferError::Invalid(format!("tar scan task: {e}")))?
     }
 
-    fn scan(path: &Path) -> Result<TarIndex> {
-        let mut f = std::fs::File::open(path).map_err(|e| TransferError::io(path, e))?;
-        let mut magic = [0u8; 2];
-        let n = f.read(&mut magic).map_err(|e| TransferError::io(path, e))?;
-        if n == 2 && magic == [0x1f, 0x8b] {
-            return Err(TransferError::Unsupported(format!(
-                "{} is gzip-compressed; decompress it first (gunzip) so it can be read in place",
-                path.display()
-            )));
-        }
+    fn scan(original: &Path) -> Result<TarIndex> {
+        let mut f = std::fs::File::open(original).map_err(|e| TransferError::io(original, e))?;
+        let mut magic = [0u8; 4];
+        let n = f
+            .read(&mut magic)
+            .map_err(|e| TransferError::io(original, e))?;
+        let decompressed = match TarCompression::detect(&magic[..n]) {
+            TarCompression::None => None,
+            how => Some(Arc::new(decompress_to_temp(original, how)?)),
+        };
+        let path: &Path = match &decompressed {
+            Some(tmp) => {
+                f = std::fs::File::open(tmp.as_ref() as &Path)
+                    .map_err(|e| TransferError::io(tmp.to_path_buf(), e))?;
+                tmp
+            }
+            None => original,
+        };
         f.seek(SeekFrom::Start(0))
             .map_err(|e| TransferError::io(path, e))?;
         let corrupt = |e: std::io::Error| {
-            TransferError::Corrupt(format!("{} is not a readable tar: {e}", path.display()))
+            TransferError::Corrupt(format!("{} is not a readable tar: {e}", original.display()))
         };
         let mut archive = tar::Archive::new(f);
         let mut entries = HashMap::new();
@@ -79,7 +92,7 @@ impl TarIndex {
             if entries.len() >= MAX_ENTRIES {
                 return Err(TransferError::Corrupt(format!(
                     "{} has more than {MAX_ENTRIES} entries",
-                    path.display()
+                    original.display()
                 )));
             }
             let kind = entry.header().entry_type();
@@ -93,6 +106,7 @@ impl TarIndex {
         Ok(TarIndex {
             file: path.to_path_buf(),
             entries: Arc::new(entries),
+            _decompressed: decompressed,
         })
     }
 
@@ -164,7 +178,11 @@ pub(crate) enum TarItem {
 /// Write `items` as a tar at `target` (through a temporary name, renamed
 /// when complete), with fixed metadata so the same content gives the same
 /// archive. File contents are streamed from disk.
-pub(crate) fn write_tar(items: &[(String, TarItem)], target: &Path) -> Result<()> {
+pub(crate) fn write_tar(
+    items: &[(String, TarItem)],
+    target: &Path,
+    compression: TarCompression,
+) -> Result<()> {
     let tmp = target.with_file_name(format!(
         ".{}.partial-{}",
         target
@@ -175,7 +193,9 @@ pub(crate) fn write_tar(items: &[(String, TarItem)], target: &Path) -> Result<()
     ));
     let werr = |e: std::io::Error| TransferError::io(&tmp, e);
     let out = std::fs::File::create(&tmp).map_err(werr)?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
+    let out = Compressing::new(std::io::BufWriter::with_capacity(1 << 20, out), compression)
+        .map_err(werr)?;
+    let mut builder = tar::Builder::new(out);
     for (name, item) in items {
         let mut h = tar::Header::new_ustar();
         h.set_mtime(0);
@@ -206,7 +226,10 @@ pub(crate) fn write_tar(items: &[(String, TarItem)], target: &Path) -> Result<()
             }
         }
     }
-    let buf = builder.into_inner().map_err(werr)?;
+    let buf = builder
+        .into_inner()
+        .and_then(Compressing::finish)
+        .map_err(werr)?;
     let file = buf
         .into_inner()
         .map_err(|e| TransferError::io(&tmp, e.into_error()))?;
@@ -216,7 +239,7 @@ pub(crate) fn write_tar(items: &[(String, TarItem)], target: &Path) -> Result<()
 
 /// Tar a layout directory into `target`: `oci-layout`, `index.json`, then
 /// the blobs in sorted order.
-pub fn write_layout_tar(dir: &Path, target: &Path) -> Result<()> {
+pub fn write_layout_tar(dir: &Path, target: &Path, compression: TarCompression) -> Result<()> {
     let mut blobs = Vec::new();
     let blob_root = dir.join("blobs");
     for alg in std::fs::read_dir(&blob_root).map_err(|e| TransferError::io(&blob_root, e))? {
@@ -255,7 +278,7 @@ pub fn write_layout_tar(dir: &Path, target: &Path) -> Result<()> {
         let p = dir.join(&b);
         (b, TarItem::File(p))
     }));
-    write_tar(&items, target)
+    write_tar(&items, target, compression)
 }
 
 /// Writing an image into an `oci-archive:` file: a layout staged beside the
@@ -310,7 +333,8 @@ impl Destination for OciArchiveDest {
         self.layout.commit().await?;
         let dir = self.layout.dir().to_path_buf();
         let file = self.file.clone();
-        tokio::task::spawn_blocking(move || write_layout_tar(&dir, &file))
+        // skopeo reads only plain `oci-archive:` tars.
+        tokio::task::spawn_blocking(move || write_layout_tar(&dir, &file, TarCompression::None))
             .await
             .map_err(|e| TransferError::Invalid(format!("tar task: {e}")))?
     }
@@ -347,6 +371,7 @@ mod tests {
                 ("big.bin".to_string(), TarItem::File(dir.path().join("big"))),
             ],
             &target,
+            TarCompression::None,
         )
         .unwrap();
         let index = TarIndex::open(&target).await.unwrap();
@@ -368,12 +393,33 @@ mod tests {
         }
         assert_eq!(got, big[1000..]);
         assert!(index.open("missing", 0).await.unwrap().is_none());
-        // gzip is refused with advice rather than misread.
+        // Compressed tars are read the same (through a decompressed copy),
+        // and a broken stream is an error, not a short archive.
+        for how in [TarCompression::Gzip, TarCompression::Zstd] {
+            let packed = dir.path().join(format!("t.tar.{}", how.as_str()));
+            write_tar(
+                &[("big.bin".to_string(), TarItem::File(dir.path().join("big")))],
+                &packed,
+                how,
+            )
+            .unwrap();
+            let index = TarIndex::open(&packed).await.unwrap();
+            let (size, mut s) = index.open("big.bin", 0).await.unwrap().unwrap();
+            assert_eq!(size, big.len() as u64);
+            let mut got = Vec::new();
+            while let Some(c) = s.next().await {
+                got.extend_from_slice(&c.unwrap());
+            }
+            assert_eq!(got, big);
+            let copy = index.path().to_path_buf();
+            drop(index);
+            assert!(!copy.exists(), "the decompressed copy outlived its index");
+        }
         let gz = dir.path().join("x.tar.gz");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
         assert!(matches!(
             TarIndex::open(&gz).await,
-            Err(TransferError::Unsupported(_))
+            Err(TransferError::Corrupt(_))
         ));
     }
 }

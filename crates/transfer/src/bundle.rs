@@ -27,6 +27,7 @@ use crate::layout::{
 };
 use crate::registry::{RegistryDest, RegistryOptions, RegistrySource};
 use crate::source::ManifestBlob;
+use crate::tar_codec::TarCompression;
 
 /// berth's own annotation carrying an image's original reference.
 pub const ANNOTATION_BUNDLE_REF: &str = "io.berth.bundle.reference";
@@ -62,11 +63,13 @@ pub fn parse_list(text: &str) -> Result<Vec<ImageReference>> {
     Ok(out)
 }
 
-/// Fetch `images` from their registries into a bundle at `out`.
+/// Fetch `images` from their registries into a bundle at `out`, the tar
+/// compressed as `compression` says.
 /// `on_image` is told about each image as it completes.
 pub async fn create(
     images: &[ImageReference],
     out: &Path,
+    compression: TarCompression,
     registry: &RegistryOptions,
     opts: &CopyOptions,
     on_image: &(dyn Fn(&BundleImage) + Send + Sync),
@@ -92,7 +95,7 @@ pub async fn create(
     }
     let dir = stage.path().to_path_buf();
     let target = out.to_path_buf();
-    tokio::task::spawn_blocking(move || write_layout_tar(&dir, &target))
+    tokio::task::spawn_blocking(move || write_layout_tar(&dir, &target, compression))
         .await
         .map_err(|e| TransferError::Invalid(format!("tar task: {e}")))??;
     Ok(done)

@@ -28,6 +28,7 @@ use crate::compress::LayerCompression;
 use crate::error::{Result, TransferError};
 use crate::layout::{LayoutDest, LayoutFiles};
 use crate::source::{BlobRead, Destination, ManifestBlob, Source};
+use crate::tar_codec::TarCompression;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -366,7 +367,7 @@ impl Destination for DockerArchiveDest {
             ),
         ));
         let file = self.file.clone();
-        tokio::task::spawn_blocking(move || write_tar(&items, &file))
+        tokio::task::spawn_blocking(move || write_tar(&items, &file, TarCompression::None))
             .await
             .map_err(|e| TransferError::Invalid(format!("tar task: {e}")))?
     }

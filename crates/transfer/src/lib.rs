@@ -28,6 +28,7 @@ mod layout;
 mod platform;
 mod registry;
 mod source;
+mod tar_codec;
 mod transport;
 
 pub use archive::{OciArchiveDest, TarIndex};
@@ -42,6 +43,7 @@ pub use registry::{
     RegistryOptions, RegistrySource,
 };
 pub use source::{BlobRead, ByteStream, Destination, ManifestBlob, Source};
+pub use tar_codec::TarCompression;
 pub use transport::ImageRef;
 
 /// Open a reference for reading, as it is.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use berth_transfer::bundle::{self, BundleImage};
-use berth_transfer::{parse_registry_prefix, CopyOptions, Selection};
+use berth_transfer::{parse_registry_prefix, CopyOptions, Selection, TarCompression};
 use clap::{Args, Subcommand};
 
 use super::imaging::{
@@ -43,9 +43,14 @@ pub struct LsArgs {
 pub struct CreateArgs {
     /// A file of image references, one per line (`berth images` output), or - for stdin.
     pub list: String,
-    /// The bundle to write.
+    /// The bundle to write: FILE.tar.gz or FILE.tar.zst are compressed
+    /// (see --compress); `load` and `ls` read any of them.
     #[arg(short = 'o', long = "archive", value_name = "FILE")]
     pub archive: PathBuf,
+    /// Compress the whole bundle [default: from the file name, .gz or .zst;
+    /// none for anything else].
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub compress: Option<BundleCompress>,
     /// Every platform by default; --platform keeps one.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -55,6 +60,13 @@ pub struct CreateArgs {
     pub registry: RegistryArgs,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BundleCompress {
+    Gzip,
+    Zstd,
+    None,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +159,12 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(&args.list).with_context(|| format!("reading {}", args.list))?
     };
     let images = bundle::parse_list(&text).map_err(fail)?;
+    let compression = match args.compress {
+        Some(BundleCompress::Gzip) => TarCompression::Gzip,
+        Some(BundleCompress::Zstd) => TarCompression::Zstd,
+        Some(BundleCompress::None) => TarCompression::None,
+        None => TarCompression::from_name(&args.archive),
+    };
     let opts = args.registry.options()?;
     let copy = CopyOptions {
         selection: args.select.selection(Selection::All)?,
@@ -166,6 +184,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         .block_on(bundle::create(
             &images,
             &args.archive,
+            compression,
             &opts,
             &copy,
             &on_image,
