@@ -15,7 +15,11 @@ pub async fn get(ctx: &Ctx, subject: &Digest) -> Result<Response, ApiError> {
         .get("artifactType")
         .map(String::as_str)
         .filter(|a| !a.is_empty());
-    let index = ctx.registry().referrers(&ctx.repo, subject, filter).await?;
+    // A mirror's list includes what its upstream attaches.
+    let index = match ctx.mirror() {
+        Some(cache) => cache.referrers(&ctx.repo, subject, filter).await?,
+        None => ctx.registry().referrers(&ctx.repo, subject, filter).await?,
+    };
     let len = index.len();
     let mut resp = Response::new(Body::from(index));
     let h = resp.headers_mut();

@@ -23,6 +23,7 @@ pub mod allow;
 mod fill;
 mod manifests;
 pub mod metrics;
+mod referrers;
 pub mod ttl;
 
 use std::collections::HashMap;

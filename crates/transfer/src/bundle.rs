@@ -9,6 +9,12 @@
 //! image under its mirror name (`docker.io/library/alpine:3.20` lands in
 //! repository `docker.io/library/alpine`), which an `--offline` berth
 //! serves as the mirror of `docker.io`.
+//!
+//! What refers to each image (signatures, attestations, SBOMs: see
+//! `referrers`) is carried too, as entries of their own named by digest
+//! (`docker.io/library/alpine@sha256:...`) or by cosign's tag
+//! (`docker.io/library/alpine:sha256-<hex>.sig`), so that loading pushes
+//! them beside the image under the same mirror name.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -31,6 +37,8 @@ use crate::tar_codec::TarCompression;
 
 /// berth's own annotation carrying an image's original reference.
 pub const ANNOTATION_BUNDLE_REF: &str = "io.berth.bundle.reference";
+/// On a signature, attestation or SBOM: the image it came with.
+pub const ANNOTATION_REFERRER_OF: &str = "io.berth.bundle.referrer-of";
 
 /// One image put into, or loaded from, a bundle.
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +78,7 @@ pub async fn create(
     images: &[ImageReference],
     out: &Path,
     compression: TarCompression,
+    with_referrers: bool,
     registry: &RegistryOptions,
     opts: &CopyOptions,
     on_image: &(dyn Fn(&BundleImage) + Send + Sync),
@@ -78,20 +87,24 @@ pub async fn create(
     let layout = LayoutDest::create(stage.path(), None).await?;
     let mut done = Vec::new();
     for r in images {
-        let name = r.to_string();
         let src = RegistrySource::open(r, registry).await?;
-        let mut annotations = BTreeMap::new();
-        annotations.insert(ANNOTATION_BUNDLE_REF.to_string(), name.clone());
-        let dest = layout.for_image(Some(name.clone()), annotations);
-        let report = copy(&src, &dest, opts).await?;
-        let img = BundleImage {
-            reference: name,
-            target: None,
-            digest: report.digest.clone(),
-            report,
-        };
+        let img = add_image(&layout, &src, r.to_string(), None, opts).await?;
         on_image(&img);
+        let subject = img.digest.clone();
         done.push(img);
+        if !with_referrers {
+            continue;
+        }
+        // Signatures, attestations, SBOMs: whole, every manifest of theirs.
+        let mut all = opts.clone();
+        all.selection = Selection::All;
+        for referrer in src.referrer_refs(&subject).await? {
+            let name = referrer.to_string();
+            let rsrc = src.sibling(referrer);
+            let img = add_image(&layout, &rsrc, name, Some(r.to_string()), &all).await?;
+            on_image(&img);
+            done.push(img);
+        }
     }
     let dir = stage.path().to_path_buf();
     let target = out.to_path_buf();
@@ -99,6 +112,30 @@ pub async fn create(
         .await
         .map_err(|e| TransferError::Invalid(format!("tar task: {e}")))??;
     Ok(done)
+}
+
+/// Copy one image into the bundle's layout under `name` (its original
+/// reference), noting what it refers to when it is a referrer.
+async fn add_image(
+    layout: &LayoutDest,
+    src: &RegistrySource,
+    name: String,
+    referrer_of: Option<String>,
+    opts: &CopyOptions,
+) -> Result<BundleImage> {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(ANNOTATION_BUNDLE_REF.to_string(), name.clone());
+    if let Some(of) = referrer_of {
+        annotations.insert(ANNOTATION_REFERRER_OF.to_string(), of);
+    }
+    let dest = layout.for_image(Some(name.clone()), annotations);
+    let report = copy(src, &dest, opts).await?;
+    Ok(BundleImage {
+        reference: name,
+        target: None,
+        digest: report.digest.clone(),
+        report,
+    })
 }
 
 /// An image listed in a bundle.
@@ -310,6 +347,7 @@ pub async fn manifests(file: &Path) -> Result<Vec<(BundleEntry, ManifestBlob)>> 
 
 /// One image of a bundle, as `bundle ls` shows it.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ListedImage {
     pub reference: String,
     pub digest: Digest,
@@ -317,6 +355,9 @@ pub struct ListedImage {
     pub platforms: Vec<String>,
     /// Bytes of every manifest, config and layer it needs.
     pub size: u64,
+    /// For a signature, attestation or SBOM: the image it came with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrer_of: Option<String>,
 }
 
 /// What a bundle holds.
@@ -428,6 +469,7 @@ pub async fn list(file: &Path) -> Result<Listing> {
             digest: e.descriptor.digest.clone(),
             platforms,
             size: needs.values().sum(),
+            referrer_of: e.annotations.get(ANNOTATION_REFERRER_OF).cloned(),
         });
     }
     for d in uses.keys() {

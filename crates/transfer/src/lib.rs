@@ -26,6 +26,7 @@ mod error;
 pub mod inspect;
 mod layout;
 mod platform;
+pub mod referrers;
 mod registry;
 mod source;
 mod tar_codec;

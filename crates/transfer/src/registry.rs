@@ -269,7 +269,7 @@ fn repo_of(r: &ImageReference) -> RepositoryName {
 pub struct RegistrySource {
     pub(crate) client: UpstreamClient,
     pub(crate) repo: RepositoryName,
-    reference: ImageReference,
+    pub(crate) reference: ImageReference,
 }
 
 impl RegistrySource {

@@ -537,7 +537,7 @@ impl UpstreamClient {
         .await
     }
 
-    fn req(&self, method: Method, url: Url, scopes: Vec<Scope>) -> Req {
+    pub(crate) fn req(&self, method: Method, url: Url, scopes: Vec<Scope>) -> Req {
         Req {
             method,
             url,

@@ -58,6 +58,7 @@ mod client;
 mod config;
 mod error;
 mod policy;
+mod referrers;
 mod stall;
 mod upload;
 
@@ -82,4 +83,5 @@ pub use error::{
     parse_spec_errors, SpecError, Timeout, TimeoutPhase, TransportCause, UpstreamError,
 };
 pub use policy::is_public;
+pub use referrers::{referrers_tag, Referrer};
 pub use upload::{MountOutcome, UploadSession, DEFAULT_CHUNK_SIZE};

@@ -51,6 +51,10 @@ pub struct CreateArgs {
     /// none for anything else].
     #[arg(long, value_enum, value_name = "HOW")]
     pub compress: Option<BundleCompress>,
+    /// Leave out what refers to each image: signatures, attestations and
+    /// SBOMs (OCI referrers, cosign's sha256-<hex>.sig/.att/.sbom tags).
+    #[arg(long)]
+    pub no_referrers: bool,
     /// Every platform by default; --platform keeps one.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -116,16 +120,24 @@ fn ls(args: LsArgs) -> anyhow::Result<()> {
     for i in &listing.images {
         let digest = i.digest.to_string();
         let short = digest.get(..19).unwrap_or(&digest);
+        let what = match &i.referrer_of {
+            Some(of) => format!("(refers to {of})"),
+            None => i.platforms.join(","),
+        };
         println!(
-            "{:width$}  {short:19}  {:>10}  {}",
+            "{:width$}  {short:19}  {:>10}  {what}",
             i.reference,
             human(i.size),
-            i.platforms.join(",")
         );
     }
+    let referrers = listing
+        .images
+        .iter()
+        .filter(|i| i.referrer_of.is_some())
+        .count();
     println!(
-        "{} image(s), {} blob(s), {} in all; {} shared between images",
-        listing.images.len(),
+        "{} image(s) and {referrers} signature(s), attestation(s) or SBOM(s), {} blob(s), {} in all; {} shared between images",
+        listing.images.len() - referrers,
         listing.blobs,
         human(listing.bytes),
         human(listing.shared_bytes)
@@ -185,6 +197,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
             &images,
             &args.archive,
             compression,
+            !args.no_referrers,
             &opts,
             &copy,
             &on_image,

@@ -39,6 +39,10 @@ pub struct CacheArgs {
     pub parallel: ParallelArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// Leave out what refers to each image: signatures, attestations and
+    /// SBOMs (OCI referrers, cosign's sha256-<hex>.sig/.att/.sbom tags).
+    #[arg(long)]
+    pub no_referrers: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -101,7 +105,20 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
                 let dest = NullDest {
                     name: format!("cache {registry}"),
                 };
-                copy(&src, &dest, &copy_opts).await
+                let mut report = copy(&src, &dest, &copy_opts).await?;
+                if !args.no_referrers {
+                    // Asked through the berth, which fetches cosign's tags
+                    // from the upstream like any tag.
+                    let mut all = copy_opts.clone();
+                    all.selection = Selection::All;
+                    for r in src.referrer_refs(&report.digest).await? {
+                        let extra = copy(&src.sibling(r), &dest, &all).await?;
+                        report.manifests += extra.manifests;
+                        report.blobs += extra.blobs;
+                        report.bytes_copied += extra.bytes_copied;
+                    }
+                }
+                Ok(report)
             }
             .await;
             let o = match result {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use berth_reference::ImageReference;
 use berth_transfer::{
     copy, open_destination, open_source_with, CopyOptions, ImageRef, LayerCompression, Selection,
 };
@@ -49,6 +50,11 @@ pub struct CopyArgs {
     /// Compressed layers are never recompressed.
     #[arg(long, value_enum, default_value_t = Compress::Gzip)]
     pub compress: Compress,
+    /// Registry to registry, leave out what refers to the image:
+    /// signatures, attestations and SBOMs (OCI referrers, cosign's
+    /// sha256-<hex>.sig/.att/.sbom tags), which are copied by default.
+    #[arg(long)]
+    pub no_referrers: bool,
     /// text or json.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -109,9 +115,27 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
         };
         let s = open_source_with(&src, &src_opts, compression).await?;
         let d = open_destination(&dst, &dst_opts).await?;
-        copy(s.as_ref(), d.as_ref(), &opts).await
+        let report = copy(s.as_ref(), d.as_ref(), &opts).await?;
+        // Signatures, attestations and SBOMs go along, registry to registry.
+        let mut referrers = Vec::new();
+        if let (false, Some(reg), ImageRef::Docker(to)) = (args.no_referrers, s.as_registry(), &dst)
+        {
+            let mut all = opts.clone();
+            all.selection = Selection::All;
+            for r in reg.referrer_refs(&report.digest).await? {
+                let target = ImageReference {
+                    tag: r.tag.clone(),
+                    digest: r.digest.clone(),
+                    ..to.clone()
+                };
+                let d = open_destination(&ImageRef::Docker(target.clone()), &dst_opts).await?;
+                copy(&reg.sibling(r.clone()), d.as_ref(), &all).await?;
+                referrers.push(target.to_string());
+            }
+        }
+        Ok::<_, berth_transfer::TransferError>((report, referrers))
     });
-    let report = report.map_err(fail)?;
+    let (report, referrers) = report.map_err(fail)?;
     match args.output {
         OutputFormat::Json => print_json(&report)?,
         OutputFormat::Text => {
@@ -126,6 +150,9 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
                 report.blobs_mounted,
                 human(report.bytes_copied)
             );
+            for r in &referrers {
+                eprintln!("copied with it: {r}");
+            }
             if let Some(index) = &report.from_index {
                 eprintln!(
                     "note: one platform out of the multi-platform index {index}; --all copies every platform"
