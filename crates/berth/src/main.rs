@@ -46,6 +46,8 @@ enum Command {
     Rm(cmd::rm::RmArgs),
     /// Make a berth server fetch images into its pull-through cache.
     Cache(cmd::cache::CacheArgs),
+    /// Copy whole repositories (tag patterns) into a registry, incrementally.
+    Sync(cmd::sync::SyncArgs),
     /// List the image references in Kubernetes YAML.
     Images(cmd::images::ImagesArgs),
     /// Air-gap bundles: many images in one archive.
@@ -73,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Tags(args) => cmd::ls::run_tags(args),
         Command::Rm(args) => cmd::rm::run(args),
         Command::Cache(args) => cmd::cache::run(args),
+        Command::Sync(args) => cmd::sync::run(args),
         Command::Images(args) => cmd::images::run(args),
         Command::Bundle(args) => cmd::bundle::run(args),
         Command::Gc(args) => cmd::gc::run(args),

@@ -29,6 +29,7 @@ mod platform;
 pub mod referrers;
 mod registry;
 mod source;
+pub mod sync;
 mod tar_codec;
 mod transport;
 

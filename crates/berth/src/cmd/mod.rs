@@ -18,6 +18,7 @@ pub mod imaging;
 pub mod inspect;
 pub mod ls;
 pub mod rm;
+pub mod sync;
 
 /// A failure the verb has already reported in its own output (the doctor's
 /// report, for one): the caller only sets the exit status, and prints no
