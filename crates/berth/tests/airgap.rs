@@ -278,3 +278,127 @@ fn compressed_bundles_are_written_and_read() {
     let r = curl("GET", &format!("{}/v2/_catalog", airgap.url())).send();
     assert_eq!(r.json()["repositories"], serde_json::json!([]));
 }
+
+/// Incremental bundles: `--since OLD` leaves out what OLD carried, and
+/// `--skip-present-in REGISTRY` what that registry holds; loading one
+/// before what it builds on stops with that advice, and after it the
+/// images are whole (a shared layer of another repository is mounted from
+/// the earlier image's repository).
+#[test]
+fn incremental_bundles_carry_only_what_is_new() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    let source = Distribution::start();
+    let layout = Layout::create(&s.join("layout"));
+    let base_layer = tar_layer(&[TarEntry {
+        name: "base.bin",
+        data: &pseudo_random(400_000, 5),
+    }]);
+    let new_layer = tar_layer(&[TarEntry {
+        name: "app.bin",
+        data: &pseudo_random(2_000, 6),
+    }]);
+    let v1 = layout.add_image("v1", "amd64", std::slice::from_ref(&base_layer));
+    let v2 = layout.add_image("v2", "amd64", &[base_layer.clone(), new_layer.clone()]);
+    source.push(s, &layout.oci_ref("v1"), "team/app:v1", None);
+    source.push(s, &layout.oci_ref("v2"), "team/app:v2", None);
+    source.push(s, &layout.oci_ref("v2"), "team/other:v1", None);
+    let upstream = format!("{SOURCE}={}", source.url());
+    let create = |list: &str, out: &str, extra: &[&str]| {
+        let list_file = s.join(format!("{out}.txt"));
+        std::fs::write(&list_file, list).unwrap();
+        let bundle = s.join(out);
+        let mut args = vec![
+            "bundle".to_string(),
+            "create".into(),
+            list_file.display().to_string(),
+            "-o".into(),
+            bundle.display().to_string(),
+            "--upstream".into(),
+            upstream.clone(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        run(Command::new(env!("CARGO_BIN_EXE_berth")).args(&args));
+        bundle
+    };
+    let members =
+        |bundle: &std::path::Path| run(Command::new("tar").arg("-tf").arg(bundle)).stdout_str();
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let base_digest = sha256(&base_layer);
+
+    let first = create(&format!("{SOURCE}/team/app:v1\n"), "first.tar", &[]);
+    let second = create(
+        &format!("{SOURCE}/team/app:v2\n{SOURCE}/team/other:v1\n"),
+        "second.tar",
+        &["--since", first.to_str().unwrap()],
+    );
+    let listed = members(&second);
+    assert!(!listed.contains(&hex(&base_digest)), "{listed}");
+    assert!(listed.contains(&hex(&sha256(&new_layer))), "{listed}");
+    assert!(listed.contains(&hex(&v2.manifest_digest)), "{listed}");
+    assert!(
+        std::fs::metadata(&second).unwrap().len() * 10 < std::fs::metadata(&first).unwrap().len()
+    );
+
+    let airgap = Server::start_with(&["--offline".to_string()]);
+    let load = |bundle: &std::path::Path| {
+        run_unchecked(Command::new(env!("CARGO_BIN_EXE_berth")).args([
+            "bundle",
+            "load",
+            bundle.to_str().unwrap(),
+            "--to",
+            &airgap.host(),
+        ]))
+    };
+    let out = load(&second);
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("left out of this incremental bundle"),
+        "{}",
+        out.describe()
+    );
+    let r = curl(
+        "GET",
+        &format!("{}/v2/{SOURCE}/team/app/manifests/v2", airgap.url()),
+    )
+    .header("Accept", OCI_MANIFEST)
+    .send();
+    assert_eq!(r.status, 404, "a half-loaded image is visible");
+
+    let out = load(&first);
+    assert!(out.status.success(), "{}", out.describe());
+    let out = load(&second);
+    assert!(out.status.success(), "{}", out.describe());
+    for (repo, tag, digest) in [
+        ("team/app", "v1", &v1.manifest_digest),
+        ("team/app", "v2", &v2.manifest_digest),
+        ("team/other", "v1", &v2.manifest_digest),
+    ] {
+        let pulled = s.join(format!("pulled-{}-{tag}", repo.replace('/', "-")));
+        run(skopeo(s).args([
+            "copy",
+            "--src-tls-verify=false",
+            "--preserve-digests",
+            &format!("docker://{}/{SOURCE}/{repo}:{tag}", airgap.host()),
+            &format!("oci:{}:x", pulled.display()),
+        ]));
+        assert_eq!(
+            &Layout { dir: pulled }.manifest("x").0,
+            digest,
+            "{repo}:{tag}"
+        );
+    }
+
+    // Against a registry reachable from here that holds what the site has.
+    let third = create(
+        &format!("{SOURCE}/team/app:v2\n"),
+        "third.tar",
+        &["--skip-present-in", &airgap.host()],
+    );
+    let listed = members(&third);
+    assert!(!listed.contains(&hex(&base_digest)), "{listed}");
+    assert!(!listed.contains(&hex(&sha256(&new_layer))), "{listed}");
+    assert!(listed.contains(&hex(&v2.manifest_digest)), "{listed}");
+    let out = load(&third);
+    assert!(out.status.success(), "{}", out.describe());
+}

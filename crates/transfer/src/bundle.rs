@@ -28,6 +28,7 @@ use url::Url;
 use crate::archive::{write_layout_tar, TarIndex};
 use crate::copy::{copy, CopyOptions, CopyReport, Selection};
 use crate::error::{Result, TransferError};
+use crate::incremental::{Base, FillFromSite, Known, ANNOTATION_INCREMENTAL, ANNOTATION_SINCE};
 use crate::layout::{
     blob_path, parse_index_json, LayoutDest, LayoutEntry, LayoutFiles, LayoutSource,
 };
@@ -74,21 +75,30 @@ pub fn parse_list(text: &str) -> Result<Vec<ImageReference>> {
 /// Fetch `images` from their registries into a bundle at `out`, the tar
 /// compressed as `compression` says.
 /// `on_image` is told about each image as it completes.
+/// With `base`, blobs the site holds already are left out (see
+/// `incremental`).
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     images: &[ImageReference],
     out: &Path,
     compression: TarCompression,
     with_referrers: bool,
+    base: Option<&Base>,
     registry: &RegistryOptions,
     opts: &CopyOptions,
     on_image: &(dyn Fn(&BundleImage) + Send + Sync),
 ) -> Result<Vec<BundleImage>> {
     let stage = crate::archive::stage_beside(out, ".berth-bundle-")?;
     let layout = LayoutDest::create(stage.path(), None).await?;
+    let known = match base {
+        Some(b) => Some(Known::open(b).await?),
+        None => None,
+    };
+    let known = known.as_ref();
     let mut done = Vec::new();
     for r in images {
         let src = RegistrySource::open(r, registry).await?;
-        let img = add_image(&layout, &src, r.to_string(), None, opts).await?;
+        let img = add_image(&layout, known, &src, r, None, opts).await?;
         on_image(&img);
         let subject = img.digest.clone();
         done.push(img);
@@ -99,12 +109,15 @@ pub async fn create(
         let mut all = opts.clone();
         all.selection = Selection::All;
         for referrer in src.referrer_refs(&subject).await? {
-            let name = referrer.to_string();
-            let rsrc = src.sibling(referrer);
-            let img = add_image(&layout, &rsrc, name, Some(r.to_string()), &all).await?;
+            let rsrc = src.sibling(referrer.clone());
+            let img =
+                add_image(&layout, known, &rsrc, &referrer, Some(r.to_string()), &all).await?;
             on_image(&img);
             done.push(img);
         }
+    }
+    if let Some(k) = known {
+        mark_incremental(stage.path(), k)?;
     }
     let dir = stage.path().to_path_buf();
     let target = out.to_path_buf();
@@ -118,24 +131,73 @@ pub async fn create(
 /// reference), noting what it refers to when it is a referrer.
 async fn add_image(
     layout: &LayoutDest,
+    known: Option<&Known>,
     src: &RegistrySource,
-    name: String,
+    reference: &ImageReference,
     referrer_of: Option<String>,
     opts: &CopyOptions,
 ) -> Result<BundleImage> {
+    let name = reference.to_string();
     let mut annotations = BTreeMap::new();
     annotations.insert(ANNOTATION_BUNDLE_REF.to_string(), name.clone());
     if let Some(of) = referrer_of {
         annotations.insert(ANNOTATION_REFERRER_OF.to_string(), of);
     }
     let dest = layout.for_image(Some(name.clone()), annotations);
-    let report = copy(src, &dest, opts).await?;
+    let report = match known {
+        Some(k) => copy(src, &k.skipping(dest, reference)?, opts).await?,
+        None => copy(src, &dest, opts).await?,
+    };
     Ok(BundleImage {
         reference: name,
         target: None,
         digest: report.digest.clone(),
         report,
     })
+}
+
+/// Note in the staged `index.json` that the bundle is incremental (and,
+/// for `--since`, OLD's images).
+fn mark_incremental(stage: &Path, known: &Known) -> Result<()> {
+    let path = stage.join("index.json");
+    let raw = std::fs::read(&path).map_err(|e| TransferError::io(&path, e))?;
+    let mut index: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| TransferError::Corrupt(format!("{}: {e}", path.display())))?;
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(ANNOTATION_INCREMENTAL.into(), "true".into());
+    if let Some(since) = known.since() {
+        annotations.insert(ANNOTATION_SINCE.into(), since.into());
+    }
+    index["annotations"] = annotations.into();
+    let bytes = serde_json::to_vec(&index)
+        .map_err(|e| TransferError::Invalid(format!("index.json: {e}")))?;
+    std::fs::write(&path, bytes).map_err(|e| TransferError::io(&path, e))
+}
+
+/// The top-level annotations of a bundle's `index.json`.
+async fn index_annotations(index: &TarIndex) -> Result<BTreeMap<String, String>> {
+    let raw = index.read_small("index.json").await?.unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+    Ok(v.get("annotations")
+        .and_then(|a| a.as_object())
+        .map(|a| {
+            a.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// A verified bundle.
+pub struct Verified {
+    pub index: TarIndex,
+    pub entries: Vec<BundleEntry>,
+    /// Made `--since` or `--skip-present-in`: blobs may be left out.
+    pub incremental: bool,
+    /// For `--since`: the earlier bundle's images.
+    pub since: Vec<ImageReference>,
+    /// The blobs it carries.
+    pub carried: HashSet<Digest>,
 }
 
 /// An image listed in a bundle.
@@ -147,7 +209,7 @@ pub struct BundleEntry {
 }
 
 /// A bundle's tar index, its name for messages, and its `index.json` entries.
-async fn open_bundle(file: &Path) -> Result<(TarIndex, String, Vec<LayoutEntry>)> {
+pub(crate) async fn open_bundle(file: &Path) -> Result<(TarIndex, String, Vec<LayoutEntry>)> {
     let index = TarIndex::open(file).await?;
     let what = file.display().to_string();
     let raw = index
@@ -159,7 +221,7 @@ async fn open_bundle(file: &Path) -> Result<(TarIndex, String, Vec<LayoutEntry>)
 }
 
 /// An image's original reference: berth's annotation, else the OCI ref name.
-fn reference_of(e: &LayoutEntry) -> Option<String> {
+pub(crate) fn reference_of(e: &LayoutEntry) -> Option<String> {
     e.annotations
         .get(ANNOTATION_BUNDLE_REF)
         .or_else(|| e.annotations.get(crate::layout::ANNOTATION_REF_NAME))
@@ -168,8 +230,18 @@ fn reference_of(e: &LayoutEntry) -> Option<String> {
 
 /// Open a bundle and verify it: every blob hashes to its name, and every
 /// image's manifests and blobs are present. Nothing is pushed.
-pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
+pub async fn verify(file: &Path) -> Result<Verified> {
     let (index, what, entries) = open_bundle(file).await?;
+    let annotations = index_annotations(&index).await?;
+    let incremental = annotations.get(ANNOTATION_INCREMENTAL).map(String::as_str) == Some("true");
+    let since: Vec<ImageReference> = match annotations.get(ANNOTATION_SINCE) {
+        Some(list) => serde_json::from_str::<Vec<String>>(list)
+            .map_err(|e| TransferError::Corrupt(format!("{what}: {ANNOTATION_SINCE}: {e}")))?
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect(),
+        None => Vec::new(),
+    };
     // 1. Every blob matches its digest.
     let mut names: Vec<String> = index
         .names()
@@ -247,7 +319,8 @@ pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
                 Kind::Index => stack.extend(m.manifests),
                 Kind::Image => {
                     for b in m.blobs {
-                        if !present.contains(&(b.digest.clone(), b.size)) {
+                        // An incremental bundle leaves out what the site has.
+                        if !incremental && !present.contains(&(b.digest.clone(), b.size)) {
                             return Err(TransferError::Corrupt(format!(
                                 "{what}: {ref_name} needs blob {}, which the bundle lacks",
                                 b.digest
@@ -263,7 +336,13 @@ pub async fn verify(file: &Path) -> Result<(TarIndex, Vec<BundleEntry>)> {
             digest: e.descriptor.digest.clone(),
         });
     }
-    Ok((index, out))
+    Ok(Verified {
+        index,
+        entries: out,
+        incremental,
+        since,
+        carried: present.into_iter().map(|(d, _)| d).collect(),
+    })
 }
 
 /// The mirror name an image is stored under in a berth registry `registry`
@@ -299,7 +378,21 @@ pub async fn load(
     opts: &CopyOptions,
     on_image: &(dyn Fn(&BundleImage) + Send + Sync),
 ) -> Result<Vec<BundleImage>> {
-    let (index, entries) = verify(file).await?;
+    let Verified {
+        index,
+        entries,
+        incremental,
+        since,
+        carried,
+    } = verify(file).await?;
+    let carried = std::sync::Arc::new(carried);
+    let mount_from = std::sync::Arc::new(
+        since
+            .iter()
+            .filter_map(|r| mirror_target(r, registry, prefix).ok())
+            .map(|t| t.repository)
+            .collect::<Vec<_>>(),
+    );
     let mut options = options.clone();
     if let Some(u) = base {
         options.upstreams.push((registry.to_string(), u));
@@ -316,7 +409,19 @@ pub async fn load(
             Some(e.ref_name.clone()),
         );
         let dest = RegistryDest::with_client(client.clone(), target.clone());
-        let report = copy(&src, &dest, &opts).await?;
+        let report = if incremental {
+            let fill = FillFromSite {
+                inner: dest,
+                client: client.clone(),
+                repo: target.repository.clone(),
+                carried: carried.clone(),
+                mount_from: mount_from.clone(),
+                what: file.display().to_string(),
+            };
+            copy(&src, &fill, &opts).await?
+        } else {
+            copy(&src, &dest, &opts).await?
+        };
         let img = BundleImage {
             reference: e.reference.to_string(),
             target: Some(target.to_string()),
@@ -331,7 +436,7 @@ pub async fn load(
 
 /// The root manifest of each image, for tests and `--dry-run` listings.
 pub async fn manifests(file: &Path) -> Result<Vec<(BundleEntry, ManifestBlob)>> {
-    let (index, entries) = verify(file).await?;
+    let Verified { index, entries, .. } = verify(file).await?;
     let mut out = Vec::new();
     for e in entries {
         let src = LayoutSource::from_tar(

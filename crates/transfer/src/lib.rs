@@ -23,6 +23,7 @@ mod compress;
 mod copy;
 mod docker_archive;
 mod error;
+pub mod incremental;
 pub mod inspect;
 mod layout;
 mod platform;

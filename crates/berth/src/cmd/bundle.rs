@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use berth_transfer::bundle::{self, BundleImage};
+use berth_transfer::incremental::Base;
 use berth_transfer::{parse_registry_prefix, CopyOptions, Selection, TarCompression};
 use clap::{Args, Subcommand};
 
@@ -55,6 +56,14 @@ pub struct CreateArgs {
     /// SBOMs (OCI referrers, cosign's sha256-<hex>.sig/.att/.sbom tags).
     #[arg(long)]
     pub no_referrers: bool,
+    /// An incremental bundle: leave out every blob this earlier bundle
+    /// carried (the site loaded it already).
+    #[arg(long, value_name = "OLD", conflicts_with = "skip_present_in")]
+    pub since: Option<PathBuf>,
+    /// An incremental bundle: leave out every blob this registry (a copy
+    /// of the site's) holds under the image's mirror name.
+    #[arg(long, value_name = "REGISTRY[/PREFIX]")]
+    pub skip_present_in: Option<String>,
     /// Every platform by default; --platform keeps one.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -178,6 +187,22 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         None => TarCompression::from_name(&args.archive),
     };
     let opts = args.registry.options()?;
+    let base = match (&args.since, &args.skip_present_in) {
+        (Some(old), _) => Some(Base::Since(old.clone())),
+        (None, Some(to)) => {
+            let (registry, url, prefix) = parse_registry_prefix(to).map_err(fail)?;
+            let mut options = opts.clone();
+            if let Some(u) = url {
+                options.upstreams.push((registry.clone(), u));
+            }
+            Some(Base::PresentIn {
+                registry,
+                options,
+                prefix,
+            })
+        }
+        (None, None) => None,
+    };
     let copy = CopyOptions {
         selection: args.select.selection(Selection::All)?,
         parallel: args.parallel.count(),
@@ -198,6 +223,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
             &args.archive,
             compression,
             !args.no_referrers,
+            base.as_ref(),
             &opts,
             &copy,
             &on_image,
