@@ -18,6 +18,7 @@ mod listing;
 mod log;
 mod manifests;
 pub mod metrics;
+mod prefetch;
 mod process_metrics;
 pub mod range;
 mod referrers;
@@ -333,6 +334,7 @@ async fn route_to_handler(
         (Method::PUT, Route::Upload { id, .. }) => uploads::put(ctx, &id, body).await,
         (Method::DELETE, Route::Upload { id, .. }) => uploads::cancel(ctx, &id).await,
         (Method::GET, Route::Referrers { digest, .. }) => referrers::get(ctx, &digest).await,
+        (Method::POST, Route::Prefetch { reference, .. }) => prefetch::post(ctx, reference).await,
         _ => Err(ApiError::MethodNotAllowed(allow)),
     }
 }

@@ -27,6 +27,12 @@ pub enum Route {
     Upload { name: String, id: String },
     /// `/v2/<name>/referrers/<digest>`
     Referrers { name: String, digest: Digest },
+    /// `POST /v2/<name>/prefetch/<reference>`: berth's own extension, a
+    /// mirror fetches an image from its upstream (see `prefetch`).
+    Prefetch {
+        name: String,
+        reference: ManifestRef,
+    },
 }
 
 impl Route {
@@ -39,7 +45,8 @@ impl Route {
             | Route::Blob { name, .. }
             | Route::Uploads { name }
             | Route::Upload { name, .. }
-            | Route::Referrers { name, .. } => Some(name),
+            | Route::Referrers { name, .. }
+            | Route::Prefetch { name, .. } => Some(name),
         }
     }
 
@@ -50,7 +57,7 @@ impl Route {
             Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => "GET",
             Route::Manifest { .. } => "GET, HEAD, PUT, DELETE",
             Route::Blob { .. } => "GET, HEAD, DELETE",
-            Route::Uploads { .. } => "POST",
+            Route::Uploads { .. } | Route::Prefetch { .. } => "POST",
             Route::Upload { .. } => "GET, PATCH, PUT, DELETE",
         }
     }
@@ -116,6 +123,16 @@ impl Route {
                     ApiError::DigestInvalid(e.to_string())
                 })?;
                 return Ok(Some(Route::Referrers { name, digest }));
+            }
+        }
+        if let Some((name, reference)) = rest.rsplit_once("/prefetch/") {
+            if !reference.contains('/') {
+                let name = check_name(name)?;
+                let reference = reference.parse::<ManifestRef>().map_err(|e| match e {
+                    NameError::Digest(d) => ApiError::DigestInvalid(d.to_string()),
+                    other => ApiError::ReferenceInvalid(other.to_string()),
+                })?;
+                return Ok(Some(Route::Prefetch { name, reference }));
             }
         }
         Ok(None)

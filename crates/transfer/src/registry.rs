@@ -292,6 +292,11 @@ impl RegistrySource {
         &self.client
     }
 
+    /// The image this source reads.
+    pub fn reference(&self) -> &ImageReference {
+        &self.reference
+    }
+
     fn manifest_ref(&self) -> Result<ManifestRef> {
         let s = self.reference.reference_str();
         s.parse()

@@ -58,6 +58,7 @@ mod client;
 mod config;
 mod error;
 mod policy;
+mod prefetch;
 mod referrers;
 mod stall;
 mod upload;

@@ -1,18 +1,21 @@
 //! `berth cache REF... [-f LIST] --to BERTH`: warm a berth pull-through
-//! cache. Each image is pulled *through* that berth under its mirror name
+//! cache. The berth fetches each image from its upstream itself (its
+//! prefetch endpoint; this prints its progress), under its mirror name
 //! (`docker.io/library/alpine:3.20` as repository `docker.io/library/alpine`,
 //! `registry.local:5000/app` as `registry.local__5000/app`),
-//! so the berth fetches it with its own upstream configuration and keeps
-//! it; every manifest and blob is read in full, so the cache ends up
-//! holding the complete image. All platforms by default.
+//! with its own upstream configuration, and keeps the complete image. A
+//! server without the endpoint (or `--through-client`) has the image
+//! pulled through it instead, every manifest and blob read in full here.
+//! All platforms by default.
 
 use std::io::Read;
 
 use anyhow::Context as _;
-use berth_reference::ImageReference;
+use berth_reference::{ImageReference, ManifestRef};
 use berth_transfer::bundle::{mirror_target, parse_list};
 use berth_transfer::{
     copy, parse_registry_target, CopyOptions, CopyReport, NullDest, RegistrySource, Selection,
+    TransferError,
 };
 use clap::Args;
 use serde::Serialize;
@@ -43,8 +46,107 @@ pub struct CacheArgs {
     /// SBOMs (OCI referrers, cosign's sha256-<hex>.sig/.att/.sbom tags).
     #[arg(long)]
     pub no_referrers: bool,
+    /// Pull every byte through this client instead of asking the berth to
+    /// fetch the images itself (what happens anyway when the server is not
+    /// berth or has no prefetch endpoint).
+    #[arg(long)]
+    pub through_client: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+/// How an image was cached.
+enum Fetched {
+    /// The report of the fetch (by the server, or through this client).
+    ByServer(CopyReport),
+    /// The server has no prefetch endpoint.
+    Unsupported,
+}
+
+impl Fetched {
+    fn report(self) -> Result<CopyReport, TransferError> {
+        match self {
+            Fetched::ByServer(r) => Ok(r),
+            Fetched::Unsupported => Err(TransferError::Unsupported("prefetch".into())),
+        }
+    }
+}
+
+/// Make the berth behind `src` hold `src`'s image: by asking it to fetch
+/// the image itself (its progress printed when `verbose`), or, with
+/// `through_client`, by reading every manifest and blob through it.
+async fn fetch(
+    src: &RegistrySource,
+    opts: &CopyOptions,
+    through_client: bool,
+    verbose: bool,
+) -> Result<Fetched, TransferError> {
+    if through_client {
+        let dest = NullDest {
+            name: "the cache".to_string(),
+        };
+        return Ok(Fetched::ByServer(copy(src, &dest, opts).await?));
+    }
+    let target = src.reference().clone();
+    let reference: ManifestRef = target
+        .reference_str()
+        .parse()
+        .map_err(|e| TransferError::Invalid(format!("{target}: {e}")))?;
+    let platforms = match &opts.selection {
+        Selection::All => Vec::new(),
+        Selection::Platform(p) => vec![p.to_string()],
+        Selection::Host => vec![berth_transfer::Platform::host().to_string()],
+    };
+    let mut done = None;
+    let mut on_event = |v: &serde_json::Value| {
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let number = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        match field("event").as_str() {
+            "blob" if verbose && v.get("fetched").and_then(|f| f.as_bool()) == Some(true) => {
+                eprintln!("  fetched {} ({})", field("digest"), human(number("size")));
+            }
+            "waiting" if verbose => {
+                eprintln!(
+                    "  fetching {} ({} so far)",
+                    field("digest"),
+                    human(number("bytes"))
+                );
+            }
+            "done" => done = Some(v.clone()),
+            _ => {}
+        }
+    };
+    let supported = src
+        .client()
+        .prefetch(&target.repository, &reference, &platforms, &mut on_event)
+        .await
+        .map_err(|e| TransferError::registry(format!("prefetching {target}"), e))?;
+    if !supported {
+        return Ok(Fetched::Unsupported);
+    }
+    let done = done.unwrap_or_default();
+    let number = |k: &str| done.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    let digest = done
+        .get("digest")
+        .and_then(|d| d.as_str())
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| {
+            TransferError::Invalid(format!("prefetching {target}: no digest in the answer"))
+        })?;
+    let (blobs, fetched) = (number("blobs") as usize, number("fetched") as usize);
+    Ok(Fetched::ByServer(CopyReport {
+        source: format!("docker://{target}"),
+        destination: "the cache".to_string(),
+        digest,
+        media_type: String::new(),
+        manifests: number("manifests") as usize,
+        blobs,
+        blobs_copied: fetched,
+        blobs_skipped: blobs.saturating_sub(fetched),
+        blobs_mounted: 0,
+        bytes_copied: number("bytes"),
+        from_index: None,
+    }))
 }
 
 #[derive(Serialize)]
@@ -102,19 +204,29 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
             let result = async {
                 let target = target?;
                 let src = RegistrySource::with_client(client.clone(), target);
-                let dest = NullDest {
-                    name: format!("cache {registry}"),
+                let mut all = copy_opts.clone();
+                all.selection = Selection::All;
+                let mut report = match fetch(&src, &copy_opts, args.through_client, text_out).await? {
+                    Fetched::ByServer(r) => r,
+                    Fetched::Unsupported => {
+                        if text_out {
+                            eprintln!("note: {registry} has no prefetch endpoint (not berth, or an older one): pulling the image through it from here");
+                        }
+                        fetch(&src, &copy_opts, true, text_out).await?.report()?
+                    }
                 };
-                let mut report = copy(&src, &dest, &copy_opts).await?;
                 if !args.no_referrers {
-                    // Asked through the berth, which fetches cosign's tags
-                    // from the upstream like any tag.
-                    let mut all = copy_opts.clone();
-                    all.selection = Selection::All;
+                    // Asked through the berth, which lists its upstream's
+                    // referrers and fetches cosign's tags like any tag.
                     for r in src.referrer_refs(&report.digest).await? {
-                        let extra = copy(&src.sibling(r), &dest, &all).await?;
+                        let r = fetch(&src.sibling(r), &all, args.through_client, false).await?;
+                        let extra = match r {
+                            Fetched::ByServer(r) => r,
+                            Fetched::Unsupported => return Err(TransferError::Unsupported("prefetch".into())),
+                        };
                         report.manifests += extra.manifests;
                         report.blobs += extra.blobs;
+                        report.blobs_copied += extra.blobs_copied;
                         report.bytes_copied += extra.bytes_copied;
                     }
                 }
