@@ -1497,3 +1497,67 @@ fn docker_archive_layers_are_sent_gzipped() {
         img.layer_digests[0].as_str()
     );
 }
+
+/// `--compress zstd`: a `docker save` archive's plain layers are sent as
+/// zstd, which makes the image OCI (schema2 has no zstd layer type); zstd
+/// itself decompresses the layer back to the same tar, and skopeo reads
+/// the image.
+#[test]
+fn docker_archive_layers_can_be_sent_as_zstd() {
+    let reg = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let l = Layout::create(&s.join("src"));
+    let tar = tar_layer(&[TarEntry {
+        name: "big.txt",
+        data: &vec![b'z'; 64 << 10],
+    }]);
+    l.add_image("v1", "amd64", std::slice::from_ref(&tar));
+    let archive = s.join("saved.tar");
+    run(skopeo(s).args([
+        "copy",
+        &l.oci_ref("v1"),
+        &format!("docker-archive:{}:example/app:v1", archive.display()),
+    ]));
+    let host = reg.host();
+    berth(
+        s,
+        &[
+            "copy",
+            "--compress",
+            "zstd",
+            &format!("docker-archive:{}", archive.display()),
+            &format!("docker://{host}/zst:1"),
+        ],
+    );
+    let info = berth_json(s, &["inspect", "--raw", &format!("docker://{host}/zst:1")]);
+    assert_eq!(info["mediaType"], OCI_MANIFEST, "{info}");
+    assert_eq!(info["config"]["mediaType"], OCI_CONFIG, "{info}");
+    let layer = &info["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert!(layer["size"].as_u64().unwrap() < 2048, "{layer}");
+    let r = curl(
+        "GET",
+        &format!(
+            "{}/v2/zst/blobs/{}",
+            reg.url(),
+            layer["digest"].as_str().unwrap()
+        ),
+    )
+    .send();
+    r.expect_status(200);
+    let packed = s.join("layer.zst");
+    std::fs::write(&packed, &r.body).unwrap();
+    let out = run(Command::new(require_tool("zstd")).arg("-dc").arg(&packed));
+    assert_eq!(out.stdout, tar);
+    let pulled = s.join("pulled");
+    run(skopeo(s).args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/zst:1"),
+        &format!("oci:{}:x", pulled.display()),
+    ]));
+}

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::{write_tar, TarIndex, TarItem};
 use crate::compress::LayerCompression;
+use crate::compress::LayerFormat;
 use crate::error::{Result, TransferError};
 use crate::layout::{LayoutDest, LayoutFiles};
 use crate::source::{BlobRead, Destination, ManifestBlob, Source};
@@ -34,6 +35,11 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -143,7 +149,7 @@ impl DockerArchiveSource {
             LayerCompression::None => None,
             // In the temporary directory, not beside the archive: that may
             // be read-only media carried into an air gap.
-            LayerCompression::Gzip => Some(
+            LayerCompression::Gzip | LayerCompression::Zstd => Some(
                 tempfile::Builder::new()
                     .prefix("berth-gzip-")
                     .tempdir()
@@ -151,6 +157,7 @@ impl DockerArchiveSource {
             ),
         };
         let mut layers = Vec::new();
+        let mut formats = Vec::new();
         for (i, l) in entry.layers.iter().enumerate() {
             let (archive, offset, size) = index
                 .locate(l)
@@ -158,7 +165,7 @@ impl DockerArchiveSource {
             let archive = archive.to_path_buf();
             let staged = stage
                 .as_ref()
-                .map_or_else(PathBuf::new, |d| d.path().join(format!("{i}.tar.gz")));
+                .map_or_else(PathBuf::new, |d| d.path().join(format!("{i}.layer")));
             let layer = tokio::task::spawn_blocking(move || {
                 crate::compress::layer(&archive, offset, size, compression, &staged)
             })
@@ -169,21 +176,34 @@ impl DockerArchiveSource {
                 None => BlobAt::Member(l.clone()),
             };
             blobs.insert(layer.digest.clone(), at);
+            formats.push(layer.format);
             layers.push(Desc {
-                media_type: if layer.gzip {
-                    DOCKER_LAYER_GZIP
-                } else {
-                    DOCKER_LAYER_TAR
-                },
+                media_type: "",
                 size: layer.size,
                 digest: layer.digest.to_string(),
             });
         }
+        // Docker's schema2 has no zstd layer: with one, the image is OCI.
+        let oci = formats.contains(&LayerFormat::Zstd);
+        for (d, f) in layers.iter_mut().zip(&formats) {
+            d.media_type = match (oci, f) {
+                (false, LayerFormat::Tar) => DOCKER_LAYER_TAR,
+                (false, _) => DOCKER_LAYER_GZIP,
+                (true, LayerFormat::Tar) => OCI_LAYER_TAR,
+                (true, LayerFormat::Gzip) => OCI_LAYER_GZIP,
+                (true, LayerFormat::Zstd) => OCI_LAYER_ZSTD,
+            };
+        }
+        let (manifest_type, config_type) = if oci {
+            (OCI_MANIFEST, OCI_CONFIG)
+        } else {
+            (DOCKER_MANIFEST, DOCKER_CONFIG)
+        };
         let m = Schema2 {
             schema_version: 2,
-            media_type: DOCKER_MANIFEST,
+            media_type: manifest_type,
             config: Desc {
-                media_type: DOCKER_CONFIG,
+                media_type: config_type,
                 size: config.len() as u64,
                 digest: config_digest.to_string(),
             },
@@ -195,7 +215,7 @@ impl DockerArchiveSource {
         let manifest = ManifestBlob {
             digest: Digest::sha256_of(&bytes),
             bytes,
-            media_type: DOCKER_MANIFEST.to_string(),
+            media_type: manifest_type.to_string(),
         };
         Ok(DockerArchiveSource {
             index,

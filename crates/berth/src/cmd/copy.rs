@@ -46,8 +46,9 @@ pub struct CopyArgs {
     #[arg(long, value_name = "DIR")]
     pub dest_cert_dir: Option<PathBuf>,
     /// Layers that are plain tars (a `docker save` archive's): gzip them
-    /// before they are sent, as skopeo does, or keep them as they are.
-    /// Compressed layers are never recompressed.
+    /// before they are sent, as skopeo does, zstd them (the image is then
+    /// OCI), or keep them as they are. Compressed layers are never
+    /// recompressed.
     #[arg(long, value_enum, default_value_t = Compress::Gzip)]
     pub compress: Compress,
     /// Registry to registry, leave out what refers to the image:
@@ -63,6 +64,8 @@ pub struct CopyArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compress {
     Gzip,
+    /// zstd: the image becomes OCI (Docker's schema2 has no zstd layers).
+    Zstd,
     None,
 }
 
@@ -111,6 +114,7 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
     let report = rt.block_on(async {
         let compression = match args.compress {
             Compress::Gzip => LayerCompression::Gzip,
+            Compress::Zstd => LayerCompression::Zstd,
             Compress::None => LayerCompression::None,
         };
         let s = open_source_with(&src, &src_opts, compression).await?;
