@@ -107,3 +107,56 @@ fn spoofed_registry_names_are_served_from_their_mirrors() {
     );
     assert!(!out.status.success(), "{}", out.describe());
 }
+
+/// Docker, as on seed 004's nodes: its daemon resolves `k8s.gcr.io` to the
+/// local registry (a mount namespace with a spoofed /etc/hosts) and pulls
+/// `k8s.gcr.io:PORT/pause:3.9` from berth, which routes it by Host.
+#[test]
+fn docker_pulls_a_spoofed_name_through_host_routing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    let up = Distribution::start();
+    let layout = Layout::create(&s.join("layout"));
+    let image = layout.add_image(
+        "v1",
+        "amd64",
+        &[tar_layer(&[TarEntry {
+            name: "pause",
+            data: b"spoofed for docker\n",
+        }])],
+    );
+    up.push(s, &layout.oci_ref("v1"), "pause:3.9", None);
+    let berth = Server::start_with(&[format!("--upstream=k8s.gcr.io={}", up.url())]);
+    let port = berth.addr().port();
+    let hosts = s.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost k8s.gcr.io\n").unwrap();
+    let daemon = Dockerd::start_with(
+        &format!(r#"{{"insecure-registries": ["k8s.gcr.io:{port}"]}}"#),
+        Some(&hosts),
+    );
+    let name = format!("k8s.gcr.io:{port}/pause:3.9");
+    let out = run_unchecked(daemon.docker().args(["pull", &name]));
+    assert!(
+        out.status.success(),
+        "{}\n--- dockerd\n{}\n--- berth\n{}",
+        out.describe(),
+        daemon.log(),
+        berth.log()
+    );
+    let digests = run(daemon.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &name,
+    ]))
+    .stdout_str();
+    assert!(digests.contains(&image.manifest_digest), "{digests}");
+    assert!(
+        berth
+            .log()
+            .contains("path=/v2/pause/manifests/3.9 status=200"),
+        "{}",
+        berth.log()
+    );
+}

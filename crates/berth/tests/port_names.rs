@@ -7,8 +7,8 @@
 //!
 //! Every seed name is pointed at one Distribution registry on loopback with
 //! `--upstream HOST=URL`, so no test connects anywhere else; the clients are
-//! the real ones: skopeo reading the registries.conf `runtime-config crio`
-//! writes, containerd's `ctr` reading the hosts.toml `runtime-config
+//! the real ones: skopeo and podman reading the registries.conf
+//! `runtime-config crio` writes, containerd's `ctr` reading the hosts.toml `runtime-config
 //! containerd` writes (it sends `?ns=HOST:PORT`), and `berth bundle` /
 //! `berth cache`. Every name the catalog lists is then read back by skopeo,
 //! which refuses any name outside the spec's grammar.
@@ -148,6 +148,22 @@ fn seed_names_pull_through_crio_and_containerd_configuration() {
             mirror.log()
         );
     }
+
+    // Podman reads the same file (as CRI-O does) and stores the image.
+    let pod = s.join("podman");
+    std::fs::create_dir_all(&pod).unwrap();
+    std::fs::write(pod.join("auth.json"), "{}").unwrap();
+    let out = run(podman(&pod)
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .args(["pull", "registry.local:5000/demo/app:v1"]));
+    let images = run(podman(&pod).args(["images", "--digests", "--format", "{{.Digest}}"]));
+    assert!(
+        images.stdout_str().contains(&digest),
+        "{}
+{}",
+        out.describe(),
+        images.describe()
+    );
 
     // containerd asks the mirror with `?ns=HOST:PORT`. (Only for a name
     // that resolves nowhere: were berth to fail, containerd would fall back

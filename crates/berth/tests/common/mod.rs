@@ -2104,6 +2104,13 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start() -> Dockerd {
+        Dockerd::start_with("{}", None)
+    }
+
+    /// With this `daemon.json`, and, given `hosts`, in a mount namespace
+    /// where that file is `/etc/hosts` (names spoofed as on seed 004's
+    /// nodes, for this daemon alone).
+    pub fn start_with(daemon_json: &str, hosts: Option<&Path>) -> Dockerd {
         let bin = if Path::new("/usr/sbin/dockerd").exists() {
             PathBuf::from("/usr/sbin/dockerd")
         } else {
@@ -2111,9 +2118,22 @@ impl Dockerd {
         };
         let dir = tempfile::tempdir().expect("temp dir for dockerd");
         let d = dir.path();
-        std::fs::write(d.join("daemon.json"), "{}").expect("write daemon.json");
+        std::fs::write(d.join("daemon.json"), daemon_json).expect("write daemon.json");
         let log = std::fs::File::create(d.join("dockerd.log")).expect("dockerd log");
-        let child = Command::new(bin)
+        let mut cmd = match hosts {
+            None => Command::new(bin),
+            Some(h) => {
+                require_tool("unshare");
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind \"$HOSTS\" /etc/hosts && exec \"$DOCKERD\" \"$@\"")
+                    .arg("dockerd")
+                    .env("HOSTS", h)
+                    .env("DOCKERD", &bin);
+                c
+            }
+        };
+        let child = cmd
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .arg("--data-root")
