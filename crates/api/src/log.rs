@@ -1,5 +1,6 @@
 //! One structured log line per request: client address, user, method,
-//! path, `ns`, status, bytes, time, user agent. The time is to the
+//! path, `ns`, status, bytes, time, what the cache did and which upstream
+//! (see `berth_cache::outcome`), user agent. The time is to the
 //! response head; a long blob body streams after it. What a client sent
 //! (user agent, `ns`) is logged escaped (`?`), never raw.
 
@@ -61,13 +62,14 @@ pub async fn log_request(State(state): State<ApiState>, req: Request, next: Next
     // request costs nothing here beyond the metrics.
     let line = tracing::enabled!(target: "berth::request", tracing::Level::INFO);
     let fields = line.then(|| Fields::of(&req));
-    let resp = next.run(req).await;
     let Some(f) = fields else {
+        let resp = next.run(req).await;
         state
             .metrics
             .observe(&method, resp.status().as_u16(), start.elapsed());
         return resp;
     };
+    let (resp, cache) = berth_cache::outcome::scope(next.run(req)).await;
     let user = resp.extensions().get::<User>().map(|u| u.0.clone());
     let bytes = resp
         .headers()
@@ -87,6 +89,8 @@ pub async fn log_request(State(state): State<ApiState>, req: Request, next: Next
         status = resp.status().as_u16(),
         bytes,
         micros = start.elapsed().as_micros() as u64,
+        cache = cache.as_ref().map(|c| tracing::field::display(c.outcome)),
+        upstream = cache.as_ref().map(|c| tracing::field::display(&c.upstream)),
         agent = f.agent.as_deref().map(tracing::field::debug),
     );
     resp

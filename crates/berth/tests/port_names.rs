@@ -225,6 +225,17 @@ fn seed_names_pull_through_crio_and_containerd_configuration() {
     want.sort();
     assert_eq!(names, want);
     every_listed_name_is_addressable(s, &mirror, &digest);
+    // Each request's line says what the cache did, and which upstream.
+    let log = mirror.log();
+    let line = |path: &str, outcome: &str| {
+        log.lines().any(|l| {
+            l.contains(&format!("path={path} "))
+                && l.contains(&format!("cache={outcome} upstream=registry.local:5000 "))
+        })
+    };
+    let manifest = "/v2/registry.local__5000/demo/app/manifests/v1";
+    assert!(line(manifest, "fill"), "{log}");
+    assert!(line(manifest, "hit"), "{log}");
 
     // The spelling older berth (and hand-written scripts) used in paths.
     let r = curl(

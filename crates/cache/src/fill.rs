@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::outcome;
 use crate::{lock, Cache, Failure, Inner, Reach};
 
 /// How much is downloaded between two points where followers may catch up.
@@ -89,6 +90,9 @@ impl Cache {
         let inner = &self.inner;
         if let Some(size) = self.held(repo, digest).await? {
             inner.metrics.hits.inc();
+            if let Some((host, _)) = repo.mirror_parts() {
+                outcome::record("hit", &host);
+            }
             return Ok(BlobLocation::Local { size });
         }
         let unknown = || RegistryError::BlobUnknown(digest.clone());
@@ -134,6 +138,7 @@ impl Cache {
             .await
             .map_err(|e| Failure::from_upstream(&e).into_error(unknown()))?;
         inner.metrics.uncached_serves.inc();
+        outcome::record("uncached", host);
         tracing::warn!(repository = %repo, %digest, "storage full: streaming a blob from upstream without caching it");
         Ok(BlobLocation::Uncached {
             body: Box::new(body),
@@ -256,9 +261,11 @@ impl Cache {
         let mut fills = lock(&self.inner.fills);
         if let Some(f) = fills.get(&key) {
             self.inner.metrics.coalesced.inc();
+            outcome::record("follow", &host);
             return f.clone();
         }
         self.inner.metrics.misses.inc();
+        outcome::record("fill", &host);
         let (tx, rx) = watch::channel(Progress::Starting);
         let fill = Arc::new(Fill { progress: rx });
         fills.insert(key.clone(), fill.clone());

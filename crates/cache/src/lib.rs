@@ -23,6 +23,7 @@ pub mod allow;
 mod fill;
 mod manifests;
 pub mod metrics;
+pub mod outcome;
 pub mod prefetch;
 mod referrers;
 pub mod ttl;

@@ -10,6 +10,7 @@ use berth_reference::{Digest, ManifestRef, RepositoryName, Tag};
 use berth_registry::{RegistryError, StoredManifest};
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use crate::outcome;
 use crate::{lock, Cache, Failure, Inner, Reach};
 
 pub(crate) type Flight = Shared<BoxFuture<'static, Result<StoredManifest, Failure>>>;
@@ -64,12 +65,14 @@ impl Cache {
             ManifestRef::Digest(digest) => {
                 if let Some(m) = local {
                     inner.metrics.hits.inc();
+                    outcome::record("hit", &host);
                     return Ok(m);
                 }
                 if reach != Reach::Online {
                     return Err(unknown());
                 }
                 inner.metrics.misses.inc();
+                outcome::record("fill", &host);
                 let key = format!("{repo}@{digest}");
                 let (inner2, repo2, digest2) = (self.inner.clone(), repo.clone(), digest.clone());
                 let flight = move || fetch_by_digest(inner2, host, remote, repo2, digest2).boxed();
@@ -79,16 +82,21 @@ impl Cache {
             }
             ManifestRef::Tag(tag) => {
                 if reach != Reach::Online {
+                    if local.is_some() {
+                        outcome::record("hit", &host);
+                    }
                     return local.ok_or_else(unknown);
                 }
                 if let Some(m) = &local {
                     if self.is_fresh(&host, repo, tag) {
                         inner.metrics.hits.inc();
+                        outcome::record("hit", &host);
                         return Ok(m.clone());
                     }
                 } else {
                     inner.metrics.misses.inc();
                 }
+                let upstream = host.clone();
                 let key = format!("{repo}:{tag}");
                 let held = local.as_ref().map(|m| m.digest.clone());
                 let (inner2, repo2, tag2) = (self.inner.clone(), repo.clone(), tag.clone());
@@ -113,9 +121,14 @@ impl Cache {
                     None => self.fly(key, flight).await,
                 };
                 match (outcome, local) {
-                    (Ok(m), _) => Ok(m),
+                    (Ok(m), held) => {
+                        let same = held.is_some_and(|h| h.digest == m.digest);
+                        outcome::record(if same { "revalidated" } else { "fill" }, &upstream);
+                        Ok(m)
+                    }
                     (Err(f), Some(m)) if f.upstream_down() => {
                         inner.metrics.stale_serves.inc();
+                        outcome::record("stale", &upstream);
                         tracing::warn!(repository = %repo, %tag, reason = ?f, "upstream unavailable; serving the cached tag");
                         Ok(m)
                     }
@@ -124,6 +137,7 @@ impl Cache {
                     // and like one it is not asked about again within its TTL.
                     (Err(Failure::NotFound), Some(m)) => {
                         mark_validated(inner, repo, tag);
+                        outcome::record("hit", &upstream);
                         Ok(m)
                     }
                     (Err(f), _) => Err(f.into_error(unknown())),

@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// What is logged: a level (`error`, `warn`, `info`, `debug`) or
+    /// per-target directives (`info,berth::request=warn` drops the request
+    /// lines); `RUST_LOG`, when set, wins [default: info]
+    #[arg(long, env = "BERTH_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
     /// Point an upstream registry host at another URL, e.g.
     /// `docker.io=https://mirror.corp.example` (repeatable).
     #[arg(
@@ -134,9 +139,13 @@ pub enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&v)
+            .with_context(|| format!("RUST_LOG={v:?}"))?,
+        _ => tracing_subscriber::EnvFilter::try_new(level)
+            .with_context(|| format!("--log-level {level:?}"))?,
+    };
     use std::io::IsTerminal;
     // Colour only for a person at a terminal; log files and journald get plain text.
     let builder = tracing_subscriber::fmt()
@@ -147,6 +156,7 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 /// Threads for blocking file work (tokio's default is 512).
@@ -154,7 +164,7 @@ const MAX_BLOCKING_THREADS: usize = 64;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
-    init_logging(settings.log_format);
+    init_logging(settings.log_format, &settings.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // File reads and writes wait in a queue beyond this many threads

@@ -27,6 +27,8 @@ struct FileConfig {
     listen: Option<String>,
     root: Option<PathBuf>,
     log_format: Option<LogFormat>,
+    /// As `--log-level` takes it.
+    log_level: Option<String>,
     default_upstream: Option<String>,
     offline: Option<bool>,
     /// Route requests whose Host names a known or configured upstream to
@@ -202,6 +204,8 @@ pub(super) struct Settings {
     pub(super) listen: SocketAddr,
     pub(super) root: PathBuf,
     pub(super) log_format: LogFormat,
+    /// The tracing filter (`RUST_LOG` wins over it).
+    pub(super) log_level: String,
     pub(super) default_upstream: Option<String>,
     pub(super) cache: CacheConfig,
     pub(super) lifecycle: LifecycleConfig,
@@ -542,6 +546,11 @@ impl Settings {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level.clone())
+                .unwrap_or_else(|| "info".to_string()),
         })
     }
 }
