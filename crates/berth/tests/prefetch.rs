@@ -69,6 +69,54 @@ fn the_server_fetches_what_berth_cache_asks_for() {
     for d in amd.blobs().iter().chain(arm.blobs().iter()) {
         assert!(mirror.holds_blob(d), "{d} not cached");
     }
+    // Per-upstream metrics, in Prometheus' text format.
+    let metrics = curl("GET", &format!("{}/metrics", mirror.url()))
+        .header("Accept", "text/plain;version=0.0.4")
+        .send();
+    let text = metrics.body_str();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let labels = format!(r#"{{upstream="{UP}",kind="blob"}}"#);
+    assert!(value(&format!("berth_upstream_requests_total{labels}")) >= 5.0);
+    assert_eq!(
+        value(&format!("berth_upstream_failures_total{labels}")),
+        0.0
+    );
+    assert!(value(&format!("berth_upstream_request_seconds_count{labels}")) >= 5.0);
+    assert!(value(&format!(r#"berth_upstream_bytes_total{{upstream="{UP}"}}"#)) >= 600_000.0);
+    // Every series the Grafana dashboard in the repo plots is one berth
+    // exports (histograms as their _bucket series).
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/berth-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut plotted = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("berth_") || word.starts_with("process_") {
+                    assert!(
+                        exported.contains(word),
+                        "the dashboard plots {word}, which is not exported"
+                    );
+                    plotted += 1;
+                }
+            }
+        }
+    }
+    assert!(plotted >= 20, "{plotted}");
 
     // One platform only.
     let one = Server::start_with(std::slice::from_ref(&flag));

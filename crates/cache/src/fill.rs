@@ -132,9 +132,9 @@ impl Cache {
             return Err(unknown());
         };
         let client = inner.client(host).map_err(|f| f.into_error(unknown()))?;
-        inner.metrics.upstream_requests.inc();
-        let body = client
-            .blob_get(&remote, digest, None)
+        let body = inner
+            .metrics
+            .upstream_call(host, "blob", client.blob_get(&remote, digest, None))
             .await
             .map_err(|e| Failure::from_upstream(&e).into_error(unknown()))?;
         inner.metrics.uncached_serves.inc();
@@ -230,8 +230,11 @@ impl Cache {
         let Ok(client) = inner.client(&host) else {
             return Err(unknown());
         };
-        inner.metrics.upstream_requests.inc();
-        match client.blob_head(&remote, digest).await {
+        match inner
+            .metrics
+            .upstream_call(&host, "blob_head", client.blob_head(&remote, digest))
+            .await
+        {
             Ok(meta) => {
                 if inner.registry.storage().blob_size(digest).await? == Some(meta.size) {
                     inner.registry.link_cached_blob(repo, digest).await?;
@@ -312,9 +315,9 @@ async fn download(
     let client = inner.client(host)?;
     if let Some(size) = storage.blob_size(digest).await.map_err(storage_failure)? {
         if inner.registry.blob_size(repo, digest).await.is_err() {
-            inner.metrics.upstream_requests.inc();
-            let meta = client
-                .blob_head(remote, digest)
+            let meta = inner
+                .metrics
+                .upstream_call(host, "blob_head", client.blob_head(remote, digest))
                 .await
                 .map_err(|e| Failure::from_upstream(&e))?;
             if meta.size != size {
@@ -330,9 +333,9 @@ async fn download(
     if crate::storage_short(&inner.registry, None).await {
         return Err(Failure::NoSpace);
     }
-    inner.metrics.upstream_requests.inc();
-    let mut body = client
-        .blob_get(remote, digest, None)
+    let mut body = inner
+        .metrics
+        .upstream_call(host, "blob", client.blob_get(remote, digest, None))
         .await
         .map_err(|e| Failure::from_upstream(&e))?;
     let size = body.length;
@@ -365,7 +368,7 @@ async fn download(
             hasher.update(&chunk);
             written += chunk.len() as u64;
             unflushed += chunk.len() as u64;
-            inner.metrics.upstream_bytes.inc_by(chunk.len() as u64);
+            inner.metrics.upstream_bytes(host, chunk.len() as u64);
             if size.is_some_and(|s| written > s) {
                 return Err(Failure::Unavailable(
                     "upstream sent more bytes than announced".into(),

@@ -197,12 +197,16 @@ async fn fetch_by_digest(
     digest: Digest,
 ) -> Result<StoredManifest, Failure> {
     let client = inner.client(&host)?;
-    inner.metrics.upstream_requests.inc();
-    let m = client
-        .manifest_get(
-            &remote,
-            &ManifestRef::Digest(digest.clone()),
-            &media_type::ALL,
+    let m = inner
+        .metrics
+        .upstream_call(
+            &host,
+            "manifest",
+            client.manifest_get(
+                &remote,
+                &ManifestRef::Digest(digest.clone()),
+                &media_type::ALL,
+            ),
         )
         .await
         .map_err(|e| Failure::from_upstream(&e))?;
@@ -250,9 +254,13 @@ async fn revalidate(
     let reference = ManifestRef::Tag(tag.clone());
     let fresh_digest = match &held {
         Some(held) => {
-            inner.metrics.upstream_requests.inc();
-            let meta = client
-                .manifest_head(&remote, &reference, &media_type::ALL)
+            let meta = inner
+                .metrics
+                .upstream_call(
+                    &host,
+                    "manifest_head",
+                    client.manifest_head(&remote, &reference, &media_type::ALL),
+                )
                 .await
                 .map_err(|e| Failure::from_upstream(&e))?;
             if &meta.digest == held {
@@ -265,9 +273,13 @@ async fn revalidate(
     };
     // Fetch by digest when the HEAD told us which, so the bytes are verified.
     let fetch_ref = fresh_digest.map_or(reference, ManifestRef::Digest);
-    inner.metrics.upstream_requests.inc();
-    let m = client
-        .manifest_get(&remote, &fetch_ref, &media_type::ALL)
+    let m = inner
+        .metrics
+        .upstream_call(
+            &host,
+            "manifest",
+            client.manifest_get(&remote, &fetch_ref, &media_type::ALL),
+        )
         .await
         .map_err(|e| Failure::from_upstream(&e))?;
     let stored = store_or_pass(&inner, &repo, m, Some(&tag)).await?;

@@ -1,8 +1,58 @@
 //! Cache counters, exported on `/metrics` through the Prometheus registry
-//! the server hands in.
+//! the server hands in: totals, and per upstream (`upstream` = the host as
+//! in mirror names, `kind` = what was asked) the requests, failures, time
+//! to the answer's head and blob bytes, which tell a slow or failing
+//! upstream apart from the others.
 
+use std::future::Future;
+use std::time::Instant;
+
+use berth_upstream::UpstreamError;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
+
+/// One upstream, and what it was asked.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamCall {
+    pub upstream: String,
+    /// `manifest`, `manifest_head`, `blob` or `blob_head`.
+    pub kind: &'static str,
+}
+
+/// One upstream.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms to ~40 s: a local mirror to a slow public registry's timeout.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 14,
+    ))
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamMetrics {
+    pub requests: Family<UpstreamCall, Counter>,
+    pub failures: Family<UpstreamCall, Counter>,
+    pub seconds: Family<UpstreamCall, Histogram, fn() -> Histogram>,
+    pub bytes: Family<UpstreamLabel, Counter>,
+}
+
+impl Default for UpstreamMetrics {
+    fn default() -> Self {
+        UpstreamMetrics {
+            requests: Family::default(),
+            failures: Family::default(),
+            seconds: Family::new_with_constructor(latency_histogram),
+            bytes: Family::default(),
+        }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct CacheMetrics {
@@ -14,6 +64,7 @@ pub struct CacheMetrics {
     pub stale_serves: Counter,
     pub fill_failures: Counter,
     pub uncached_serves: Counter,
+    pub upstream: UpstreamMetrics,
 }
 
 impl CacheMetrics {
@@ -59,5 +110,66 @@ impl CacheMetrics {
             "Blobs and manifests streamed from upstream without being stored (storage full)",
             self.uncached_serves.clone(),
         );
+        let u = prom.sub_registry_with_prefix("berth_upstream");
+        u.register(
+            "requests",
+            "Requests sent to each upstream registry, by kind",
+            self.upstream.requests.clone(),
+        );
+        u.register(
+            "failures",
+            "Requests to each upstream that failed (an error status other than 404, a timeout, a refused connection)",
+            self.upstream.failures.clone(),
+        );
+        u.register(
+            "request_seconds",
+            "Time from sending a request to an upstream to the head of its answer",
+            self.upstream.seconds.clone(),
+        );
+        u.register(
+            "bytes",
+            "Blob bytes downloaded from each upstream registry",
+            self.upstream.bytes.clone(),
+        );
+    }
+
+    /// Send one request to `upstream` (`call`), counted and timed under
+    /// `kind` (and in the `upstream_requests` total).
+    pub(crate) async fn upstream_call<T>(
+        &self,
+        upstream: &str,
+        kind: &'static str,
+        call: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let labels = UpstreamCall {
+            upstream: upstream.to_string(),
+            kind,
+        };
+        self.upstream_requests.inc();
+        self.upstream.requests.get_or_create(&labels).inc();
+        // Made now, at 0, so that a rate of failures exists before one.
+        let _ = self.upstream.failures.get_or_create(&labels);
+        let start = Instant::now();
+        let result = call.await;
+        self.upstream
+            .seconds
+            .get_or_create(&labels)
+            .observe(start.elapsed().as_secs_f64());
+        // "Not there" is an answer, not a failure of the upstream.
+        if result.as_ref().is_err_and(|e| !e.is_not_found()) {
+            self.upstream.failures.get_or_create(&labels).inc();
+        }
+        result
+    }
+
+    /// Blob bytes that arrived from `upstream`.
+    pub(crate) fn upstream_bytes(&self, upstream: &str, n: u64) {
+        self.upstream_bytes.inc_by(n);
+        self.upstream
+            .bytes
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_string(),
+            })
+            .inc_by(n);
     }
 }

@@ -141,8 +141,9 @@ pub enum LogFormat {
 
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&v)
-            .with_context(|| format!("RUST_LOG={v:?}"))?,
+        Ok(v) if !v.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&v).with_context(|| format!("RUST_LOG={v:?}"))?
+        }
         _ => tracing_subscriber::EnvFilter::try_new(level)
             .with_context(|| format!("--log-level {level:?}"))?,
     };
