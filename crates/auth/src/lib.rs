@@ -20,6 +20,7 @@ mod verified;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apitoken::{Scope, TokenStore};
@@ -130,11 +131,40 @@ pub struct Issued {
     pub issued_at: u64,
 }
 
-/// Everything that decides, built once at start.
+/// What a configuration reload replaces: who the users are (the htpasswd
+/// file), what they may do, and how long tokens live.
+struct Live {
+    htpasswd: Option<Arc<Htpasswd>>,
+    policy: Policy,
+    token_ttl: Duration,
+}
+
+impl Live {
+    fn load(config: &AuthConfig) -> Result<Live, AuthError> {
+        if config.token_ttl < MIN_TOKEN_TTL {
+            return Err(AuthError::Config(format!(
+                "token_ttl must be at least {} s",
+                MIN_TOKEN_TTL.as_secs()
+            )));
+        }
+        Ok(Live {
+            htpasswd: config
+                .htpasswd
+                .as_deref()
+                .map(Htpasswd::load)
+                .transpose()?
+                .map(Arc::new),
+            policy: Policy::new(&config.rules, &config.groups)?,
+            token_ttl: config.token_ttl,
+        })
+    }
+}
+
+/// Everything that decides, built at start; [`Auth::reload`] replaces the
+/// users, the policy and the token lifetime.
 pub struct Auth {
     config: AuthConfig,
-    htpasswd: Option<Htpasswd>,
-    policy: Policy,
+    live: std::sync::RwLock<Arc<Live>>,
     signer: Signer,
     tokens: TokenStore,
     limiter: FailureLimiter,
@@ -145,14 +175,7 @@ pub struct Auth {
 impl Auth {
     /// Load htpasswd and the signing key under `root`; any error is final.
     pub fn open(config: AuthConfig, root: &Path) -> Result<Auth, AuthError> {
-        if config.token_ttl < MIN_TOKEN_TTL {
-            return Err(AuthError::Config(format!(
-                "token_ttl must be at least {} s",
-                MIN_TOKEN_TTL.as_secs()
-            )));
-        }
-        let htpasswd = config.htpasswd.as_deref().map(Htpasswd::load).transpose()?;
-        let policy = Policy::new(&config.rules, &config.groups)?;
+        let live = Live::load(&config)?;
         let dir = auth_dir(root);
         let key = Signer::open_key(&dir)?;
         Ok(Auth {
@@ -160,10 +183,31 @@ impl Auth {
             tokens: TokenStore::new(&dir),
             limiter: FailureLimiter::new(config.max_login_failures, Duration::from_secs(60)),
             verified: Default::default(),
-            htpasswd,
-            policy,
+            live: std::sync::RwLock::new(Arc::new(live)),
             config,
         })
+    }
+
+    /// Take the users (htpasswd file), groups, policy and token lifetime
+    /// of `config`; on an error nothing changes. Tokens issued before keep
+    /// what they were issued with until they expire. What cannot change
+    /// without a restart (the service name, which tokens are signed for,
+    /// and the realm) is returned, by name, when `config` changes it.
+    pub fn reload(&self, config: &AuthConfig) -> Result<Vec<&'static str>, AuthError> {
+        let live = Live::load(config)?;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        let mut fixed = Vec::new();
+        if config.service != self.config.service {
+            fixed.push("service");
+        }
+        if config.realm != self.config.realm {
+            fixed.push("realm");
+        }
+        Ok(fixed)
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn service(&self) -> &str {
@@ -175,7 +219,7 @@ impl Auth {
     }
 
     pub fn token_ttl(&self) -> Duration {
-        self.config.token_ttl
+        self.live().token_ttl
     }
 
     /// `Err(TooManyAttempts)` when `client` failed too often lately.
@@ -224,7 +268,8 @@ impl Auth {
                 });
             }
         }
-        let Some(h) = &self.htpasswd else {
+        let live = self.live();
+        let Some(h) = &live.htpasswd else {
             return Err(AuthError::InvalidCredentials);
         };
         if !h.verify(user, password).await {
@@ -245,7 +290,7 @@ impl Auth {
             Some(u) => Principal::User(u),
             None => Principal::Anonymous,
         };
-        let granted = self.policy.rights(&principal, repo);
+        let granted = self.live().policy.rights(&principal, repo);
         match &who.scopes {
             None => granted,
             Some(scopes) if scopes.is_empty() => granted,
@@ -275,7 +320,7 @@ impl Auth {
 
     /// An access token granting `grants` (already intersected with rights).
     pub fn issue(&self, who: &Identity, grants: &[(String, Actions)]) -> Result<Issued, AuthError> {
-        let mut c = self.identity_claims(who, Kind::Access, self.config.token_ttl)?;
+        let mut c = self.identity_claims(who, Kind::Access, self.live().token_ttl)?;
         c.access = grants
             .iter()
             .filter(|(_, a)| !a.is_empty())
@@ -348,7 +393,8 @@ impl Auth {
                 })
             }
             None => {
-                let h = self.htpasswd.as_ref().ok_or_else(gone)?;
+                let live = self.live();
+                let h = live.htpasswd.as_ref().ok_or_else(gone)?;
                 let fp = h.entries().fingerprint(&c.sub);
                 if fp.is_none() || fp != c.pwf {
                     return Err(gone());

@@ -170,7 +170,8 @@ pub(crate) async fn storage_short(registry: &Registry, size: Option<u64>) -> boo
 
 pub(crate) struct Inner {
     registry: Arc<Registry>,
-    config: CacheConfig,
+    /// Replaced whole by [`Cache::reload`]; each use reads one version.
+    config: std::sync::RwLock<Arc<CacheConfig>>,
     clients: Mutex<HashMap<String, UpstreamClient>>,
     /// When each cached tag was last confirmed with its upstream.
     validated: Mutex<HashMap<(RepositoryName, String), Instant>>,
@@ -197,7 +198,7 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 registry,
-                config,
+                config: std::sync::RwLock::new(Arc::new(config)),
                 clients: Mutex::new(HashMap::new()),
                 validated: Mutex::new(HashMap::new()),
                 manifest_flights: Mutex::new(HashMap::new()),
@@ -211,6 +212,15 @@ impl Cache {
         &self.inner.metrics
     }
 
+    /// Take a new configuration (upstreams and their credentials, TTLs,
+    /// the allow lists, offline, host routing): requests that start from
+    /// now on see it whole; fills under way finish with the clients they
+    /// have. Clients are rebuilt from the new settings on first use.
+    pub fn reload(&self, config: CacheConfig) {
+        *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        lock(&self.inner.clients).clear();
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
     }
@@ -222,7 +232,7 @@ impl Cache {
     /// `allow_upstreams` globs merely allow are not routed: such a glob may
     /// cover berth's own name.
     pub fn upstream_for_host(&self, host: &str) -> Option<String> {
-        let config = &self.inner.config;
+        let config = self.inner.config();
         if !config.host_routing {
             return None;
         }
@@ -247,11 +257,20 @@ impl Cache {
 }
 
 impl Inner {
+    /// The configuration now.
+    pub(crate) fn config(&self) -> Arc<CacheConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether `host` may be contacted now.
     pub(crate) fn reach(&self, host: &str) -> Reach {
-        if self.config.offline {
+        let config = self.config();
+        if config.offline {
             Reach::Offline
-        } else if self.config.upstreams.contains_key(host) || self.config.allow.permits(host) {
+        } else if config.upstreams.contains_key(host) || config.allow.permits(host) {
             Reach::Online
         } else {
             Reach::Refused
@@ -279,22 +298,28 @@ impl Inner {
         if let Some(c) = clients.get(host) {
             return Ok(c.clone());
         }
-        let config = match self.config.upstreams.get(host) {
+        let settings = self.config();
+        let config = match settings.upstreams.get(host) {
             Some(s) => s.client.clone(),
             None => UpstreamConfig::for_registry(host)
                 .map_err(|e| Failure::Unavailable(e.to_string()))?
-                .with_timeouts(self.config.timeouts),
+                .with_timeouts(settings.timeouts),
         };
         let client =
             UpstreamClient::new(config).map_err(|e| Failure::Unavailable(e.to_string()))?;
-        clients.insert(host.to_string(), client.clone());
+        // Not kept if a reload came in between: the next request builds
+        // one from the new settings.
+        if Arc::ptr_eq(&settings, &self.config()) {
+            clients.insert(host.to_string(), client.clone());
+        }
         Ok(client)
     }
 
-    fn ttl(&self, host: &str) -> &TtlPolicy {
-        self.config
+    fn ttl(&self, host: &str) -> TtlPolicy {
+        let config = self.config();
+        config
             .upstreams
             .get(host)
-            .map_or(&self.config.default_ttl, |u| &u.ttl)
+            .map_or_else(|| config.default_ttl.clone(), |u| u.ttl.clone())
     }
 }

@@ -4,6 +4,7 @@
 //! file given by `--config`, `BERTH_<KEY>` environment variables, and flags.
 
 mod limits;
+mod reload;
 mod settings;
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use serde::Deserialize;
 pub use settings::parse_duration;
 use settings::{Settings, TlsMode};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT (a name, its
     /// first address) or :PORT (every IPv4 address) [default: 0.0.0.0:5000]
@@ -164,7 +165,7 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 const MAX_BLOCKING_THREADS: usize = 64;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::resolve(args)?;
+    let settings = Settings::resolve(args.clone())?;
     init_logging(settings.log_format, &settings.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,14 +175,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(settings));
+    let result = runtime.block_on(serve(settings, args));
     // Dropping a runtime waits for every blocking task; one stuck on a slow
     // disk must not hold the exit past the shutdown grace period.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -231,11 +232,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let root = settings.root.clone();
     let cache = Cache::new(registry.clone(), settings.cache);
-    let mut state = ApiState::with_cache(registry, cache, settings.default_upstream)
+    let mut state = ApiState::with_cache(registry, cache.clone(), settings.default_upstream)
         .with_lifecycle_metrics(&lifecycle);
+    let mut reloadable = reload::Reloadable {
+        args,
+        cache,
+        auth: None,
+    };
     if let Some(auth) = settings.auth {
-        let auth =
-            berth_auth::Auth::open(auth, &settings.root).context("access control ([auth])")?;
+        let auth = Arc::new(
+            berth_auth::Auth::open(auth, &settings.root).context("access control ([auth])")?,
+        );
         if !settings.listen.ip().is_loopback() && matches!(settings.tls, TlsMode::Plain) {
             tracing::warn!(
                 address = %settings.listen,
@@ -244,8 +251,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             );
         }
         tracing::info!(service = auth.service(), "access control is on");
-        state = state.with_auth(Arc::new(auth));
+        reloadable.auth = Some(auth.clone());
+        state = state.with_auth(auth);
     }
+    let _reload = AbortOnDrop(tokio::spawn(reloadable.run()));
     let app = router(state);
     let tls = tls_config(&settings.tls, &settings.root, settings.listen)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
