@@ -340,6 +340,14 @@ fn incremental_bundles_carry_only_what_is_new() {
         std::fs::metadata(&second).unwrap().len() * 10 < std::fs::metadata(&first).unwrap().len()
     );
 
+    let ls = run(Command::new(env!("CARGO_BIN_EXE_berth")).args([
+        "bundle",
+        "ls",
+        second.to_str().unwrap(),
+    ]))
+    .stdout_str();
+    assert!(ls.contains("incremental: "), "{ls}");
+
     let airgap = Server::start_with(&["--offline".to_string()]);
     let load = |bundle: &std::path::Path| {
         run_unchecked(Command::new(env!("CARGO_BIN_EXE_berth")).args([

@@ -475,6 +475,10 @@ pub struct Listing {
     pub bytes: u64,
     /// Bytes of blobs that more than one image needs (counted once in `bytes`).
     pub shared_bytes: u64,
+    /// Made `--since` or `--skip-present-in`: what it left out, which the
+    /// site must hold already, is not in `bytes`.
+    pub incremental: bool,
+    pub left_out_bytes: u64,
 }
 
 /// `os/arch[/variant]` from a JSON object with those fields (an index
@@ -493,6 +497,10 @@ fn platform_of(v: &serde_json::Value) -> Option<String> {
 /// but absent is an error, as it is for loading.
 pub async fn list(file: &Path) -> Result<Listing> {
     let (index, what, entries) = open_bundle(file).await?;
+    let incremental = index_annotations(&index)
+        .await?
+        .get(ANNOTATION_INCREMENTAL)
+        .is_some_and(|v| v == "true");
     let small = |d: &Digest| {
         let index = index.clone();
         let path = blob_path(d);
@@ -543,14 +551,19 @@ pub async fn list(file: &Path) -> Result<Listing> {
                     let p = match platform {
                         Some(p) => Some(p),
                         None => match m.blobs.first() {
-                            Some(config) => {
+                            // An incremental bundle may have left the
+                            // config out: the platform is then unknown.
+                            Some(config)
+                                if !incremental
+                                    || index.locate(&blob_path(&config.digest)).is_some() =>
+                            {
                                 let c = small(&config.digest).await?;
                                 serde_json::from_slice::<serde_json::Value>(&c)
                                     .ok()
                                     .as_ref()
                                     .and_then(platform_of)
                             }
-                            None => None,
+                            _ => None,
                         },
                     };
                     // Attestation manifests in an index say unknown/unknown.
@@ -577,18 +590,24 @@ pub async fn list(file: &Path) -> Result<Listing> {
             referrer_of: e.annotations.get(ANNOTATION_REFERRER_OF).cloned(),
         });
     }
-    for d in uses.keys() {
+    let mut left_out = 0u64;
+    for (d, (size, _)) in &uses {
         if index.locate(&blob_path(d)).is_none() {
-            return Err(TransferError::Corrupt(format!(
-                "{what}: {d} is needed but missing"
-            )));
+            if !incremental {
+                return Err(TransferError::Corrupt(format!(
+                    "{what}: {d} is needed but missing"
+                )));
+            }
+            left_out += size;
         }
     }
     Ok(Listing {
         images,
         blobs: uses.len(),
-        bytes: uses.values().map(|(s, _)| s).sum(),
+        bytes: uses.values().map(|(s, _)| s).sum::<u64>() - left_out,
         shared_bytes: uses.values().filter(|(_, n)| *n > 1).map(|(s, _)| s).sum(),
+        incremental,
+        left_out_bytes: left_out,
     })
 }
 

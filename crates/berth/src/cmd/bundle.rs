@@ -144,6 +144,12 @@ fn ls(args: LsArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|i| i.referrer_of.is_some())
         .count();
+    if listing.incremental {
+        println!(
+            "incremental: {} left out, to be found at the site it was made for",
+            human(listing.left_out_bytes)
+        );
+    }
     println!(
         "{} image(s) and {referrers} signature(s), attestation(s) or SBOM(s), {} blob(s), {} in all; {} shared between images",
         listing.images.len() - referrers,
