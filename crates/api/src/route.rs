@@ -100,10 +100,7 @@ impl Route {
         if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
             if !reference.contains('/') {
                 let name = check_name(name)?;
-                let reference = reference.parse::<ManifestRef>().map_err(|e| match e {
-                    NameError::Digest(d) => ApiError::DigestInvalid(d.to_string()),
-                    other => ApiError::ReferenceInvalid(other.to_string()),
-                })?;
+                let reference = check_reference(reference)?;
                 return Ok(Some(Route::Manifest { name, reference }));
             }
         }
@@ -128,15 +125,20 @@ impl Route {
         if let Some((name, reference)) = rest.rsplit_once("/prefetch/") {
             if !reference.contains('/') {
                 let name = check_name(name)?;
-                let reference = reference.parse::<ManifestRef>().map_err(|e| match e {
-                    NameError::Digest(d) => ApiError::DigestInvalid(d.to_string()),
-                    other => ApiError::ReferenceInvalid(other.to_string()),
-                })?;
+                let reference = check_reference(reference)?;
                 return Ok(Some(Route::Prefetch { name, reference }));
             }
         }
         Ok(None)
     }
+}
+
+/// A tag or a digest; a malformed digest is DIGEST_INVALID.
+fn check_reference(reference: &str) -> Result<ManifestRef, ApiError> {
+    reference.parse::<ManifestRef>().map_err(|e| match e {
+        NameError::Digest(d) => ApiError::DigestInvalid(d.to_string()),
+        other => ApiError::ReferenceInvalid(other.to_string()),
+    })
 }
 
 /// Names are validated as repository names here, before `?ns=` resolution

@@ -37,7 +37,7 @@ fn tags(server_url: &str, repo: &str) -> Vec<String> {
 fn blob_gets(up: &Distribution) -> usize {
     up.request_lines()
         .iter()
-        .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/"))
+        .filter(|l| l.starts_with("GET /v2/") && l.contains("/blobs/"))
         .count()
 }
 

@@ -28,7 +28,9 @@ use url::Url;
 use crate::archive::{write_layout_tar, TarIndex};
 use crate::copy::{copy, CopyOptions, CopyReport, Selection};
 use crate::error::{Result, TransferError};
-use crate::incremental::{Base, FillFromSite, Known, ANNOTATION_INCREMENTAL, ANNOTATION_SINCE};
+use crate::incremental::{
+    Base, FillFromSite, Known, SiteHolds, ANNOTATION_INCREMENTAL, ANNOTATION_SINCE,
+};
 use crate::layout::{
     blob_path, parse_index_json, LayoutDest, LayoutEntry, LayoutFiles, LayoutSource,
 };
@@ -410,14 +412,14 @@ pub async fn load(
         );
         let dest = RegistryDest::with_client(client.clone(), target.clone());
         let report = if incremental {
-            let fill = FillFromSite {
-                inner: dest,
-                client: client.clone(),
-                repo: target.repository.clone(),
-                carried: carried.clone(),
-                mount_from: mount_from.clone(),
-                what: file.display().to_string(),
-            };
+            let fill = FillFromSite::new(
+                dest,
+                SiteHolds {
+                    carried: carried.clone(),
+                    mount_from: mount_from.clone(),
+                    what: file.display().to_string(),
+                },
+            );
             copy(&src, &fill, &opts).await?
         } else {
             copy(&src, &dest, &opts).await?

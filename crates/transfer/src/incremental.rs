@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use berth_manifest::Reference;
 use berth_reference::{Digest, RepositoryName};
-use berth_upstream::{MountOutcome, UpstreamClient};
+use berth_upstream::UpstreamClient;
 
 use crate::error::{Result, TransferError};
 use crate::layout::LayoutDest;
@@ -115,9 +115,9 @@ impl Known {
                 Check::Registry(client.clone(), target.repository)
             }
         };
-        Ok(SkipKnown {
+        Ok(Guarded {
             inner: layout,
-            check,
+            presence: check,
         })
     }
 }
@@ -127,28 +127,28 @@ pub(crate) enum Check {
     Registry(UpstreamClient, RepositoryName),
 }
 
-/// A bundle layout that leaves out the blobs the site holds (reported to
-/// the copy engine as already there).
-pub(crate) struct SkipKnown {
-    inner: LayoutDest,
-    check: Check,
+/// Whether the destination counts a blob as present (so the copy engine
+/// neither reads nor sends it).
+#[async_trait]
+pub(crate) trait Presence<D>: Send + Sync {
+    async fn present(&self, inner: &D, desc: &Reference) -> Result<bool>;
+}
+
+/// A destination whose `has_blob` is decided by `presence`; everything
+/// else is the inner destination's.
+pub(crate) struct Guarded<D, P> {
+    inner: D,
+    presence: P,
 }
 
 #[async_trait]
-impl Destination for SkipKnown {
+impl<D: Destination, P: Presence<D>> Destination for Guarded<D, P> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
 
     async fn has_blob(&self, desc: &Reference) -> Result<bool> {
-        let known = match &self.check {
-            Check::Set(s) => s.contains(&desc.digest),
-            Check::Registry(client, repo) => client
-                .blob_exists(repo, &desc.digest)
-                .await
-                .map_err(|e| TransferError::registry(format!("checking {repo}"), e))?,
-        };
-        Ok(known || self.inner.has_blob(desc).await?)
+        self.presence.present(&self.inner, desc).await
     }
 
     async fn put_blob(
@@ -166,6 +166,23 @@ impl Destination for SkipKnown {
 
     async fn commit(&self) -> Result<()> {
         self.inner.commit().await
+    }
+}
+
+/// A bundle layout that leaves out the blobs the site holds.
+pub(crate) type SkipKnown = Guarded<LayoutDest, Check>;
+
+#[async_trait]
+impl<D: Destination> Presence<D> for Check {
+    async fn present(&self, inner: &D, desc: &Reference) -> Result<bool> {
+        let known = match self {
+            Check::Set(s) => s.contains(&desc.digest),
+            Check::Registry(client, repo) => client
+                .blob_exists(repo, &desc.digest)
+                .await
+                .map_err(|e| TransferError::registry(format!("checking {repo}"), e))?,
+        };
+        Ok(known || inner.has_blob(desc).await?)
     }
 }
 
@@ -173,66 +190,42 @@ impl Destination for SkipKnown {
 /// destination — the image's own repository, then mounted from OLD's
 /// images' repositories — and is an error naming what to load first when
 /// it is in neither.
-pub(crate) struct FillFromSite {
-    pub inner: RegistryDest,
-    pub client: UpstreamClient,
-    pub repo: RepositoryName,
+pub(crate) struct SiteHolds {
     /// Blobs the bundle carries.
     pub carried: Arc<HashSet<Digest>>,
     /// Repositories at the destination a left-out blob may be mounted from.
     pub mount_from: Arc<Vec<RepositoryName>>,
-    /// For the error: the bundle, and what it was made since.
+    /// The bundle, for the error.
     pub what: String,
 }
 
-#[async_trait]
-impl Destination for FillFromSite {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+pub(crate) type FillFromSite = Guarded<RegistryDest, SiteHolds>;
 
-    async fn has_blob(&self, desc: &Reference) -> Result<bool> {
-        if self.inner.has_blob(desc).await? {
+impl FillFromSite {
+    pub(crate) fn new(inner: RegistryDest, presence: SiteHolds) -> Self {
+        Guarded { inner, presence }
+    }
+}
+
+#[async_trait]
+impl Presence<RegistryDest> for SiteHolds {
+    async fn present(&self, inner: &RegistryDest, desc: &Reference) -> Result<bool> {
+        if inner.has_blob(desc).await? {
             return Ok(true);
         }
         if self.carried.contains(&desc.digest) {
             return Ok(false);
         }
-        for from in self.mount_from.iter().filter(|f| **f != self.repo) {
-            match self.client.blob_mount(&self.repo, &desc.digest, from).await {
-                Ok(MountOutcome::Mounted) => return Ok(true),
-                Ok(MountOutcome::Upload(session)) => {
-                    let _ = self.client.upload_cancel(session).await;
-                }
-                // A registry that refuses mounts has nothing to offer here.
-                Err(e) => {
-                    tracing::debug!(digest = %desc.digest, %from, error = %e, "mount refused")
-                }
+        for from in self.mount_from.iter() {
+            if inner.mount_from(&desc.digest, from).await {
+                return Ok(true);
             }
         }
         Err(TransferError::NotFound(format!(
-            "{}: blob {} was left out of this incremental bundle, and {} holds it nowhere: load {} first",
+            "{}: blob {} was left out of this incremental bundle, and {} holds it nowhere: load the bundle it was made since first",
             self.what,
             desc.digest,
-            self.inner.describe(),
-            "the bundle it was made since"
+            inner.describe(),
         )))
-    }
-
-    async fn put_blob(
-        &self,
-        desc: &Reference,
-        source: &dyn Source,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<()> {
-        self.inner.put_blob(desc, source, progress).await
-    }
-
-    async fn put_manifest(&self, manifest: &ManifestBlob, root: bool) -> Result<()> {
-        self.inner.put_manifest(manifest, root).await
-    }
-
-    async fn commit(&self) -> Result<()> {
-        self.inner.commit().await
     }
 }

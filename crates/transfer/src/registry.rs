@@ -576,6 +576,26 @@ impl RegistryDest {
         Ok(())
     }
 
+    /// Mount `digest` into this repository from `from` in the same
+    /// registry: whether it is there now. A refusal (the registry lacks it
+    /// there, or mounts nothing) is no error: the caller uploads instead.
+    pub(crate) async fn mount_from(&self, digest: &Digest, from: &RepositoryName) -> bool {
+        if *from == self.repo {
+            return false;
+        }
+        match self.client.blob_mount(&self.repo, digest, from).await {
+            Ok(MountOutcome::Mounted) => true,
+            Ok(MountOutcome::Upload(session)) => {
+                let _ = self.client.upload_cancel(session).await;
+                false
+            }
+            Err(e) => {
+                tracing::debug!(%digest, %from, error = %e, "mount refused");
+                false
+            }
+        }
+    }
+
     fn ctx(&self, what: impl std::fmt::Display) -> impl FnOnce(UpstreamError) -> TransferError {
         let c = format!("{what} to docker://{}", self.reference);
         move |e| TransferError::registry(c, e)
@@ -599,24 +619,10 @@ impl Destination for RegistryDest {
         let Some(src) = source.as_registry() else {
             return Ok(false);
         };
-        if src.client.base_url() != self.client.base_url() || src.repo == self.repo {
+        if src.client.base_url() != self.client.base_url() {
             return Ok(false);
         }
-        match self
-            .client
-            .blob_mount(&self.repo, &desc.digest, &src.repo)
-            .await
-        {
-            Ok(MountOutcome::Mounted) => Ok(true),
-            Ok(MountOutcome::Upload(session)) => {
-                let _ = self.client.upload_cancel(session).await;
-                Ok(false)
-            }
-            Err(e) => {
-                tracing::debug!(digest = %desc.digest, error = %e, "mount refused; uploading");
-                Ok(false)
-            }
-        }
+        Ok(self.mount_from(&desc.digest, &src.repo).await)
     }
 
     async fn put_blob(

@@ -1,18 +1,16 @@
 //! `berth bundle create LIST|- -o FILE` and `berth bundle load FILE --to
 //! REGISTRY`: the air-gap bundle (see `berth_transfer::bundle`).
 
-use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use berth_transfer::bundle::{self, BundleImage};
 use berth_transfer::incremental::Base;
 use berth_transfer::{parse_registry_prefix, CopyOptions, Selection, TarCompression};
 use clap::{Args, Subcommand};
 
 use super::imaging::{
-    fail, human, print_json, progress, runtime, OutputFormat, ParallelArgs, RegistryArgs,
-    SelectArgs,
+    fail, human, print_json, progress, read_list, runtime, OutputFormat, ParallelArgs,
+    RegistryArgs, SelectArgs,
 };
 
 #[derive(Debug, Args)]
@@ -176,15 +174,7 @@ fn report(images: &[BundleImage], output: OutputFormat, what: &str) -> anyhow::R
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let text = if args.list == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the list from stdin")?;
-        s
-    } else {
-        std::fs::read_to_string(&args.list).with_context(|| format!("reading {}", args.list))?
-    };
+    let text = read_list(&args.list)?;
     let images = bundle::parse_list(&text).map_err(fail)?;
     let compression = match args.compress {
         Some(BundleCompress::Gzip) => TarCompression::Gzip,

@@ -8,9 +8,6 @@
 //! pulled through it instead, every manifest and blob read in full here.
 //! All platforms by default.
 
-use std::io::Read;
-
-use anyhow::Context as _;
 use berth_reference::{ImageReference, ManifestRef};
 use berth_transfer::bundle::{mirror_target, parse_list};
 use berth_transfer::{
@@ -21,8 +18,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::imaging::{
-    fail, human, print_json, progress, runtime, usage, OutputFormat, ParallelArgs, Partial,
-    RegistryArgs, SelectArgs,
+    fail, human, print_json, progress, read_list, runtime, usage, OutputFormat, ParallelArgs,
+    Partial, RegistryArgs, SelectArgs,
 };
 
 #[derive(Debug, Args)]
@@ -162,15 +159,7 @@ struct Outcome {
 pub fn run(args: CacheArgs) -> anyhow::Result<()> {
     let mut text = args.images.join("\n");
     if let Some(f) = &args.file {
-        let s = if f == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading stdin")?;
-            s
-        } else {
-            std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?
-        };
+        let s = read_list(f)?;
         text.push('\n');
         text.push_str(&s);
     }

@@ -360,3 +360,17 @@ impl Drop for Bars {
         self.overall.finish_and_clear();
     }
 }
+
+/// A list named on the command line: the file's text, or stdin's for `-`.
+pub fn read_list(name: &str) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    if name == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the list from stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(name).with_context(|| format!("reading {name}"))
+    }
+}

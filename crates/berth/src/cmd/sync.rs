@@ -2,16 +2,13 @@
 //! the tags matching a pattern) under their mirror names, incrementally;
 //! see `berth_transfer::sync` for the list's forms.
 
-use std::io::Read;
-
-use anyhow::Context as _;
 use berth_transfer::sync::{parse_sync_list, sync, SyncTarget, SyncedTag};
 use berth_transfer::{parse_registry_prefix, CopyOptions, Selection};
 use clap::Args;
 
 use super::imaging::{
-    fail, human, print_json, progress, runtime, usage, OutputFormat, ParallelArgs, Partial,
-    RegistryArgs,
+    fail, human, print_json, progress, read_list, runtime, usage, OutputFormat, ParallelArgs,
+    Partial, RegistryArgs,
 };
 
 #[derive(Debug, Args)]
@@ -51,15 +48,7 @@ pub struct SyncArgs {
 }
 
 pub fn run(args: SyncArgs) -> anyhow::Result<()> {
-    let text = if args.list == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the list from stdin")?;
-        s
-    } else {
-        std::fs::read_to_string(&args.list).with_context(|| format!("reading {}", args.list))?
-    };
+    let text = read_list(&args.list)?;
     let specs = parse_sync_list(&text).map_err(fail)?;
     if specs.is_empty() {
         return Err(usage("the list names no repository"));
