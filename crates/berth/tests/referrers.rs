@@ -167,6 +167,36 @@ fn copy_carries_referrers_and_cosign_tags() {
         assert_eq!(get_status(&dest.url(), "copied/app", &a.sig_tag), 200);
         assert_eq!(get_status(&dest.url(), "copied/app", &a.sbom), 200);
 
+        // Into an OCI layout: cosign's under its tag, the SBOM as an entry
+        // without a name (image-layout 1.1), both readable by skopeo.
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("layout");
+        berth(&[
+            "copy",
+            &format!("docker://{src_host}/team/app:v1"),
+            &format!("oci:{}:v1", dir.display()),
+        ]);
+        let index: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap())
+                .unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        let named = |n: &str| {
+            entries
+                .iter()
+                .any(|e| e["annotations"]["org.opencontainers.image.ref.name"] == n)
+        };
+        assert!(named("v1") && named(&a.sig_tag), "{index}");
+        assert!(
+            entries.iter().any(|e| e["digest"] == a.sbom.as_str()
+                && e["annotations"]["org.opencontainers.image.ref.name"].is_null()),
+            "{index}"
+        );
+        run(skopeo(scratch.path()).args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{}", dir.display(), a.sig_tag),
+        ]));
+
         let bare = Server::start();
         berth(&[
             "copy",

@@ -51,9 +51,10 @@ pub struct CopyArgs {
     /// recompressed.
     #[arg(long, value_enum, default_value_t = Compress::Gzip)]
     pub compress: Compress,
-    /// Registry to registry, leave out what refers to the image:
-    /// signatures, attestations and SBOMs (OCI referrers, cosign's
-    /// sha256-<hex>.sig/.att/.sbom tags), which are copied by default.
+    /// Leave out what refers to the image: signatures, attestations and
+    /// SBOMs (OCI referrers, cosign's sha256-<hex>.sig/.att/.sbom tags),
+    /// which are copied by default from a registry into a registry or an
+    /// oci: layout.
     #[arg(long)]
     pub no_referrers: bool,
     /// text or json.
@@ -122,19 +123,35 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
         let report = copy(s.as_ref(), d.as_ref(), &opts).await?;
         // Signatures, attestations and SBOMs go along, registry to registry.
         let mut referrers = Vec::new();
-        if let (false, Some(reg), ImageRef::Docker(to)) = (args.no_referrers, s.as_registry(), &dst)
-        {
+        // Signatures, attestations and SBOMs go along, from a registry into
+        // a registry (under the same tag or digest) or an OCI layout (an
+        // index entry each: cosign's under its tag, OCI referrers by digest
+        // alone, as image-layout 1.1 keeps them).
+        if let (false, Some(reg)) = (args.no_referrers, s.as_registry()) {
             let mut all = opts.clone();
             all.selection = Selection::All;
-            for r in reg.referrer_refs(&report.digest).await? {
-                let target = ImageReference {
-                    tag: r.tag.clone(),
-                    digest: r.digest.clone(),
-                    ..to.clone()
+            let layout_or_registry = matches!(dst, ImageRef::Docker(_) | ImageRef::Oci { .. });
+            for r in reg
+                .referrer_refs(&report.digest)
+                .await?
+                .into_iter()
+                .filter(|_| layout_or_registry)
+            {
+                let target = match &dst {
+                    ImageRef::Docker(to) => ImageRef::Docker(ImageReference {
+                        tag: r.tag.clone(),
+                        digest: r.digest.clone(),
+                        ..to.clone()
+                    }),
+                    ImageRef::Oci { dir, .. } => ImageRef::Oci {
+                        dir: dir.clone(),
+                        tag: r.tag.as_ref().map(|t| t.to_string()),
+                    },
+                    _ => continue,
                 };
-                let d = open_destination(&ImageRef::Docker(target.clone()), &dst_opts).await?;
+                let d = open_destination(&target, &dst_opts).await?;
                 copy(&reg.sibling(r.clone()), d.as_ref(), &all).await?;
-                referrers.push(target.to_string());
+                referrers.push(d.describe());
             }
         }
         Ok::<_, berth_transfer::TransferError>((report, referrers))
