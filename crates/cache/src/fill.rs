@@ -220,9 +220,10 @@ impl Cache {
         digest: &Digest,
     ) -> Result<u64, RegistryError> {
         let inner = &self.inner;
+        // A preload's "do you have it?": kept from GC until its manifest,
+        // kept before looking (see `Registry::blob_head`).
+        inner.registry.blob_touch(repo, digest).await?;
         if let Some(size) = self.held(repo, digest).await? {
-            // A preload's "do you have it?": kept from GC until its manifest.
-            inner.registry.blob_touch(repo, digest).await?;
             return Ok(size);
         }
         let unknown = || RegistryError::BlobUnknown(digest.clone());

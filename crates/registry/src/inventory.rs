@@ -8,8 +8,9 @@
 //! side of `gate` for its whole run; GC takes the write side once, to start,
 //! so that pushes already running finish (and are seen by the mark) and every
 //! later one records the digests it references in `touched` *before* it
-//! checks they exist. GC deletes a blob only while holding `touched`, after
-//! checking the blob is not in it. So either the push recorded first (GC
+//! checks they exist. A blob HEAD holds the read side too while it records
+//! the digest (or renews its link). GC deletes a blob only while holding
+//! `touched`, after checking the blob is not in it. So either the push recorded first (GC
 //! keeps the blob), or GC deleted first (the push then finds the blob
 //! missing and fails with MANIFEST_BLOB_UNKNOWN, and the client uploads it
 //! again): a pushed image never lacks a blob.
@@ -464,14 +465,25 @@ impl Registry {
     /// link in `repo` made young again once older than half the grace
     /// period (one small write per blob and repository per half period).
     pub async fn blob_head(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
-        let size = self.blob_size(repo, digest).await?;
+        // Kept first, looked at second: a GC deleting between a look that
+        // found the blob and the keeping would make the answer a lie (seen
+        // in CI: skopeo skipped the upload, and its manifest was refused).
+        // This way GC either deleted before (the answer is 404 and the
+        // client uploads) or sees the digest kept.
         self.blob_touch(repo, digest).await?;
-        Ok(size)
+        self.blob_size(repo, digest).await
     }
 
     /// The keeping part of [`Registry::blob_head`], for a blob known to be
     /// in `repo`.
     pub async fn blob_touch(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        // Held across the check and the renewal, as a manifest push holds
+        // it: a GC starting meanwhile waits, then either sees the renewed
+        // link or has this digest in `touched`. (Without it, a HEAD that
+        // found no GC active could renew the link only after a GC that
+        // began just then had read it as old: the blob was deleted under
+        // a push that had been told it exists.)
+        let _gate = self.fence.gate.read().await;
         if self.fence.active.load(Ordering::SeqCst) {
             self.fence.touched.lock().await.insert(digest.clone());
         }
