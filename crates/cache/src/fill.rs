@@ -358,6 +358,7 @@ async fn download(
         });
         let mut hasher = digest.algorithm().hasher();
         let (mut written, mut unflushed) = (0u64, 0u64);
+        let counted = inner.metrics.upstream_bytes(host);
         while let Some(chunk) = body.stream.next().await {
             // A stalled body ends here too (the upstream client's stall
             // timeout): the fill is abandoned, its followers' streams end
@@ -369,7 +370,7 @@ async fn download(
             hasher.update(&chunk);
             written += chunk.len() as u64;
             unflushed += chunk.len() as u64;
-            inner.metrics.upstream_bytes(host, chunk.len() as u64);
+            counted.add(chunk.len() as u64);
             if size.is_some_and(|s| written > s) {
                 return Err(Failure::Unavailable(
                     "upstream sent more bytes than announced".into(),

@@ -162,14 +162,32 @@ impl CacheMetrics {
         result
     }
 
-    /// Blob bytes that arrived from `upstream`.
-    pub(crate) fn upstream_bytes(&self, upstream: &str, n: u64) {
-        self.upstream_bytes.inc_by(n);
-        self.upstream
-            .bytes
-            .get_or_create(&UpstreamLabel {
-                upstream: upstream.to_string(),
-            })
-            .inc_by(n);
+    /// The counters a download from `upstream` adds its bytes to, looked
+    /// up once per download: the per-upstream label is a map lookup and a
+    /// string, not work for every chunk of a blob.
+    pub(crate) fn upstream_bytes(&self, upstream: &str) -> BytesFrom {
+        BytesFrom {
+            total: self.upstream_bytes.clone(),
+            upstream: self
+                .upstream
+                .bytes
+                .get_or_create(&UpstreamLabel {
+                    upstream: upstream.to_string(),
+                })
+                .clone(),
+        }
+    }
+}
+
+/// Where one download counts its bytes (see [`CacheMetrics::upstream_bytes`]).
+pub(crate) struct BytesFrom {
+    total: Counter,
+    upstream: Counter,
+}
+
+impl BytesFrom {
+    pub(crate) fn add(&self, n: u64) {
+        self.total.inc_by(n);
+        self.upstream.inc_by(n);
     }
 }

@@ -16,14 +16,6 @@ use crate::registry::RegistrySource;
 /// cosign's tag suffixes: signatures, attestations, SBOMs.
 pub const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
 
-/// Every manifest type a referrer or its tag may have.
-const ACCEPT: [&str; 4] = [
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-
 impl RegistrySource {
     /// What refers to `subject` (an image this source holds), each as a
     /// reference in the same repository: by digest, or by tag.
@@ -54,7 +46,11 @@ impl RegistrySource {
             };
             match self
                 .client
-                .manifest_head(&self.repo, &ManifestRef::Tag(tag.clone()), &ACCEPT)
+                .manifest_head(
+                    &self.repo,
+                    &ManifestRef::Tag(tag.clone()),
+                    &berth_manifest::media_type::ALL,
+                )
                 .await
             {
                 Ok(_) => out.push(self.at(Some(tag), None)),

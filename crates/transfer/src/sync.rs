@@ -26,13 +26,6 @@ use crate::copy::{copy, CopyOptions, Selection};
 use crate::error::{Result, TransferError};
 use crate::registry::{RegistryDest, RegistryOptions, RegistrySource};
 
-/// Manifest types asked for when comparing digests.
-const ACCEPT: [&str; 4] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
 /// Most tags one repository may expand to.
 const MAX_TAGS: usize = 100_000;
 
@@ -298,11 +291,19 @@ async fn sync_tag(
         .clone()
         .ok_or_else(|| TransferError::Invalid(format!("{source}: no tag")))?;
     let have = client
-        .manifest_head(&source.repository, &ManifestRef::Tag(tag.clone()), &ACCEPT)
+        .manifest_head(
+            &source.repository,
+            &ManifestRef::Tag(tag.clone()),
+            &berth_manifest::media_type::ALL,
+        )
         .await
         .map_err(|e| TransferError::registry(format!("reading {source}"), e))?;
     let there = dest
-        .manifest_head(&target.repository, &ManifestRef::Tag(tag), &ACCEPT)
+        .manifest_head(
+            &target.repository,
+            &ManifestRef::Tag(tag),
+            &berth_manifest::media_type::ALL,
+        )
         .await;
     let mut out = SyncedTag {
         source: source.to_string(),
