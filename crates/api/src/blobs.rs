@@ -1,9 +1,11 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`: streamed, with single
-//! byte ranges answered 206.
+//! byte ranges answered 206. A stored blob goes out by `sendfile` where the
+//! connection allows it ([`crate::zero_copy`]); one still being fetched by
+//! the cache streams from the download.
 
 use axum::body::Body;
 use axum::response::Response;
-use berth_cache::Cache;
+use berth_cache::{BlobLocation, Cache};
 use berth_reference::Digest;
 use berth_storage::ByteRange;
 use http::{header, StatusCode};
@@ -24,7 +26,10 @@ pub async fn get(ctx: &Ctx, digest: &Digest, head: bool) -> Result<Response, Api
     let blob = ctx.registry().blob_open(&ctx.repo, digest).await?;
     let size = blob.size;
     let range = requested_range(ctx, Some(size))?;
-    let body = Body::from_stream(ctx.registry().blob_stream(&blob, range).await?);
+    let body = match zero_copy_body(ctx, digest, size, range).await? {
+        Some(body) => body,
+        None => Body::from_stream(ctx.registry().blob_stream(&blob, range).await?),
+    };
     Ok(respond(body, digest, Some(size), range))
 }
 
@@ -43,8 +48,42 @@ async fn get_mirrored(
     let location = cache.blob_locate(&ctx.repo, digest).await?;
     let size = location.size();
     let range = requested_range(ctx, size)?;
+    if let (BlobLocation::Local { size }, Some(_)) = (&location, &ctx.zero_copy) {
+        if let Some(body) = zero_copy_body(ctx, digest, *size, range).await? {
+            return Ok(respond(body, digest, Some(*size), range));
+        }
+    }
     let stream = cache.blob_stream(digest, location, range).await?;
     Ok(respond(Body::from_stream(stream), digest, size, range))
+}
+
+/// The blob's bytes (or `range` of them) sent from its file by `sendfile`,
+/// when the connection can and storage keeps the blob as a local file of
+/// the size the registry knows; `None` to stream instead (which also
+/// reports whatever is wrong with the blob).
+async fn zero_copy_body(
+    ctx: &Ctx,
+    digest: &Digest,
+    size: u64,
+    range: Option<ByteRange>,
+) -> Result<Option<Body>, ApiError> {
+    let Some(zero_copy) = &ctx.zero_copy else {
+        return Ok(None);
+    };
+    let file = ctx
+        .registry()
+        .storage()
+        .blob_file(digest)
+        .await
+        .map_err(berth_registry::RegistryError::from)?;
+    let Some((file, on_disk)) = file else {
+        return Ok(None);
+    };
+    if on_disk != size {
+        return Ok(None);
+    }
+    let (start, len) = range.map_or((0, size), |r| (r.start, r.len()));
+    Ok(Some(zero_copy.body(file, start, len)))
 }
 
 /// The single byte range asked for, if any and if the size is known.

@@ -26,6 +26,7 @@ pub mod resolve;
 pub mod route;
 mod token_endpoint;
 mod uploads;
+pub mod zero_copy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -149,6 +150,8 @@ pub(crate) struct Ctx {
     pub headers: HeaderMap,
     /// The client's address, when the server records it.
     pub client: Option<SocketAddr>,
+    /// Blob bytes may go from file to socket by `sendfile` (plain HTTP/1.x).
+    pub zero_copy: Option<zero_copy::ZeroCopy>,
 }
 
 /// The client's address, when the server was started with connect info.
@@ -157,6 +160,16 @@ fn client_addr(parts: &http::request::Parts) -> Option<SocketAddr> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
+}
+
+/// The connection's zero-copy handle, for HTTP/1.x requests only: HTTP/2
+/// frames body bytes itself (the listener gives such connections none
+/// anyway; this keeps the rule where the handle is used).
+fn zero_copy_of(parts: &http::request::Parts) -> Option<zero_copy::ZeroCopy> {
+    if parts.version >= http::Version::HTTP_2 {
+        return None;
+    }
+    parts.extensions.get::<zero_copy::ZeroCopy>().cloned()
 }
 
 impl Ctx {
@@ -265,12 +278,14 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
             _ => Err(ApiError::MethodNotAllowed(allow)),
         };
     };
+    let zero_copy = zero_copy_of(&parts);
     let ctx = Ctx {
         state,
         repo,
         query,
         headers: parts.headers,
         client,
+        zero_copy,
     };
     let audited = ctx.state.auth.is_some() && action != Action::Pull;
     let result = route_to_handler(&ctx, method.clone(), route, body).await;

@@ -49,6 +49,11 @@ impl Metrics {
             "Time from request to response head",
             latency.clone(),
         );
+        prom.register(
+            "berth_blob_sendfile_bytes",
+            "Blob bytes sent from file to socket by sendfile, without a copy through memory",
+            crate::zero_copy::SENT_BYTES.clone(),
+        );
         prom.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         if let Some(c) = cache {
             c.register(&mut prom);

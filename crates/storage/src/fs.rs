@@ -521,6 +521,19 @@ impl Storage for FsStorage {
         self.open_range(&self.blob_path(digest), range).await
     }
 
+    async fn blob_file(&self, digest: &Digest) -> Result<Option<(std::fs::File, u64)>> {
+        let path = self.blob_path(digest);
+        tokio::task::spawn_blocking(move || -> Result<Option<(std::fs::File, u64)>> {
+            let Some(f) = not_found_as_none(std::fs::File::open(&path))? else {
+                return Ok(None);
+            };
+            let size = f.metadata()?.len();
+            Ok(Some((f, size)))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     async fn blob_put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         let dest = self.blob_path(digest);
         // Only a complete copy counts as stored: anything else (a store

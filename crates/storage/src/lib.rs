@@ -161,6 +161,14 @@ pub trait Storage: Send + Sync + 'static {
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
     /// Stream a blob, or a range of it.
     async fn blob_read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream>;
+    /// The blob as an open local file and its size, for sending it by
+    /// `sendfile`; `None` when the backend keeps no local files (an object
+    /// store) or the blob is absent. Callers fall back to [`blob_read`].
+    ///
+    /// [`blob_read`]: Storage::blob_read
+    async fn blob_file(&self, _digest: &Digest) -> Result<Option<(std::fs::File, u64)>> {
+        Ok(None)
+    }
     /// Store a small blob whose digest the caller has verified (manifests).
     async fn blob_put(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
     /// Remove a blob; `false` if it was not there.

@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use berth_api::zero_copy::{SendFileSocket, ZeroCopy};
 use conn::{ConnState, ConnTable, Refusal};
 use guard::{InFlight, RequestBody, Watched};
 pub use limits::Limits;
@@ -87,22 +88,33 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // Plain HTTP/1.x sends blobs by sendfile; TLS encrypts in user space.
+        let (accepted, zero_copy) = match &acceptor {
+            None => {
+                let socket = SendFileSocket::new(tcp);
+                let handle = socket.handle();
+                (Accepted::Plain(socket), Some(handle))
+            }
+            Some(acceptor) => (Accepted::Tls(tcp, acceptor.clone()), None),
+        };
         let service = service(
             app.clone(),
             peer,
             acceptor.is_some(),
+            zero_copy,
             &admitted.state,
             &limits,
             rate.clone(),
         );
         let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let state = admitted.state.clone();
             let run = async {
-                match acceptor {
-                    None => serve_io(tcp, &state, limits, service, watcher, peer).await,
-                    Some(acceptor) => {
+                match accepted {
+                    Accepted::Plain(socket) => {
+                        serve_io(socket, &state, limits, service, watcher, peer).await
+                    }
+                    Accepted::Tls(tcp, acceptor) => {
                         // The handshake counts as reading the first request's
                         // headers: a client stalling in it is cut off as one
                         // stalling in them would be.
@@ -150,6 +162,12 @@ pub async fn serve(
     false
 }
 
+/// An admitted connection, before its first byte is read.
+enum Accepted {
+    Plain(SendFileSocket),
+    Tls(TcpStream, tokio_rustls::TlsAcceptor),
+}
+
 /// Answer a connection the table has no room for, without waiting on it.
 fn refuse(tcp: TcpStream, peer: SocketAddr, why: Refusal, plain: bool) {
     let limit = match why {
@@ -176,6 +194,7 @@ fn service(
     app: Router,
     peer: SocketAddr,
     tls: bool,
+    zero_copy: Option<ZeroCopy>,
     state: &Arc<ConnState>,
     limits: &Limits,
     rate: Option<Arc<rate::RateLimiter>>,
@@ -192,6 +211,9 @@ fn service(
     hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(state.clone());
         req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(handle) = &zero_copy {
+            req.extensions_mut().insert(handle.clone());
+        }
         // HTTP/2 names the host in the `:authority` pseudo-header, which
         // hyper puts into the URI, not into a Host header: copy it there
         // so that what reads Host (the token realm of challenges) sees
@@ -261,7 +283,15 @@ async fn serve_io<IO, S>(
     S::Future: Send + 'static,
 {
     let io = Watched::new(io, state.clone(), limits);
-    let conn = Builder::new(TokioExecutor::new())
+    let mut builder = Builder::new(TokioExecutor::new());
+    // Vectored writes ("queue"): hyper hands body frames to the socket as
+    // they are, never copied into its own buffer, which zero-copy sends
+    // rely on (berth_api::zero_copy); TLS streams say they do not do
+    // vectored writes and are flattened as before.
+    if io.is_write_vectored() {
+        builder.http1().writev(true);
+    }
+    let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
