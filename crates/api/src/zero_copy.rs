@@ -42,9 +42,11 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The placeholder region: how much one frame stands for. It is allocated
-/// zeroed and never written, so its pages are never backed by memory.
-const PLACEHOLDER_LEN: usize = 1 << 20;
+/// The placeholder region: how much one frame stands for, and so the most
+/// one `sendfile` call is asked to move (the socket's buffer usually takes
+/// less). It is allocated zeroed and never written, so its pages are never
+/// backed by memory.
+const PLACEHOLDER_LEN: usize = 4 << 20;
 
 fn placeholder() -> &'static [u8] {
     static REGION: OnceLock<&'static [u8]> = OnceLock::new();
