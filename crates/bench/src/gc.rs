@@ -25,6 +25,10 @@
 //! images pulls completely (every blob hashed against its digest), and
 //! deleted images are gone. Any mismatch turns the server's cells into
 //! errors.
+//!
+//! Unlike the other workloads it runs once (each cell one figure, no
+//! range): a full store takes some ten minutes to build, and its rows have
+//! no target.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -43,6 +47,7 @@ use crate::client::Conn;
 use crate::ops;
 use crate::report::{Cell, Row, Target, Unit, MIB};
 use crate::servers::{self, Server};
+use crate::stats::Stat;
 
 /// The shape of the store and how it is driven.
 #[derive(Debug, Clone)]
@@ -554,7 +559,7 @@ fn err<T>(e: &anyhow::Error) -> Result<T, String> {
 
 fn cell_of<T>(r: &Result<T>, f: impl Fn(&T) -> f64) -> Cell {
     match r {
-        Ok(v) => Ok(f(v)),
+        Ok(v) => Ok(Stat::one(f(v))),
         Err(e) => err(e),
     }
 }
@@ -573,7 +578,9 @@ pub async fn run(plan: &GcPlan, berth_bin: &Path, dist_bin: &Path, workdir: &Pat
     let berth = setup_berth(plan, berth_bin, &dir).await;
     let dist = setup_distribution(plan, dist_bin, &dir).await;
     let setup = |r: &Result<(Server, Duration)>| match r {
-        Ok((_, t)) => Ok(((blobs + manifests) as f64) / t.as_secs_f64().max(1e-9)),
+        Ok((_, t)) => Ok(Stat::one(
+            ((blobs + manifests) as f64) / t.as_secs_f64().max(1e-9),
+        )),
         Err(e) => err(e),
     };
     let setup = [setup(&berth), setup(&dist)];
@@ -668,7 +675,7 @@ fn rows(plan: &GcPlan, b: &Result<BerthGc>, d: &Result<DistGc>, setup: [Cell; 2]
         format!("requests served during GC: manifest GET p99 ({served}{idle})"),
         match b {
             Ok(g) => p99(&g.during)
-                .map(|d| d.as_secs_f64())
+                .map(|d| Stat::one(d.as_secs_f64()))
                 .ok_or_else(|| "no GET completed".to_string()),
             Err(e) => err(e),
         },

@@ -1,16 +1,24 @@
 //! `berth-bench`: berth against Distribution 2.8 (Debian's `docker-registry`,
-//! what `registry:2` runs) on loopback, same storage, same client, same run,
-//! servers alternated; nginx's `sendfile` as the ceiling for blob reads.
-//! Prints a table of each figure for both, the ratio, the target and
-//! whether berth meets it. Absolute figures vary from run to run; ratios
-//! are what to compare.
+//! what `registry:2` runs) and against the physical ceilings measured in the
+//! same run (issue 16): one core's SHA-256 for pushes, nginx's `sendfile`
+//! (plain and over TLS) for blob reads. Loopback, same storage, same client,
+//! servers alternated, every workload repeated (at least 5 times in a full
+//! run). Prints a table of each figure for berth and its reference as the
+//! median with the min–max range, the ratio of the medians, the target and
+//! whether berth meets it. Absolute figures vary from run to run and machine
+//! to machine; ratios, each against its ceiling in this run, are what to
+//! compare.
 //!
 //! Modules: `servers` (starting and killing the processes), `client` (the
 //! measuring HTTP/1.1 client), `blob` (generated blobs and their digests),
-//! `ops` (registry operations), `wrk` (small-request load), `bench` (the
-//! workloads), `tls` (TLS with access control against plain HTTP and
-//! nginx over TLS), `gc` (garbage collection of a large store, on servers
-//! of its own), `report` (the table).
+//! `ops` (registry operations), `wrk` (small-request load), `stats` (the
+//! samples of a figure, median and range), `ceiling` (one core's SHA-256),
+//! `bench` (the plan; pushes, manifest GETs, listings), `get` (blob GETs and
+//! concurrent downloads against nginx), `large` (a huge manifest), `tls`
+//! (TLS with access control against plain HTTP and nginx over TLS), `gc`
+//! (garbage collection of a large store, on servers of its own), `cache`
+//! (cold pulls through the cache, run by `berth-bench-cache`), `report`
+//! (the table).
 //!
 //! Exit status: 0 when every workload produced its figures, even if targets
 //! were missed (it is a measurement); 1 when any workload errored, so that
@@ -19,13 +27,17 @@
 
 mod bench;
 mod blob;
+mod cache;
+mod ceiling;
 mod client;
 mod gc;
+mod get;
 mod large;
 mod ops;
 mod pin;
 mod report;
 mod servers;
+mod stats;
 mod tls;
 mod wrk;
 
@@ -65,7 +77,8 @@ struct Args {
     #[arg(long)]
     max_seconds: Option<u64>,
     /// Run only these workloads (for profiling one path); comma-separated
-    /// from: push, chunked, get, manifest, large, listing, tls, gc [default: all]
+    /// from: push, chunked, get, manifest, large, listing, tls, gc, cache
+    /// [default: all]
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
     /// Images in the gc workload's store (each a config and 9 layers)
@@ -76,7 +89,8 @@ struct Args {
     /// [default: 16, quick: 4]
     #[arg(long)]
     gc_connections: Option<usize>,
-    /// Repeats per workload and server [default: 3, quick: 1]
+    /// Repeats per workload and server (blob GETs and listings: at least
+    /// this many) [default: 5, quick: 1]
     #[arg(long)]
     repeats: Option<usize>,
 }
@@ -91,6 +105,7 @@ enum Workload {
     Listing,
     Tls,
     Gc,
+    Cache,
 }
 
 fn main() -> ExitCode {
@@ -152,6 +167,22 @@ fn fs_type(dir: &Path) -> String {
         .map_or_else(|| "unknown".into(), |(_, kind)| kind)
 }
 
+/// Cores this process may use, cores online, and the CPU's model name.
+fn machine_text() -> String {
+    let available = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let online = cpuinfo
+        .lines()
+        .filter(|l| l.split(':').next().map(str::trim) == Some("processor"))
+        .count();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.split(':').next().map(str::trim) == Some("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim());
+    format!("{available} cores available to this process ({online} online), {model}")
+}
+
 fn version_of(bin: &Path) -> String {
     std::process::Command::new(bin)
         .arg("--version")
@@ -200,9 +231,8 @@ async fn run(args: Args) -> Result<bool> {
                 .unwrap_or(if plan.quick { 240 } else { 2700 }),
         );
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("berth-bench: berth against Distribution 2.8 (docker-registry), loopback only");
-    println!("  machine: {cores} cores");
+    println!("berth-bench: berth against Distribution 2.8 (docker-registry) and this machine's ceilings, loopback only");
+    println!("  machine: {}", machine_text());
     println!(
         "  storage: {} ({}), the same for both servers",
         workdir.path().display(),
@@ -216,11 +246,11 @@ async fn run(args: Args) -> Result<bool> {
     );
     match &nginx_bin {
         Some(n) => println!("  nginx: {}", n.display()),
-        None => println!("  nginx: not installed (the sendfile comparison is left out)"),
+        None => println!("  nginx: not installed (the sendfile comparisons are left out)"),
     }
     println!(
-        "  mode: {}; each figure is the best of {} alternated run(s) per server \
-         (blob GETs {}, listings {})",
+        "  mode: {}; each figure is the median of {} alternated run(s) per server, with the \
+         min–max range (blob GETs {}, listings {}; the gc workload runs once)",
         if plan.quick {
             "QUICK (small sizes: checks the tooling, the figures mean nothing)"
         } else {
@@ -231,8 +261,9 @@ async fn run(args: Args) -> Result<bool> {
         plan.listing_repeats
     );
     println!(
-        "  WARNING: absolute figures vary from run to run (other work on this machine, \
-         page cache, CPU clocks); compare the ratios, measured side by side in one run."
+        "  WARNING: absolute figures vary from run to run and machine to machine (other work on \
+         this machine, page cache, CPU clocks); compare the ratios, each measured against its \
+         ceiling (or Distribution) in this run."
     );
 
     let measure = async {
@@ -249,6 +280,7 @@ async fn run(args: Args) -> Result<bool> {
             workdir: dir,
             rows: Vec::new(),
             idle_rss: [Err("not measured".into()), Err("not measured".into())],
+            sha256: None,
         };
         b.idle_memory().await;
         if wanted(Workload::Push) {
@@ -276,6 +308,18 @@ async fn run(args: Args) -> Result<bool> {
             let rows = gc::run(&b.plan.gc, &berth_bin, &dist_bin, &b.workdir).await;
             b.rows.extend(rows);
         }
+        if wanted(Workload::Cache) {
+            let plan = cache::CachePlan {
+                quick: b.plan.quick,
+                repeats: args.repeats,
+                berth: &berth_bin,
+                distribution: &dist_bin,
+                workdir: &b.workdir,
+                max_seconds: if b.plan.quick { 120 } else { 900 },
+            };
+            let rows = cache::run(&plan).await;
+            b.rows.extend(rows);
+        }
         for s in [&berth, &dist] {
             if let Err(e) = s.rss() {
                 eprintln!(
@@ -285,13 +329,25 @@ async fn run(args: Args) -> Result<bool> {
                 );
             }
         }
-        Ok::<_, anyhow::Error>(b.rows)
+        let ceilings = b
+            .sha256
+            .as_ref()
+            .map(ceiling::Sha256Ceiling::describe)
+            .unwrap_or_default();
+        Ok::<_, anyhow::Error>((b.rows, ceilings))
     };
-    let rows = tokio::time::timeout(limit, measure)
+    let (rows, ceilings) = tokio::time::timeout(limit, measure)
         .await
         .with_context(|| format!("the benchmark did not finish within {limit:?}"))??;
 
     println!();
+    if !ceilings.is_empty() {
+        println!("Ceilings measured in this run:");
+        for l in &ceilings {
+            println!("  {l}");
+        }
+        println!();
+    }
     print!("{}", report::render(&rows));
     let errored = rows.iter().filter(|r| r.errored()).count();
     let missed = rows.iter().filter(|r| r.pass() == Some(false)).count();

@@ -21,11 +21,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{short, Bench, Samples};
+use crate::bench::{short, Bench};
 use crate::blob::Blob;
 use crate::ops;
 use crate::report::{Row, Target, Unit};
 use crate::servers::{start_berth_tls, start_nginx_tls, Server};
+use crate::stats::Samples;
 use crate::wrk;
 
 const USER: &str = "bench";
@@ -228,7 +229,7 @@ impl Bench<'_> {
             let msg = format!("{e:#}");
             for s in [&mut manifest, &mut capacity, &mut blob_get] {
                 for i in 0..2 {
-                    if s.vals[i].is_empty() && !s.failed(i) {
+                    if s.0[i].is_empty() && !s.failed(i) {
                         s.record(i, Err(anyhow::anyhow!(msg.clone())));
                     }
                 }
@@ -242,9 +243,9 @@ impl Bench<'_> {
                 "manifest GET by tag over TLS with a bearer token, {} connections: requests per berth CPU-second",
                 p.wrk_connections
             ),
-            berth: capacity.cell(0, true),
-            reference: capacity.cell(1, true),
-            reference_name: Some("plain, no auth"),
+            berth: capacity.cell(0),
+            reference: capacity.cell(1),
+            reference_name: Some("plain, no auth".into()),
             reference_note: None,
             unit: Unit::ReqPerCpuSec,
             target: Target::Within(0.15),
@@ -254,18 +255,18 @@ impl Bench<'_> {
                 "manifest GET by tag over TLS with a bearer token, {} connections (wrk on a CPU of its own)",
                 p.wrk_connections
             ),
-            berth: manifest.cell(0, true),
-            reference: manifest.cell(1, true),
-            reference_name: Some("plain, no auth"),
+            berth: manifest.cell(0),
+            reference: manifest.cell(1),
+            reference_name: Some("plain, no auth".into()),
             reference_note: None,
             unit: Unit::ReqPerSec,
             target: Target::None,
         });
         self.rows.push(Row {
             workload: format!("blob GET over TLS, {} MiB (curl)", p.blob >> 20),
-            berth: blob_get.cell(0, true),
-            reference: blob_get.cell(1, true),
-            reference_name: Some("nginx TLS"),
+            berth: blob_get.cell(0),
+            reference: blob_get.cell(1),
+            reference_name: Some("nginx TLS".into()),
             reference_note: None,
             unit: Unit::GibPerSec,
             target: Target::Times(0.8),

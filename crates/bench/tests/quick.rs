@@ -1,6 +1,8 @@
 //! Keeps the benchmark working: runs `berth-bench --quick` (every workload
-//! once, small sizes) against a real berth and Debian's docker-registry, and
-//! checks that the table has figures for both servers on every workload.
+//! once, small sizes, the cache workload too) against a real berth and
+//! Debian's docker-registry, and checks that the table has figures for berth
+//! and its reference (Distribution, or a ceiling measured in the run) on
+//! every workload.
 //! docker-registry and wrk are required (scripts/test installs them): a
 //! missing tool fails this test, it never skips.
 
@@ -82,10 +84,20 @@ fn quick_mode_measures_every_workload_for_both_servers() {
         out.contains("WARNING: absolute figures vary"),
         "no variance warning"
     );
+    assert!(
+        out.contains("Ceilings measured in this run:") && out.contains("openssl speed"),
+        "no SHA-256 ceilings"
+    );
+    assert!(
+        out.contains("computed on the medians"),
+        "no footer saying how ratios are computed"
+    );
 
     let mut workloads = vec![
-        "monolithic push",
-        "chunked push",
+        "monolithic push, 4 MiB (digest verified)",
+        "monolithic push, 4 MiB, against one core's SHA-256",
+        "chunked push, 4 MiB in 1 MiB chunks (digest verified)",
+        "chunked push, 4 MiB in 1 MiB chunks, against one core's SHA-256",
         "blob GET, ",
         "resident memory, idle",
         "resident memory, peak during",
@@ -99,9 +111,13 @@ fn quick_mode_measures_every_workload_for_both_servers() {
         "online GC, 500 blobs / 50 manifests",
         "peak resident memory during GC",
         "set-up for GC: 500 blobs / 50 manifests",
+        "cold pull through the cache by 32 clients, total time ",
+        "cold pull through the cache by 32 clients, total time, against",
+        "upstream blob GETs per blob",
     ];
     if on_path("nginx").is_some() {
         workloads.push("blob GET against nginx");
+        workloads.push("aggregate GET rate of those 4 downloads against nginx");
     }
     for w in workloads {
         let line = out
@@ -109,15 +125,15 @@ fn quick_mode_measures_every_workload_for_both_servers() {
             .find(|l| l.starts_with(&format!("| {w}")))
             .unwrap_or_else(|| panic!("no row for {w:?} in:\n{out}"));
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        // "", workload, berth, distribution, ratio, target, result, ""
-        assert_eq!(cells.len(), 8, "malformed row {line:?}");
+        // "", workload, berth, reference, runs, ratio, target, result, ""
+        assert_eq!(cells.len(), 9, "malformed row {line:?}");
         for (name, cell) in [("berth", cells[2]), ("reference", cells[3])] {
             assert!(
                 !cell.contains("ERROR") && cell.chars().any(|c| c.is_ascii_digit()),
                 "{w:?}: no figure for {name}: {line:?}"
             );
         }
-        assert_ne!(cells[6], "ERROR", "{line:?}");
+        assert_ne!(cells[7], "ERROR", "{line:?}");
     }
     // Distribution is stopped while it collects: berth alone has figures.
     for w in [
@@ -129,13 +145,13 @@ fn quick_mode_measures_every_workload_for_both_servers() {
             .find(|l| l.starts_with(&format!("| {w}")))
             .unwrap_or_else(|| panic!("no row for {w:?} in:\n{out}"));
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        assert_eq!(cells.len(), 8, "malformed row {line:?}");
+        assert_eq!(cells.len(), 9, "malformed row {line:?}");
         assert!(
             !cells[2].contains("ERROR") && cells[2].chars().any(|c| c.is_ascii_digit()),
             "{w:?}: no figure for berth: {line:?}"
         );
         assert!(!cells[3].contains("ERROR"), "{line:?}");
-        assert_ne!(cells[6], "ERROR", "{line:?}");
+        assert_ne!(cells[7], "ERROR", "{line:?}");
     }
     assert!(
         out.contains("none: stopped"),
