@@ -21,6 +21,7 @@
 
 pub mod allow;
 mod fill;
+mod hash_job;
 mod manifests;
 pub mod metrics;
 pub mod outcome;

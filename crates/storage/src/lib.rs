@@ -150,6 +150,22 @@ pub trait UploadWriter: Send {
     /// Make everything written so far readable through [`Storage::upload_read`]
     /// (a cache fill lets other readers follow a download this way).
     async fn flush(&mut self) -> Result<()>;
+    /// How much of the session is readable through [`Storage::upload_read`],
+    /// updated as writes land, so that a follower need not wait for a
+    /// [`flush`]; `None` when the backend cannot tell (then use `flush`).
+    ///
+    /// [`flush`]: UploadWriter::flush
+    fn landed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    /// Send what is buffered on its way to storage without waiting for it
+    /// to land (see [`landed`]); by default a [`flush`].
+    ///
+    /// [`landed`]: UploadWriter::landed
+    /// [`flush`]: UploadWriter::flush
+    async fn push(&mut self) -> Result<()> {
+        self.flush().await
+    }
     /// Flushes everything written and returns the session's new total size.
     async fn finish(self: Box<Self>) -> Result<u64>;
 }
@@ -187,6 +203,18 @@ pub trait Storage: Send + Sync + 'static {
     async fn upload_size(&self, id: &UploadId) -> Result<Option<u64>>;
     /// Start appending at `offset`, which must equal the current size.
     async fn upload_writer(&self, id: &UploadId, offset: u64) -> Result<Box<dyn UploadWriter>>;
+    /// [`upload_writer`] for bytes that are read back while they are being
+    /// written (a cache fill's followers): the local-disk backend keeps them
+    /// in the page cache rather than writing around it.
+    ///
+    /// [`upload_writer`]: Storage::upload_writer
+    async fn upload_writer_followed(
+        &self,
+        id: &UploadId,
+        offset: u64,
+    ) -> Result<Box<dyn UploadWriter>> {
+        self.upload_writer(id, offset).await
+    }
     /// Read back what an upload holds, or part of it (to re-hash a session
     /// after a restart, or to follow a download still being written). A range
     /// past what has been flushed yields the bytes there are.

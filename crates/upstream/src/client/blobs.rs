@@ -72,6 +72,30 @@ impl UpstreamClient {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobBody, UpstreamError> {
+        self.blob_get_checked(repo, digest, range, true).await
+    }
+
+    /// [`blob_get`] of a whole blob whose digest the caller computes
+    /// itself, on another core (the cache's fills, which would otherwise
+    /// hash every byte twice, once of them on the download's own task). The
+    /// caller must check the digest and the length before trusting a byte.
+    ///
+    /// [`blob_get`]: Self::blob_get
+    pub async fn blob_get_unverified(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<BlobBody, UpstreamError> {
+        self.blob_get_checked(repo, digest, None, false).await
+    }
+
+    async fn blob_get_checked(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+        verify: bool,
+    ) -> Result<BlobBody, UpstreamError> {
         let what = format!("GET blob {repo}@{digest}");
         let mut req = self.req(
             Method::GET,
@@ -105,7 +129,7 @@ impl UpstreamClient {
             window,
             format!("{what}: body"),
         ));
-        let stream: BlobStream = if partial {
+        let stream: BlobStream = if partial || !verify {
             raw
         } else {
             Box::pin(Verifying::new(raw, digest.clone(), length))
