@@ -8,6 +8,11 @@
 //!   at most 1.5x the time);
 //! - the same against Distribution's proxy mode, for context;
 //! - berth's upstream blob GETs per blob (target: 1), beside Distribution's.
+//!
+//! Each label ends with the upstream's link, as the JSON reports it
+//! (`upstream_link`): by default a 500 Mbit/s link into a network
+//! namespace, which is what gives the time ratio its meaning; the rate can
+//! be set with `--cache-upstream-rate`, passed on as `--upstream-rate`.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -28,6 +33,8 @@ pub struct CachePlan<'a> {
     pub distribution: &'a Path,
     pub workdir: &'a Path,
     pub max_seconds: u64,
+    /// `--upstream-rate` for `berth-bench-cache` [default: its own, 500mbit]
+    pub upstream_rate: Option<&'a str>,
 }
 
 /// Run the cache benchmark; its rows (error cells when it failed).
@@ -59,6 +66,9 @@ pub async fn run(plan: &CachePlan<'_>) -> Vec<Row> {
         if let Some(r) = plan.repeats {
             cmd.arg("--repeats").arg(r.to_string());
         }
+        if let Some(r) = plan.upstream_rate {
+            cmd.arg("--upstream-rate").arg(r);
+        }
         // Its table and progress go to our stderr; the JSON comes back.
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -83,7 +93,12 @@ pub async fn run(plan: &CachePlan<'_>) -> Vec<Row> {
         Err(e) => {
             let msg = short(&format!("{e:#}"));
             progress_line(&format!("  error: {msg}"));
-            error_rows(&msg)
+            // The link as asked for: what it turned out to be is unknown.
+            let link = match plan.upstream_rate {
+                Some(r) => format!(" (upstream link: --upstream-rate {r})"),
+                None => String::new(),
+            };
+            error_rows(&msg, &link)
         }
     }
 }
@@ -107,12 +122,29 @@ fn samples(v: &Value, target: &str, clients: u64, key: &str, per: f64) -> Cell {
     Stat::new(vals).ok_or_else(|| format!("no {key} sample for {target}"))
 }
 
-fn time_row(many: u64) -> String {
-    format!("cold pull through the cache by {many} clients, total time")
+fn time_row(many: u64, link: &str) -> String {
+    format!("cold pull through the cache by {many} clients, total time{link}")
 }
 
-fn gets_row(many: u64) -> String {
-    format!("upstream blob GETs per blob, cold pull by {many} clients through the cache")
+fn proxy_row(many: u64, link: &str) -> String {
+    format!("cold pull through the cache by {many} clients, total time, against Distribution's proxy mode{link}")
+}
+
+fn gets_row(many: u64, link: &str) -> String {
+    format!("upstream blob GETs per blob, cold pull by {many} clients through the cache{link}")
+}
+
+/// The end of every label: how the upstream was reached, from the JSON.
+fn link_label(v: &Value) -> String {
+    let link = &v["upstream_link"];
+    match link["kind"].as_str() {
+        Some("netns-veth-tbf") => format!(
+            " (upstream across a {} link)",
+            link["rate"].as_str().unwrap_or("rate-limited")
+        ),
+        Some("loopback") => " (upstream on loopback, no rate limit)".into(),
+        _ => String::new(),
+    }
 }
 
 /// The rows from `berth-bench-cache --json`.
@@ -127,9 +159,10 @@ fn rows(v: &Value) -> Result<Vec<Row>> {
         .context("no runs in the JSON")?;
     let total = |target: &str, clients: u64| samples(v, target, clients, "total_secs", 1.0);
     let gets = |target: &str| samples(v, target, many, "upstream_blob_gets", blobs as f64);
+    let link = link_label(v);
     Ok(vec![
         Row {
-            workload: time_row(many),
+            workload: time_row(many, &link),
             berth: total("berth", many),
             reference: total("direct", 1),
             reference_name: Some("1 client straight from the upstream".into()),
@@ -138,7 +171,7 @@ fn rows(v: &Value) -> Result<Vec<Row>> {
             target: Target::TimeWithin(1.5),
         },
         Row {
-            workload: format!("{}, against Distribution's proxy mode", time_row(many)),
+            workload: proxy_row(many, &link),
             berth: total("berth", many),
             reference: total("distribution-proxy", many),
             reference_name: Some("Distribution proxy".into()),
@@ -147,7 +180,7 @@ fn rows(v: &Value) -> Result<Vec<Row>> {
             target: Target::None,
         },
         Row {
-            workload: gets_row(many),
+            workload: gets_row(many, &link),
             berth: gets("berth"),
             reference: gets("distribution-proxy"),
             reference_name: Some("Distribution proxy".into()),
@@ -159,7 +192,7 @@ fn rows(v: &Value) -> Result<Vec<Row>> {
 }
 
 /// The same rows, every cell the error.
-fn error_rows(msg: &str) -> Vec<Row> {
+fn error_rows(msg: &str, link: &str) -> Vec<Row> {
     let row = |workload: String, unit, target| Row {
         workload,
         berth: Err(msg.to_string()),
@@ -170,13 +203,9 @@ fn error_rows(msg: &str) -> Vec<Row> {
         target,
     };
     vec![
-        row(time_row(32), Unit::Secs, Target::TimeWithin(1.5)),
-        row(
-            format!("{}, against Distribution's proxy mode", time_row(32)),
-            Unit::Secs,
-            Target::None,
-        ),
-        row(gets_row(32), Unit::PerBlob, Target::AtMost(1.0)),
+        row(time_row(32, link), Unit::Secs, Target::TimeWithin(1.5)),
+        row(proxy_row(32, link), Unit::Secs, Target::None),
+        row(gets_row(32, link), Unit::PerBlob, Target::AtMost(1.0)),
     ]
 }
 
@@ -188,6 +217,8 @@ mod tests {
     fn rows_from_the_cache_benchmark_json() {
         let v = serde_json::json!({
             "blobs": 5, "image_bytes": 1000, "repeats": 3,
+            "upstream_link": {"kind": "netns-veth-tbf", "rate": "500 Mbit/s",
+                              "rate_bits_per_sec": 500_000_000},
             "groups": [
                 {"target": "direct", "clients": 1, "total_secs": [1.0, 1.2, 1.1],
                  "upstream_blob_gets": [5, 5, 5], "upstream_requests": [6, 6, 6]},
@@ -203,7 +234,17 @@ mod tests {
         assert_eq!(r[0].berth.as_ref().unwrap().median(), 1.5);
         assert_eq!(r[0].reference.as_ref().unwrap().median(), 1.1);
         assert_eq!(r[0].pass(), Some(true));
-        assert!(r[0].workload.contains("32 clients"));
+        assert_eq!(
+            r[0].workload,
+            "cold pull through the cache by 32 clients, total time \
+             (upstream across a 500 Mbit/s link)"
+        );
+        assert!(r[1]
+            .workload
+            .ends_with("proxy mode (upstream across a 500 Mbit/s link)"));
+        assert!(r[2]
+            .workload
+            .ends_with("through the cache (upstream across a 500 Mbit/s link)"));
         assert_eq!(r[1].pass(), None);
         // 5 GETs of 5 blobs: 1 per blob; Distribution 35 / 5 = 7.
         assert_eq!(r[2].berth.as_ref().unwrap().median(), 1.0);
@@ -214,5 +255,7 @@ mod tests {
             {"target": "berth", "clients": 32, "total_secs": [1.0], "upstream_blob_gets": [5]}]});
         let r = rows(&partial).unwrap();
         assert!(r[0].errored() && r[0].berth.is_ok());
+        // Without `upstream_link` the labels claim nothing about the link.
+        assert!(r[0].workload.ends_with("total time"));
     }
 }

@@ -17,8 +17,9 @@
 //! concurrent downloads against nginx), `large` (a huge manifest), `tls`
 //! (TLS with access control against plain HTTP and nginx over TLS), `gc`
 //! (garbage collection of a large store, on servers of its own), `cache`
-//! (cold pulls through the cache, run by `berth-bench-cache`), `report`
-//! (the table).
+//! (cold pulls through the cache, run by `berth-bench-cache`, whose
+//! upstream is behind a rate-limited link in a network namespace of its
+//! own: the one workload not on loopback alone), `report` (the table).
 //!
 //! Exit status: 0 when every workload produced its figures, even if targets
 //! were missed (it is a measurement); 1 when any workload errored, so that
@@ -93,6 +94,12 @@ struct Args {
     /// this many) [default: 5, quick: 1]
     #[arg(long)]
     repeats: Option<usize>,
+    /// The cache workload's upstream link, each way: a rate such as 500mbit,
+    /// or `none` for an upstream on loopback (berth-bench-cache's
+    /// --upstream-rate) [default: 500mbit, a network namespace of its own,
+    /// which needs root and iproute2]
+    #[arg(long)]
+    cache_upstream_rate: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -316,6 +323,7 @@ async fn run(args: Args) -> Result<bool> {
                 distribution: &dist_bin,
                 workdir: &b.workdir,
                 max_seconds: if b.plan.quick { 120 } else { 900 },
+                upstream_rate: args.cache_upstream_rate.as_deref(),
             };
             let rows = cache::run(&plan).await;
             b.rows.extend(rows);

@@ -2,8 +2,11 @@
 //! (a 2 MiB image, 1 and 32 clients, one run each) against a real berth and
 //! Debian's docker-registry, and checks its table: a row for every target
 //! and client count, berth's upstream blob GETs independent of the client
-//! count, and a verdict on each target of issue 16.
-//! docker-registry is required (scripts/test installs it): a missing tool
+//! count, and a verdict on each target of issue 16. The upstream is behind
+//! the default 500 Mbit/s link (a network namespace the benchmark makes and
+//! removes), as in a full run.
+//! docker-registry is required (scripts/test installs it), and so are root
+//! and iproute2 for the link (the suite and CI run as root): a missing tool
 //! fails this test, it never skips.
 
 use std::path::{Path, PathBuf};
@@ -115,4 +118,8 @@ fn quick_cache_benchmark_prints_every_row() {
         );
     }
     assert!(out.contains("WARNING: absolute figures vary"), "{out}");
+    assert!(
+        out.contains("upstream link: 500 Mbit/s each way: network namespace berth-bench-cache-"),
+        "the upstream is not behind its link:\n{out}"
+    );
 }

@@ -1,10 +1,11 @@
 //! The processes of the cache benchmark: Distribution (the upstream, and
 //! in proxy mode a second cache), berth with `--upstream`, each on a free
-//! loopback port with fresh storage. A [`Proc`] kills its process when
-//! dropped (also on error or time-out) and removes its storage, so that
-//! repeats do not fill the disk.
+//! loopback port with fresh storage (the upstream inside its network
+//! namespace instead, on the namespace's address, when it has a [`Link`]).
+//! A [`Proc`] kills its process when dropped (also on error or time-out)
+//! and removes its storage, so that repeats do not fill the disk.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use http::Method;
 
 use crate::http::send;
+use crate::link::{Link, UPSTREAM_PORT};
 use crate::UPSTREAM_HOST;
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -51,7 +53,7 @@ impl Proc {
     fn spawn(
         name: &str,
         mut cmd: Command,
-        port: u16,
+        addr: SocketAddr,
         log: PathBuf,
         storage: PathBuf,
     ) -> Result<Proc> {
@@ -65,7 +67,7 @@ impl Proc {
             .with_context(|| format!("starting {name}"))?;
         Ok(Proc {
             name: name.to_string(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr,
             log,
             storage,
             child,
@@ -103,6 +105,14 @@ impl Proc {
         }
     }
 
+    /// The end of its log without the access log's lines (the requests
+    /// would bury the error that explains a failure).
+    pub fn log_tail(&self) -> String {
+        let log = self.log_text();
+        let kept: Vec<&str> = log.lines().filter(|l| !l.contains("] \"")).collect();
+        format!("{}'s log ends:\n{}", self.name, tail(&kept.join("\n")))
+    }
+
     /// Requests in a Distribution access log: `METHOD URI` per line.
     pub fn access_log(&self) -> Vec<String> {
         self.log_text()
@@ -120,21 +130,29 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 /// Start `docker-registry serve` on fresh storage under `dir`, with its
-/// access log on; `proxy` makes it a pull-through cache of that URL.
+/// access log on; `proxy` makes it a pull-through cache of that URL;
+/// `inside` runs it in that link's namespace.
 pub async fn start_distribution(
     bin: &Path,
     dir: &Path,
     name: &str,
     proxy: Option<&str>,
+    inside: Option<&Link>,
 ) -> Result<Proc> {
     let mut last = None;
     for attempt in 0..3 {
-        let port = free_port()?;
+        let addr = match inside {
+            // The namespace is the upstream's alone: its ports are free.
+            Some(link) => SocketAddr::new(link.upstream_addr.into(), UPSTREAM_PORT + attempt),
+            None => SocketAddr::new(LOOPBACK, free_port()?),
+        };
         let storage = dir.join(format!("{name}-{attempt}"));
         std::fs::create_dir_all(&storage)?;
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: berth-bench-cache\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n  secret: berth-bench-cache\n",
             storage.display()
         );
         if let Some(url) = proxy {
@@ -142,10 +160,13 @@ pub async fn start_distribution(
         }
         let config_path = dir.join(format!("{name}-{attempt}.yml"));
         std::fs::write(&config_path, config)?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match inside {
+            Some(link) => link.command(bin),
+            None => Command::new(bin),
+        };
         cmd.arg("serve").arg(&config_path);
         let log = dir.join(format!("{name}-{attempt}.log"));
-        let mut p = Proc::spawn(name, cmd, port, log, storage)?;
+        let mut p = Proc::spawn(name, cmd, addr, log, storage)?;
         match p.ready().await {
             Ok(()) => return Ok(p),
             Err(e) => last = Some(e),
@@ -158,10 +179,10 @@ pub async fn start_distribution(
 pub async fn start_berth(bin: &Path, dir: &Path, name: &str, upstream: &str) -> Result<Proc> {
     let mut last = None;
     for attempt in 0..3 {
-        let port = free_port()?;
+        let addr = SocketAddr::new(LOOPBACK, free_port()?);
         let root = dir.join(format!("{name}-{attempt}"));
         let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--root"])
+        cmd.args(["serve", "--listen", &addr.to_string(), "--root"])
             .arg(&root)
             .arg(format!("--upstream={UPSTREAM_HOST}={upstream}"))
             .env("RUST_LOG", "warn");
@@ -171,7 +192,7 @@ pub async fn start_berth(bin: &Path, dir: &Path, name: &str, upstream: &str) -> 
             }
         }
         let log = dir.join(format!("{name}-{attempt}.log"));
-        let mut p = Proc::spawn(name, cmd, port, log, root)?;
+        let mut p = Proc::spawn(name, cmd, addr, log, root)?;
         match p.ready().await {
             Ok(()) => return Ok(p),
             Err(e) => last = Some(e),
