@@ -48,9 +48,9 @@ async fn get_mirrored(
     let location = cache.blob_locate(&ctx.repo, digest).await?;
     let size = location.size();
     let range = requested_range(ctx, size)?;
-    if let (BlobLocation::Local { size }, Some(_)) = (&location, &ctx.zero_copy) {
-        if let Some(body) = zero_copy_body(ctx, digest, *size, range).await? {
-            return Ok(respond(body, digest, Some(*size), range));
+    if let BlobLocation::Local { size } = location {
+        if let Some(body) = zero_copy_body(ctx, digest, size, range).await? {
+            return Ok(respond(body, digest, Some(size), range));
         }
     }
     let stream = cache.blob_stream(digest, location, range).await?;

@@ -163,8 +163,9 @@ fn client_addr(parts: &http::request::Parts) -> Option<SocketAddr> {
 }
 
 /// The connection's zero-copy handle, for HTTP/1.x requests only: HTTP/2
-/// frames body bytes itself (the listener gives such connections none
-/// anyway; this keeps the rule where the handle is used).
+/// frames body bytes itself, copying them. The listener attaches the handle
+/// to HTTP/1.x requests of plain connections alone; this keeps the rule
+/// where the handle is used too.
 fn zero_copy_of(parts: &http::request::Parts) -> Option<zero_copy::ZeroCopy> {
     if parts.version >= http::Version::HTTP_2 {
         return None;

@@ -16,8 +16,9 @@
 //! every follower until the digest verified and the blob is published; if
 //! it does not verify, their streams end in an error, which breaks their
 //! connections instead of handing them wrong content (and a client that
-//! has the whole blob knows the cache holds it). The download belongs to no client: one that
-//! disconnects does not stop it for the others, nor for the cache.
+//! has the whole blob knows the cache holds it). The download belongs to no
+//! client: one that disconnects does not stop it for the others, nor for
+//! the cache.
 
 use std::io;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Hashing a fill's download on another core. The upstream's body arrives
-//! in small chunks (tens of KiB); they are gathered into batches of about a
-//! MiB, and each batch goes through a short queue to a hashing job on the
+//! in small chunks (tens of KiB); they are gathered into batches of about
+//! 256 KiB, and each batch goes through a short queue to a hashing job on the
 //! blocking pool (`berth_storage::worker`), so the download, the writing and
 //! the digest go on at once instead of one after another on the fill's task.
 
@@ -8,8 +8,11 @@ use berth_reference::DigestHasher;
 use berth_storage::worker::Worker;
 use bytes::Bytes;
 
-/// Bytes gathered before a batch is handed to the hashing job.
-const BATCH: usize = 1024 * 1024;
+/// Bytes gathered before a batch is handed to the hashing job. The chunks
+/// stay alive until hashed, outside the memory budget: with the queue, a
+/// fill holds at most about four batches (~1 MiB) this way, whatever the
+/// blob's size.
+const BATCH: usize = 256 * 1024;
 /// Batches waiting for the hashing job besides the one it hashes.
 const QUEUE: usize = 2;
 

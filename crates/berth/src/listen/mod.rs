@@ -211,7 +211,12 @@ fn service(
     hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(state.clone());
         req.extensions_mut().insert(ConnectInfo(peer));
-        if let Some(handle) = &zero_copy {
+        // Only HTTP/1.x writes body frames as they are (see serve_io):
+        // h2c on a plain connection frames them itself.
+        if let Some(handle) = zero_copy
+            .as_ref()
+            .filter(|_| req.version() < http::Version::HTTP_2)
+        {
             req.extensions_mut().insert(handle.clone());
         }
         // HTTP/2 names the host in the `:authority` pseudo-header, which

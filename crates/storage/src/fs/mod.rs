@@ -55,6 +55,16 @@ pub struct FsStorage {
     active_reads: ActiveCount,
 }
 
+/// A file opened for reading and its size; `None` when it is absent
+/// (blocking: call it on the blocking pool).
+fn open_sized(path: &Path) -> std::io::Result<Option<(std::fs::File, u64)>> {
+    let Some(f) = not_found_as_none(std::fs::File::open(path))? else {
+        return Ok(None);
+    };
+    let size = f.metadata()?.len();
+    Ok(Some((f, size)))
+}
+
 fn not_found_as_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -161,10 +171,9 @@ impl FsStorage {
         // Open, size and seek in one trip to the blocking pool.
         let opened = tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64)> {
             use std::io::Seek;
-            let Some(mut f) = not_found_as_none(std::fs::File::open(&path))? else {
+            let Some((mut f, size)) = open_sized(&path)? else {
                 return Err(StorageError::BlobNotFound);
             };
-            let size = f.metadata()?.len();
             let len = match range {
                 None => size,
                 Some(r) => {
@@ -343,15 +352,9 @@ impl Storage for FsStorage {
 
     async fn blob_file(&self, digest: &Digest) -> Result<Option<(std::fs::File, u64)>> {
         let path = self.blob_path(digest);
-        tokio::task::spawn_blocking(move || -> Result<Option<(std::fs::File, u64)>> {
-            let Some(f) = not_found_as_none(std::fs::File::open(&path))? else {
-                return Ok(None);
-            };
-            let size = f.metadata()?.len();
-            Ok(Some((f, size)))
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        Ok(tokio::task::spawn_blocking(move || open_sized(&path))
+            .await
+            .map_err(std::io::Error::other)??)
     }
 
     async fn blob_put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
