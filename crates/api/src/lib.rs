@@ -22,6 +22,7 @@ mod prefetch;
 mod process_metrics;
 pub mod range;
 mod referrers;
+mod refused_body;
 pub mod resolve;
 pub mod route;
 mod token_endpoint;
@@ -123,6 +124,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(refused_body::read_refused_bodies))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             log::log_request,

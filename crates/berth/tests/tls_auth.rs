@@ -82,7 +82,6 @@ impl Setup {
                 creds: None,
                 ipv6,
                 http1: false,
-                expect_continue: false,
             },
         );
         Setup {
@@ -108,7 +107,6 @@ impl Setup {
                 creds: None,
                 ipv6: false,
                 http1: false,
-                expect_continue: false,
             },
         );
         let export = run(Command::new(env!("CARGO_BIN_EXE_berth"))

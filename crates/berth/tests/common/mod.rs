@@ -214,9 +214,6 @@ pub struct TlsClient {
     pub ipv6: bool,
     /// curl speaks HTTP/1.1 to it (`--http1.1`) instead of HTTP/2 by ALPN.
     pub http1: bool,
-    /// curl sends `Expect: 100-continue` with every request body and waits
-    /// for the server's go-ahead before sending it.
-    pub expect_continue: bool,
 }
 
 /// The TLS settings of running servers, by base URL, for [`curl`].
@@ -403,7 +400,7 @@ impl Server {
     }
 
     /// [`Server::start_tls_user`], curl speaking HTTP/1.1 to it when
-    /// `http1`, then with `Expect: 100-continue` on request bodies.
+    /// `http1` (without `Expect: 100-continue`).
     pub fn start_tls_user_http(http1: bool) -> Server {
         let extra = tempfile::tempdir().expect("temp dir for TLS and auth files");
         let ca = make_ca(extra.path(), "spec-ca");
@@ -424,9 +421,6 @@ impl Server {
                 creds: Some((TLS_USER.0.to_string(), TLS_USER.1.to_string())),
                 ipv6: false,
                 http1,
-                // HTTP/1.1 clients here wait for the go-ahead: see
-                // `EARLY_ANSWERS` in spec_errors.rs.
-                expect_continue: http1,
             },
         );
         server._extra = Some(extra);
@@ -766,12 +760,9 @@ impl Req {
         let head_path = dir.path().join("headers");
         let body_path = dir.path().join("body");
         let tls = tls_client_for(&self.url);
-        // No `Expect: 100-continue` (curl adds it to large bodies) unless
-        // the TLS client asks for it.
-        let expect = match &tls {
-            Some(t) if t.expect_continue && self.body.is_some() => "Expect: 100-continue",
-            _ => "Expect:",
-        };
+        // No `Expect: 100-continue` (curl adds it to large bodies): the
+        // body is sent at once, as most clients do.
+        let expect = "Expect:";
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
