@@ -115,14 +115,37 @@ fn start_auth(extra_auth: &str) -> AuthServer {
 }
 
 fn start_auth_ttl(ttl: &str, extra_auth: &str) -> AuthServer {
+    start_auth_with(ttl, extra_auth, false)
+}
+
+/// [`start_auth_ttl`] over TLS (a CA and certificate made with openssl,
+/// which curl trusts; curl speaks HTTP/2 by ALPN).
+fn start_auth_ttl_tls(ttl: &str, extra_auth: &str) -> AuthServer {
+    start_auth_with(ttl, extra_auth, true)
+}
+
+fn start_auth_with(ttl: &str, extra_auth: &str, tls: bool) -> AuthServer {
     let dir = tempfile::tempdir().unwrap();
     let ht = htpasswd(dir.path(), &["reader", "writer", "admin", "ops"]);
     let config = dir.path().join("berth.toml");
     std::fs::write(&config, policy_config(&ht, ttl, extra_auth)).unwrap();
-    let server = Server::start_on_with(
-        &dir.path().join("root"),
-        &["--config".into(), config.display().to_string()],
-    );
+    let root = dir.path().join("root");
+    let mut args = vec![format!("--config={}", config.display())];
+    let server = if tls {
+        let ca = make_ca(dir.path(), "auth-ca");
+        let (cert, key) = make_server_cert(dir.path(), &ca, "auth-server");
+        args.push(format!("--tls-cert={}", cert.display()));
+        args.push(format!("--tls-key={}", key.display()));
+        let client = TlsClient {
+            ca: ca.cert,
+            creds: None,
+            ipv6: false,
+            http1: false,
+        };
+        Server::start_tls(&root, &args, client)
+    } else {
+        Server::start_on_with(&root, &args)
+    };
     AuthServer { server, dir }
 }
 
@@ -845,9 +868,11 @@ fn bearer_tokens_expire_and_refresh_tokens_renew_them() {
         out.describe()
     );
 
-    // A 60 s token (the minimum) really stops working.
-    let a = start_auth_ttl("60s", "");
+    // A 60 s token (the minimum) really stops working: over TLS, as
+    // clients off the machine reach berth.
+    let a = start_auth_ttl_tls("60s", "");
     let server = &a.server;
+    assert!(server.url().starts_with("https://"), "{}", server.url());
     let writer = Cred::user("writer");
     push_image_as(server, &writer, "team/app", "v1", 3);
     let r = req(

@@ -455,6 +455,176 @@ fn tls_auto_ca_export_and_skopeo_with_cert_dir() {
     );
 }
 
+/// The `expire date` curl's verbose output reports for the served
+/// certificate.
+fn served_expiry(out: &Output) -> String {
+    let err = out.stderr.clone();
+    err.lines()
+        .find_map(|l| {
+            l.trim_start_matches(['*', ' '])
+                .strip_prefix("expire date: ")
+        })
+        .unwrap_or_else(|| panic!("no expire date in curl's output:\n{err}"))
+        .to_string()
+}
+
+/// `secs` since the epoch as `openssl ca` takes a date (GeneralizedTime).
+fn openssl_date(secs: u64) -> String {
+    let out = run(Command::new("date")
+        .arg("-u")
+        .arg(format!("-d@{secs}"))
+        .arg("+%Y%m%d%H%M%SZ"));
+    out.stdout_str().trim().to_string()
+}
+
+/// `--tls-auto` renews at run time: a certificate from berth's own CA,
+/// for the same names, issued by `openssl ca` three hours long with ten
+/// seconds to go before its last third, is served at start; once due, the
+/// running server issues a new one (90 days) and new connections get it,
+/// still trusted through the exported CA.
+#[test]
+fn tls_auto_renews_a_due_certificate_while_running() {
+    require_tool("openssl");
+    let dir = tempfile::tempdir().expect("temp");
+    let root = dir.path().join("root");
+    let args = ["--tls-auto".to_string()];
+    let mut first = TlsServer::start(&root, &args);
+    first.stop();
+    let tls = root.join("tls");
+    let ca = tls.join("ca.crt");
+
+    // The names berth's certificate covers, as openssl prints them.
+    let out = run(Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(tls.join("server.crt")));
+    let sans = out
+        .stdout_str()
+        .lines()
+        .nth(1)
+        .expect("a subjectAltName line")
+        .trim()
+        .replace("IP Address:", "IP:")
+        .replace(", ", ",");
+    let work = dir.path().join("openssl-ca");
+    std::fs::create_dir_all(work.join("new")).expect("mkdir");
+    std::fs::write(work.join("index.txt"), "").expect("index");
+    std::fs::write(work.join("serial"), "1000\n").expect("serial");
+    let config = work.join("ca.cnf");
+    std::fs::write(
+        &config,
+        format!(
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = {w}/index.txt\nnew_certs_dir = {w}/new\n\
+             serial = {w}/serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+             [any]\ncommonName = supplied\n[server]\nsubjectAltName = {sans}\n\
+             basicConstraints = CA:FALSE\nkeyUsage = digitalSignature,keyEncipherment\n\
+             extendedKeyUsage = serverAuth\n",
+            w = work.display()
+        ),
+    )
+    .expect("ca.cnf");
+    run(Command::new("openssl").current_dir(&work).args([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "short.key",
+        "-out",
+        "short.csr",
+    ]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // Lifetime 3 h 15 s from two hours ago: the last third starts 10 s
+    // from now.
+    let (start, end) = (now - 7200, now + 3615);
+    run(Command::new("openssl").current_dir(&work).args([
+        "ca",
+        "-batch",
+        "-notext",
+        "-config",
+        "ca.cnf",
+        "-extensions",
+        "server",
+        "-cert",
+        &ca.display().to_string(),
+        "-keyfile",
+        &tls.join("ca.key").display().to_string(),
+        "-startdate",
+        &openssl_date(start),
+        "-enddate",
+        &openssl_date(end),
+        "-in",
+        "short.csr",
+        "-out",
+        "short.crt",
+    ]));
+    std::fs::copy(work.join("short.key"), tls.join("server.key")).expect("key");
+    std::fs::copy(work.join("short.crt"), tls.join("server.crt")).expect("cert");
+
+    let server = TlsServer::start(&root, &args);
+    let started = Instant::now();
+    let url = format!("{}/v2/", server.url());
+    let out = curl_tls(&ca, &url, &[]);
+    expect_ok(&out, "2", "TLSv1.3");
+    let at_start = served_expiry(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the server took too long to start for this test's timing"
+    );
+    let hand_made = run(Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-in"])
+        .arg(work.join("short.crt")))
+    .stdout_str();
+    assert_eq!(
+        hand_made.trim(),
+        format!("notAfter={at_start}"),
+        "not the hand-made certificate"
+    );
+    assert!(
+        !server.log().contains("issued a server certificate"),
+        "renewed at start, not at run time:\n{}",
+        server.log()
+    );
+
+    // Due 10 s after it was made: a new one within 30 s after that.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let renewed = loop {
+        let out = curl_tls(&ca, &url, &[]);
+        expect_ok(&out, "2", "TLSv1.3");
+        let expiry = served_expiry(&out);
+        if expiry != at_start {
+            break expiry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still serving the certificate expiring {at_start} ({hand_made}):\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        server.log().contains("issued a server certificate"),
+        "{}",
+        server.log()
+    );
+    // 90 days on, and the file on disk is the one served.
+    let on_disk = run(Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-checkend", "7689600", "-in"])
+        .arg(tls.join("server.crt")));
+    assert!(on_disk.status.success(), "{}", on_disk.describe());
+    assert_eq!(
+        on_disk.stdout_str().lines().next(),
+        Some(format!("notAfter={renewed}").as_str())
+    );
+}
+
 #[test]
 fn without_tls_flags_berth_speaks_plain_http() {
     let server = Server::start();

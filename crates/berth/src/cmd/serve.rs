@@ -338,11 +338,14 @@ pub fn admin_socket(root: &std::path::Path) -> std::path::PathBuf {
     root_lock::run_dir(root).join("admin.sock")
 }
 
-/// How often `--tls-auto` looks whether its server certificate is due.
+/// `--tls-auto` looks at its server certificate at least this often (and
+/// when it falls due), so one replaced by hand is judged within a day.
 const RENEW_CHECK: Duration = Duration::from_secs(24 * 3600);
+/// After a failed renewal, the next try.
+const RENEW_RETRY: Duration = Duration::from_secs(600);
 
 /// The TLS server configuration, if any. For `--tls-auto`, the CA and a
-/// current server certificate are made now, and a daily task renews it.
+/// current server certificate are made now, and a task renews it when due.
 fn tls_config(
     mode: &TlsMode,
     root: &std::path::Path,
@@ -353,30 +356,10 @@ fn tls_config(
         TlsMode::Files { cert, key } => (cert.clone(), key.clone()),
         TlsMode::Auto { sans } => {
             let sans = crate::tls::auto::default_sans(Some(listen.ip()), sans);
-            let (paths, _) = crate::tls::auto::ensure(root, &sans)
+            let ensured = crate::tls::auto::ensure(root, &sans)
                 .context("preparing the --tls-auto certificates")?;
-            let root = root.to_path_buf();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(RENEW_CHECK);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let (root, sans) = (root.clone(), sans.clone());
-                    match tokio::task::spawn_blocking(move || {
-                        crate::tls::auto::ensure(&root, &sans)
-                    })
-                    .await
-                    {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "renewing the --tls-auto certificate failed")
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "renewing the --tls-auto certificate failed")
-                        }
-                    }
-                }
-            });
+            tokio::spawn(keep_renewing(root.to_path_buf(), sans, ensured.renew_at));
+            let paths = ensured.paths;
             (paths.server_cert, paths.server_key)
         }
     };
@@ -384,6 +367,35 @@ fn tls_config(
         crate::tls::ReloadingCert::open(&cert, &key).context("loading the TLS certificate")?;
     let config = crate::tls::server_config(Arc::new(resolver))?;
     Ok(Some(Arc::new(config)))
+}
+
+/// Issues the `--tls-auto` server certificate again whenever it falls due
+/// (first at `renew_at`), looking at least daily.
+async fn keep_renewing(root: PathBuf, sans: Vec<String>, mut renew_at: std::time::SystemTime) {
+    loop {
+        let wait = renew_at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .min(RENEW_CHECK);
+        tokio::time::sleep(wait).await;
+        let (r, s) = (root.clone(), sans.clone());
+        let outcome = tokio::task::spawn_blocking(move || crate::tls::auto::ensure(&r, &s))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        renew_at = match outcome {
+            Ok(ensured) => {
+                if !ensured.issued {
+                    tracing::debug!("the --tls-auto server certificate is not due yet");
+                }
+                ensured.renew_at
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "renewing the --tls-auto certificate failed");
+                std::time::SystemTime::now() + RENEW_RETRY
+            }
+        };
+    }
 }
 
 async fn shutdown_signal() {

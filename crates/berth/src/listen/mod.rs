@@ -364,7 +364,9 @@ mod tests {
     }
 
     fn tls_pair(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
-        let (paths, _) = crate::tls::auto::ensure(dir, &["localhost".to_string()]).unwrap();
+        let paths = crate::tls::auto::ensure(dir, &["localhost".to_string()])
+            .unwrap()
+            .paths;
         let cert = crate::tls::ReloadingCert::open(&paths.server_cert, &paths.server_key).unwrap();
         let server = crate::tls::server_config(Arc::new(cert)).unwrap();
         use rustls_pki_types::pem::PemObject;

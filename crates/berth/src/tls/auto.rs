@@ -1,11 +1,14 @@
 //! `--tls-auto`: a private CA and a server certificate kept under
-//! `ROOT/tls/` (`ca.crt`, `ca.key`, `server.crt`, `server.key`, and
-//! `server.meta` recording the server certificate's validity and names).
+//! `ROOT/tls/` (`ca.crt`, `ca.key`, `server.crt`, `server.key`).
 //!
 //! The CA is made once and kept: nodes trust it once (`berth ca export`),
 //! and every later server certificate chains to it. The server certificate
-//! is issued again when a third of its lifetime is left or its names
-//! changed (`--tls-san`); the running server notices the new files through
+//! is issued again when a third of its lifetime is left, its names changed
+//! (`--tls-san`), or the CA was made anew; what is decided is read from
+//! `server.crt` itself (its validity and subject alternative names), so a
+//! certificate put there by hand is judged like one berth issued. The
+//! running server asks again when the certificate is due
+//! ([`Ensured::renew_at`]) and notices the new files through
 //! [`super::ReloadingCert`]. Keys are written 0600, every file through a
 //! temporary name and a rename, so a reader never sees half a file.
 
@@ -38,7 +41,6 @@ pub struct AutoPaths {
     pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
-    meta: PathBuf,
 }
 
 impl AutoPaths {
@@ -49,7 +51,6 @@ impl AutoPaths {
             ca_key: dir.join("ca.key"),
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),
-            meta: dir.join("server.meta"),
             dir,
         }
     }
@@ -108,8 +109,8 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-/// The CA's signing identity, creating the CA on first use.
-fn ensure_ca(paths: &AutoPaths) -> Result<Issuer<'static, KeyPair>, TlsError> {
+/// The CA's signing identity, creating the CA on first use (then `true`).
+fn ensure_ca(paths: &AutoPaths) -> Result<(Issuer<'static, KeyPair>, bool), TlsError> {
     if paths.ca_key.exists() && paths.ca_cert.exists() {
         let pem = std::fs::read_to_string(&paths.ca_key).map_err(io_err(&paths.ca_key))?;
         let key = KeyPair::from_pem(&pem).map_err(|e| TlsError::Key {
@@ -118,7 +119,7 @@ fn ensure_ca(paths: &AutoPaths) -> Result<Issuer<'static, KeyPair>, TlsError> {
         })?;
         // The issuer is the CA's name and key: both are what `ca.crt`
         // holds, so certificates signed now chain to it.
-        return Ok(Issuer::new(ca_params(), key));
+        return Ok((Issuer::new(ca_params(), key), false));
     }
     let key = KeyPair::generate().map_err(gen_err)?;
     let mut params = ca_params();
@@ -129,58 +130,65 @@ fn ensure_ca(paths: &AutoPaths) -> Result<Issuer<'static, KeyPair>, TlsError> {
     write_file(&paths.ca_key, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&paths.ca_cert, cert.pem().as_bytes(), 0o644)?;
     tracing::info!(ca = %paths.ca_cert.display(), "created a private CA for --tls-auto");
-    Ok(Issuer::new(params, key))
+    Ok((Issuer::new(params, key), true))
 }
 
-/// What `server.meta` records.
+/// What decides a server certificate's renewal, read from the certificate.
 #[derive(Debug, PartialEq, Eq)]
-struct Meta {
-    not_before: u64,
-    not_after: u64,
+struct Served {
+    /// Validity, in seconds since the epoch.
+    not_before: i64,
+    not_after: i64,
+    /// Subject alternative names as [`default_sans`] writes them: DNS names
+    /// lowercase, addresses in their usual text form; sorted.
     sans: Vec<String>,
 }
 
-impl Meta {
-    fn parse(text: &str) -> Option<Meta> {
-        let mut not_before = None;
-        let mut not_after = None;
-        let mut sans = None;
-        for line in text.lines() {
-            match line.split_once('=') {
-                Some(("not_before", v)) => not_before = v.trim().parse().ok(),
-                Some(("not_after", v)) => not_after = v.trim().parse().ok(),
-                Some(("sans", v)) => {
-                    sans = Some(
-                        v.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                            .collect::<Vec<_>>(),
-                    )
+impl Served {
+    /// The certificate in PEM `pem`; `None` when it does not parse.
+    fn read(pem: &[u8]) -> Option<Served> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+        let cert = pem.parse_x509().ok()?;
+        let validity = cert.validity();
+        let mut sans = Vec::new();
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                use x509_parser::extensions::GeneralName;
+                match name {
+                    GeneralName::DNSName(d) => sans.push(d.to_ascii_lowercase()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => sans.push(IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                        16 => sans.push(IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                        _ => return None,
+                    },
+                    _ => {}
                 }
-                _ => {}
             }
         }
-        Some(Meta {
-            not_before: not_before?,
-            not_after: not_after?,
-            sans: sans?,
+        sans.sort();
+        sans.dedup();
+        Some(Served {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+            sans,
         })
     }
 
-    fn render(&self) -> String {
-        format!(
-            "not_before={}\nnot_after={}\nsans={}\n",
-            self.not_before,
-            self.not_after,
-            self.sans.join(",")
-        )
+    /// When to issue again: with a third of the lifetime left.
+    fn renew_at(&self) -> i64 {
+        let lifetime = self.not_after.saturating_sub(self.not_before).max(0);
+        self.not_after - lifetime / 3
     }
+}
 
-    /// Renew with less than a third of the lifetime left.
-    fn due(&self, now: u64) -> bool {
-        let lifetime = self.not_after.saturating_sub(self.not_before);
-        now + lifetime / 3 >= self.not_after
-    }
+/// What [`ensure`] found or did.
+#[derive(Debug, Clone)]
+pub struct Ensured {
+    pub paths: AutoPaths,
+    /// A server certificate was issued just now.
+    pub issued: bool,
+    /// When the server certificate is due for renewal.
+    pub renew_at: SystemTime,
 }
 
 /// The names a server certificate covers: the host name, the address
@@ -206,11 +214,14 @@ pub fn default_sans(listen: Option<IpAddr>, extra: &[String]) -> Vec<String> {
     if let Some(ip) = listen.filter(|ip| !ip.is_unspecified()) {
         sans.push(ip.to_string());
     }
+    // An address in its usual text form, as it reads back from the
+    // certificate (`0:0::1` is `::1`).
     sans.extend(
         extra
             .iter()
             .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty()),
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<IpAddr>().map_or(s, |ip| ip.to_string())),
     );
     sans.sort();
     sans.dedup();
@@ -218,29 +229,30 @@ pub fn default_sans(listen: Option<IpAddr>, extra: &[String]) -> Vec<String> {
 }
 
 /// Make sure `ROOT/tls/` holds a CA and a current server certificate for
-/// `sans`, issuing one when missing, due or for other names. Returns the
-/// paths and whether a server certificate was issued.
-pub fn ensure(root: &Path, sans: &[String]) -> Result<(AutoPaths, bool), TlsError> {
+/// `sans` (sorted, as [`default_sans`] gives them), issuing one when
+/// missing, unreadable, due, for other names, or from a CA made just now.
+pub fn ensure(root: &Path, sans: &[String]) -> Result<Ensured, TlsError> {
     let paths = AutoPaths::under(root);
     std::fs::create_dir_all(&paths.dir).map_err(io_err(&paths.dir))?;
     std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io_err(&paths.dir))?;
-    let issuer = ensure_ca(&paths)?;
+    let (issuer, new_ca) = ensure_ca(&paths)?;
     let now = SystemTime::now();
     let now_s = now
         .duration_since(UNIX_EPOCH)
         .map_err(|e| TlsError::Generate(e.to_string()))?
-        .as_secs();
-    let meta = std::fs::read_to_string(&paths.meta)
+        .as_secs() as i64;
+    let served = std::fs::read(&paths.server_cert)
         .ok()
-        .and_then(|t| Meta::parse(&t));
-    let current = paths.server_cert.exists()
-        && paths.server_key.exists()
-        && meta
-            .as_ref()
-            .is_some_and(|m| m.sans == sans && !m.due(now_s));
-    if current {
-        return Ok((paths, false));
+        .and_then(|pem| Served::read(&pem));
+    if let Some(served) = served
+        .filter(|s| !new_ca && paths.server_key.exists() && s.sans == sans && now_s < s.renew_at())
+    {
+        return Ok(Ensured {
+            paths,
+            issued: false,
+            renew_at: UNIX_EPOCH + Duration::from_secs(served.renew_at().max(0) as u64),
+        });
     }
     let key = KeyPair::generate().map_err(gen_err)?;
     let mut params = CertificateParams::new(sans.to_vec()).map_err(gen_err)?;
@@ -269,14 +281,13 @@ pub fn ensure(root: &Path, sans: &[String]) -> Result<(AutoPaths, bool), TlsErro
     // the two match.
     write_file(&paths.server_key, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&paths.server_cert, cert.pem().as_bytes(), 0o644)?;
-    let meta = Meta {
-        not_before: now_s.saturating_sub(BACKDATE.as_secs()),
-        not_after: now_s + SERVER_LIFETIME.as_secs(),
-        sans: sans.to_vec(),
-    };
-    write_file(&paths.meta, meta.render().as_bytes(), 0o644)?;
     tracing::info!(names = %sans.join(","), "issued a server certificate from the --tls-auto CA");
-    Ok((paths, true))
+    let lifetime = SERVER_LIFETIME + BACKDATE;
+    Ok(Ensured {
+        paths,
+        issued: true,
+        renew_at: not_after - lifetime / 3,
+    })
 }
 
 #[cfg(test)]
@@ -286,9 +297,14 @@ mod tests {
     #[test]
     fn creates_keeps_and_renews() {
         let dir = tempfile::tempdir().unwrap();
-        let sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let (paths, issued) = ensure(dir.path(), &sans).unwrap();
-        assert!(issued);
+        let sans = vec![
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+            "localhost".to_string(),
+        ];
+        let first = ensure(dir.path(), &sans).unwrap();
+        assert!(first.issued);
+        let paths = first.paths;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&paths.ca_key), 0o600);
         assert_eq!(mode(&paths.server_key), 0o600);
@@ -296,30 +312,49 @@ mod tests {
         super::super::load_certified_key(&paths.server_cert, &paths.server_key).unwrap();
         let ca = std::fs::read(&paths.ca_cert).unwrap();
         let cert = std::fs::read(&paths.server_cert).unwrap();
+        // What was issued reads back as issued: the names, and due in
+        // about 60 days.
+        let served = Served::read(&cert).unwrap();
+        assert_eq!(served.sans, sans);
+        let in_days = first
+            .renew_at
+            .duration_since(SystemTime::now())
+            .unwrap()
+            .as_secs()
+            / 86400;
+        assert!((59..=60).contains(&in_days), "{in_days}");
 
-        // Same names, not due: kept.
-        let (_, issued) = ensure(dir.path(), &sans).unwrap();
-        assert!(!issued);
+        // Same names, not due: kept, with the same due time.
+        let again = ensure(dir.path(), &sans).unwrap();
+        assert!(!again.issued);
         assert_eq!(std::fs::read(&paths.server_cert).unwrap(), cert);
+        let drift = again
+            .renew_at
+            .duration_since(first.renew_at)
+            .unwrap_or_else(|e| e.duration());
+        assert!(drift <= Duration::from_secs(1), "{drift:?}");
 
         // Other names: a new certificate from the same CA.
         let more = vec!["localhost".to_string(), "registry.lan".to_string()];
-        let (_, issued) = ensure(dir.path(), &more).unwrap();
-        assert!(issued);
+        assert!(ensure(dir.path(), &more).unwrap().issued);
         assert_ne!(std::fs::read(&paths.server_cert).unwrap(), cert);
         assert_eq!(std::fs::read(&paths.ca_cert).unwrap(), ca);
+
+        // A garbled certificate, or a CA made anew: issued again.
+        std::fs::write(&paths.server_cert, b"not a certificate").unwrap();
+        assert!(ensure(dir.path(), &more).unwrap().issued);
+        std::fs::remove_file(&paths.ca_key).unwrap();
+        assert!(ensure(dir.path(), &more).unwrap().issued);
+        assert_ne!(std::fs::read(&paths.ca_cert).unwrap(), ca);
     }
 
     #[test]
     fn renewal_is_due_with_a_third_left() {
-        let m = Meta {
+        let m = Served {
             not_before: 0,
             not_after: 900,
             sans: vec![],
         };
-        assert!(!m.due(500));
-        assert!(m.due(600));
-        assert!(m.due(1000));
-        assert_eq!(Meta::parse(&m.render()), Some(m));
+        assert_eq!(m.renew_at(), 600);
     }
 }
