@@ -9,7 +9,7 @@
 //!   plain http or to private addresses other than the upstream's own host;
 //! - a token realm gets no credentials over plain http (unless the upstream
 //!   is configured insecure) and is not contacted at all on another private
-//!   address;
+//!   address, unless the upstream's `trusted_hosts` names it;
 //! - a blob pushed to one repository is not served through a mirror name
 //!   unless the mirror's upstream (another berth on loopback) confirms it
 //!   has it, and such reads never add repositories to the catalog.
@@ -469,6 +469,37 @@ fn plain_http_realms_get_no_credentials() {
         "insecure upstream: the realm did not get the credentials: {:?}",
         &heads[before..]
     );
+
+    // A token service the operator names as the upstream's own
+    // (`trusted_hosts`, as GitLab's on another host) is contacted even on
+    // a private address. (It speaks plain HTTP to berth's https, so the
+    // handshake fails: no credentials reach it either way.)
+    let trusted = dir.path().join("berth-trusted.toml");
+    std::fs::write(
+        &trusted,
+        format!(
+            "[upstreams.\"up.test\"]\nurl = \"{}\"\nusername = \"robot\"\npassword = \"s3cret-pass\"\ntrusted_hosts = [\"127.0.0.2\"]\n",
+            nginx.url()
+        ),
+    )
+    .expect("write config");
+    let with_trusted = Server::start_with(&[format!("--config={}", trusted.display())]);
+    let resp = curl(
+        "GET",
+        &format!("{}/v2/up.test/far/app/manifests/v1", with_trusted.url()),
+    )
+    .send();
+    assert_eq!(resp.status, 502, "{}", resp.describe());
+    assert!(
+        far.count() >= 1,
+        "the trusted realm on 127.0.0.2 was not contacted"
+    );
+    for h in far.heads() {
+        assert!(
+            !h.contains(&basic),
+            "credentials reached a realm over a failed handshake:\n{h}"
+        );
+    }
 }
 
 fn b64(s: &str) -> String {

@@ -72,6 +72,10 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Skip TLS verification (and, when no URL was given, use plain HTTP).
     pub insecure: bool,
+    /// Other hosts of this registry (a separate token service, its blob
+    /// storage) that its redirects and token realm may point at even on a
+    /// private address, as its own host may. Lowercase; IPv6 in brackets.
+    pub trusted_hosts: Vec<String>,
     pub connect_timeout: Duration,
     /// See [`DEFAULT_FIRST_BYTE_TIMEOUT`].
     pub first_byte_timeout: Duration,
@@ -96,6 +100,7 @@ impl UpstreamConfig {
             credentials: None,
             ca_file: None,
             insecure: false,
+            trusted_hosts: Vec::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
@@ -132,6 +137,23 @@ impl UpstreamConfig {
             first_byte: self.first_byte_timeout,
             stall: self.stall_timeout,
         }
+    }
+
+    /// See [`UpstreamConfig::trusted_hosts`]; `hosts` as users write them
+    /// (`auth.corp.example`, `10.0.0.7`, `::1` or `[::1]`).
+    pub fn with_trusted_hosts(mut self, hosts: &[String]) -> Self {
+        self.trusted_hosts = hosts
+            .iter()
+            .map(|h| {
+                let h = h.trim().to_ascii_lowercase();
+                match h.parse::<std::net::Ipv6Addr>() {
+                    Ok(ip) => format!("[{ip}]"),
+                    Err(_) => h,
+                }
+            })
+            .filter(|h| !h.is_empty())
+            .collect();
+        self
     }
 
     pub fn with_ca_file(mut self, path: Option<PathBuf>) -> Self {

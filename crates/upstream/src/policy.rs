@@ -8,7 +8,8 @@
 //!
 //! - the registry's own host (as configured: name or address, any port) is
 //!   always allowed: an operator who points an upstream at a private
-//!   address has said that address is fine;
+//!   address has said that address is fine; so are the upstream's
+//!   `trusted_hosts` (a token service on its own host, as GitLab's);
 //! - any other URL must be `https` and its host must be public: an address
 //!   literal is checked here, a name is checked on the addresses it
 //!   resolves to, in the client's DNS resolver ([`GuardedResolver`]), so a
@@ -30,22 +31,25 @@ const MAX_REDIRECTS: usize = 10;
 /// The rules for one upstream client.
 #[derive(Debug, Clone)]
 pub(crate) struct NetPolicy {
-    /// The registry's host as configured, lowercase (`[::1]` for IPv6).
-    trusted_host: String,
+    /// The registry's host as configured, then its `trusted_hosts`;
+    /// lowercase (`[::1]` for IPv6).
+    trusted_hosts: Vec<String>,
     insecure: bool,
 }
 
 impl NetPolicy {
-    pub(crate) fn new(base: &Url, insecure: bool) -> NetPolicy {
+    pub(crate) fn new(base: &Url, insecure: bool, also_trusted: &[String]) -> NetPolicy {
+        let mut trusted_hosts = vec![base.host_str().unwrap_or_default().to_ascii_lowercase()];
+        trusted_hosts.extend(also_trusted.iter().cloned());
         NetPolicy {
-            trusted_host: base.host_str().unwrap_or_default().to_ascii_lowercase(),
+            trusted_hosts,
             insecure,
         }
     }
 
     fn is_registry_host(&self, url: &Url) -> bool {
         url.host_str()
-            .is_some_and(|h| h.eq_ignore_ascii_case(&self.trusted_host))
+            .is_some_and(|h| self.trusted_hosts.iter().any(|t| h.eq_ignore_ascii_case(t)))
     }
 
     /// Whether a URL the upstream pointed us at (a redirect, a token realm,
@@ -100,7 +104,7 @@ impl NetPolicy {
     /// The DNS resolver enforcing the address rule for names.
     pub(crate) fn resolver(&self) -> GuardedResolver {
         GuardedResolver {
-            trusted: self.trusted_host.clone(),
+            trusted: self.trusted_hosts.clone(),
         }
     }
 }
@@ -116,16 +120,16 @@ fn redacted(url: &Url) -> String {
 }
 
 /// Resolves names with the system resolver, keeping only public addresses
-/// for every name but the registry's own.
+/// for every name but the registry's own and its trusted hosts'.
 #[derive(Debug, Clone)]
 pub(crate) struct GuardedResolver {
-    trusted: String,
+    trusted: Vec<String>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_ascii_lowercase();
-        let trusted = host == self.trusted;
+        let trusted = self.trusted.contains(&host);
         Box::pin(async move {
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
@@ -251,7 +255,11 @@ mod tests {
 
     #[test]
     fn redirect_and_realm_targets() {
-        let p = NetPolicy::new(&Url::parse("https://registry-1.docker.io/").unwrap(), false);
+        let p = NetPolicy::new(
+            &Url::parse("https://registry-1.docker.io/").unwrap(),
+            false,
+            &[],
+        );
         let ok = |u: &str| p.check(&Url::parse(u).unwrap()).is_ok();
         assert!(ok("https://production.cloudflare.docker.com/x"));
         assert!(ok("https://8.8.8.8/x"));
@@ -262,23 +270,45 @@ mod tests {
         assert!(!ok("https://[::1]:5000/x"));
         assert!(!ok("https://[::ffff:7f00:1]/x"));
 
-        let p = NetPolicy::new(&Url::parse("http://10.0.0.5:5000/").unwrap(), false);
+        let p = NetPolicy::new(
+            &Url::parse("http://10.0.0.5:5000/").unwrap(),
+            false,
+            &["auth.corp.test".to_string(), "10.0.0.9".to_string()],
+        );
         let ok = |u: &str| p.check(&Url::parse(u).unwrap()).is_ok();
         assert!(ok("http://10.0.0.5:9000/bucket"));
         assert!(!ok("http://10.0.0.6:9000/bucket"));
         assert!(!ok("https://10.0.0.6/bucket"));
+        // Its trusted hosts, as its own: any scheme, private or not.
+        assert!(ok("http://10.0.0.9:8080/token"));
+        assert!(ok("https://AUTH.corp.test/jwt/auth"));
+        assert!(!ok("http://auth2.corp.test/jwt/auth"));
         assert!(!p.may_send_credentials(&Url::parse("http://10.0.0.5:5001/token").unwrap()));
         assert!(p.may_send_credentials(&Url::parse("https://10.0.0.5:5001/token").unwrap()));
-        let p = NetPolicy::new(&Url::parse("http://10.0.0.5:5000/").unwrap(), true);
+        let p = NetPolicy::new(&Url::parse("http://10.0.0.5:5000/").unwrap(), true, &[]);
         assert!(p.may_send_credentials(&Url::parse("http://10.0.0.5:5001/token").unwrap()));
     }
 
     #[tokio::test]
     async fn resolver_keeps_only_public_addresses_of_other_names() {
-        let r = NetPolicy::new(&Url::parse("http://localhost:5000/").unwrap(), false).resolver();
+        let r =
+            NetPolicy::new(&Url::parse("http://localhost:5000/").unwrap(), false, &[]).resolver();
         let trusted = r.resolve("localhost".parse().unwrap()).await;
         assert!(trusted.is_ok_and(|mut a| a.next().is_some_and(|a| a.ip().is_loopback())));
-        let r = NetPolicy::new(&Url::parse("https://registry.example/").unwrap(), false).resolver();
+        let r = NetPolicy::new(
+            &Url::parse("https://registry.example/").unwrap(),
+            false,
+            &[],
+        )
+        .resolver();
         assert!(r.resolve("localhost".parse().unwrap()).await.is_err());
+        // A trusted host of the upstream resolves to what it is.
+        let r = NetPolicy::new(
+            &Url::parse("https://registry.example/").unwrap(),
+            false,
+            &["localhost".to_string()],
+        )
+        .resolver();
+        assert!(r.resolve("localhost".parse().unwrap()).await.is_ok());
     }
 }

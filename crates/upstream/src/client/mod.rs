@@ -109,7 +109,7 @@ impl UpstreamClient {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        let policy = NetPolicy::new(&base, config.insecure);
+        let policy = NetPolicy::new(&base, config.insecure, &config.trusted_hosts);
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)

@@ -181,6 +181,10 @@ struct FileUpstream {
     /// Plain HTTP (for a host without a URL) or unverified TLS.
     #[serde(default)]
     insecure: bool,
+    /// Other hosts of this registry its redirects and token realm may point
+    /// at even on a private address (a separate token service).
+    #[serde(default)]
+    trusted_hosts: Vec<String>,
     tag_ttl: Option<String>,
     /// This upstream's own timeouts, over the `upstream_*_timeout` keys.
     connect_timeout: Option<String>,
@@ -409,7 +413,8 @@ fn cache_config(file: &mut FileConfig, args: &ServeArgs) -> anyhow::Result<Cache
         }
         client = client
             .with_insecure(u.insecure)?
-            .with_ca_file(u.ca_file.clone());
+            .with_ca_file(u.ca_file.clone())
+            .with_trusted_hosts(&u.trusted_hosts);
         let credentials = match (&u.username, &u.password, &u.auth_file) {
             (Some(user), Some(pass), _) => Some(Credentials::new(user.clone(), pass.clone())),
             (None, None, Some(path)) => AuthFile::load(path)
