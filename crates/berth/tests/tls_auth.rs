@@ -720,14 +720,24 @@ struct HostsEntry {
 }
 
 const ETC_HOSTS: &str = "/etc/hosts";
+/// What ends a line this test adds, before the adding process's id.
+const MARKER: &str = " # berth tls_auth test ";
 
 impl HostsEntry {
     fn add(name: &str) -> HostsEntry {
-        let line = format!("::1 {name} # berth tls_auth test {}", std::process::id());
-        let mut text = std::fs::read_to_string(ETC_HOSTS).expect("read /etc/hosts");
-        if !text.ends_with('\n') && !text.is_empty() {
-            text.push('\n');
-        }
+        let line = format!("::1 {name}{MARKER}{}", std::process::id());
+        let old = std::fs::read_to_string(ETC_HOSTS).expect("read /etc/hosts");
+        // Lines of earlier runs killed before their Drop (their process is
+        // gone) go; a run still going keeps its own.
+        let mut text: String = old
+            .lines()
+            .filter(|l| {
+                l.split_once(MARKER)
+                    .and_then(|(_, pid)| pid.trim().parse::<u32>().ok())
+                    .is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
         text.push_str(&line);
         text.push('\n');
         std::fs::write(ETC_HOSTS, text).expect("write /etc/hosts (the test runs as root)");
