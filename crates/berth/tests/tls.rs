@@ -8,7 +8,10 @@
 //!   working (a rustls + hyper client holds it);
 //! - `--tls-auto`: `berth ca export` prints the CA, skopeo trusts it through
 //!   `--cert-dir`, `--tls-san` names are in the certificate, a restart on
-//!   the same root keeps the CA;
+//!   the same root keeps the CA; a certificate falling due (made by
+//!   `openssl ca` from berth's CA) is renewed while the server runs;
+//! - uploads berth refuses before reading their bodies are answered to a
+//!   curl still sending, over HTTP/2 and HTTP/1.1;
 //! - without TLS flags berth speaks plain HTTP.
 
 mod common;
@@ -641,6 +644,71 @@ fn without_tls_flags_berth_speaks_plain_http() {
         "TLS answered without TLS flags: {}",
         out.describe()
     );
+}
+
+/// With access control on, serving plain HTTP on an address other hosts
+/// reach is warned about; on loopback, or over TLS, it is not. The
+/// non-loopback address is on a veth pair in a network namespace the
+/// test creates (`unshare --net`), so nothing outside it can connect.
+#[test]
+fn plain_http_with_users_on_a_network_address_is_warned_about() {
+    assert!(is_root(), "a network namespace needs root");
+    require_tool("unshare");
+    require_tool("ip");
+    let dir = tempfile::tempdir().expect("temp");
+    let ht = htpasswd_file(dir.path(), &["u"], "pw-for-the-warning");
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, everything_for(&ht, "u")).expect("config");
+    let ca = make_ca(dir.path(), "warn-ca");
+    let (cert, key) = make_server_cert(dir.path(), &ca, "warn-server");
+    // berth's log after it ran three seconds on `listen` in the namespace.
+    let log_of = |name: &str, listen: &str, tls: bool| -> String {
+        let log = dir.path().join(format!("{name}.log"));
+        let mut serve = format!(
+            "timeout -s TERM 3 \"$BERTH\" serve --listen {listen} --root {root} --config {config}",
+            root = dir.path().join(format!("root-{name}")).display(),
+            config = config.display()
+        );
+        if tls {
+            serve.push_str(&format!(
+                " --tls-cert {} --tls-key {}",
+                cert.display(),
+                key.display()
+            ));
+        }
+        let script = format!(
+            "ip link set lo up && ip link add berth0 type veth peer name berth1 && \
+             ip addr add 10.250.0.1/24 dev berth0 && ip link set berth0 up && \
+             ip link set berth1 up && \
+             {serve} >{log} 2>&1; true",
+            log = log.display()
+        );
+        run(Command::new("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .env("BERTH", env!("CARGO_BIN_EXE_berth"))
+            .env("RUST_LOG", "info"));
+        std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    let warning = "speaks plain HTTP on a non-loopback address";
+    let exposed = log_of("exposed", "10.250.0.1:5000", false);
+    assert!(exposed.contains("berth is serving"), "{exposed}");
+    assert!(exposed.contains(warning), "{exposed}");
+    let everywhere = log_of("everywhere", "0.0.0.0:5000", false);
+    assert!(everywhere.contains(warning), "{everywhere}");
+    let local = log_of("loopback", "127.0.0.1:5000", false);
+    assert!(
+        local.contains("berth is serving") && !local.contains(warning),
+        "{local}"
+    );
+    let tls = log_of("tls", "10.250.0.1:5000", true);
+    assert!(
+        tls.contains("berth is serving") && !tls.contains(warning),
+        "{tls}"
+    );
+    // The password is in no line.
+    for text in [&exposed, &everywhere, &local, &tls] {
+        assert!(!text.contains("pw-for-the-warning"));
+    }
 }
 
 /// `berth runtime-config --tls-auto-root ROOT` installs the server's CA

@@ -707,55 +707,25 @@ fn tls_auto_with_users_and_the_exported_ca() {
 // ---------------------------------------------------------------------------
 // Docker
 
-/// A line in /etc/hosts naming `::1`, removed when dropped.
+/// A hosts file for dockerd's own mount namespace: the machine's
+/// `/etc/hosts` plus `name` for `::1`.
 ///
 /// dockerd treats every registry whose address is in 127.0.0.0/8 as
 /// insecure: it then skips certificate verification and never reads
 /// `certs.d`, so a test on 127.0.0.1 would not show that the CA is used. It
 /// would not accept `[::1]:PORT` in an image name either (Docker 20.10's
 /// reference grammar has no IPv6 literals). So berth listens on `[::1]` and
-/// the test names it through a host name of its own that resolves there.
-struct HostsEntry {
-    line: String,
-}
-
-const ETC_HOSTS: &str = "/etc/hosts";
-/// What ends a line this test adds, before the adding process's id.
-const MARKER: &str = " # berth tls_auth test ";
-
-impl HostsEntry {
-    fn add(name: &str) -> HostsEntry {
-        let line = format!("::1 {name}{MARKER}{}", std::process::id());
-        let old = std::fs::read_to_string(ETC_HOSTS).expect("read /etc/hosts");
-        // Lines of earlier runs killed before their Drop (their process is
-        // gone) go; a run still going keeps its own.
-        let mut text: String = old
-            .lines()
-            .filter(|l| {
-                l.split_once(MARKER)
-                    .and_then(|(_, pid)| pid.trim().parse::<u32>().ok())
-                    .is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text.push_str(&line);
+/// the test names it through a host name that resolves there for that
+/// daemon alone (the machine's `/etc/hosts` is left as it is).
+fn hosts_naming_ipv6_loopback(dir: &Path, name: &str) -> PathBuf {
+    let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if !text.ends_with('\n') && !text.is_empty() {
         text.push('\n');
-        std::fs::write(ETC_HOSTS, text).expect("write /etc/hosts (the test runs as root)");
-        HostsEntry { line }
     }
-}
-
-impl Drop for HostsEntry {
-    fn drop(&mut self) {
-        if let Ok(text) = std::fs::read_to_string(ETC_HOSTS) {
-            let kept: String = text
-                .lines()
-                .filter(|l| *l != self.line)
-                .map(|l| format!("{l}\n"))
-                .collect();
-            let _ = std::fs::write(ETC_HOSTS, kept);
-        }
-    }
+    text.push_str(&format!("::1 {name}\n"));
+    let path = dir.join("hosts");
+    std::fs::write(&path, text).expect("write the test's hosts file");
+    path
 }
 
 /// `/etc/docker/certs.d/<host:port>/ca.crt` (where dockerd reads it; it has
@@ -794,11 +764,11 @@ impl Drop for DockerCerts {
 fn docker_login_push_and_pull_over_tls_with_the_ca_in_certs_d() {
     assert!(is_root(), "dockerd and /etc/docker/certs.d need root");
     let name = format!("berth-tls-{}.test", std::process::id());
-    let _hosts = HostsEntry::add(&name);
     let s = Setup::openssl(Some(&name), true);
     let server = &s.server;
     let registry = format!("{name}:{}", server.port);
     let scratch = tempfile::tempdir().expect("scratch");
+    let hosts = hosts_naming_ipv6_loopback(scratch.path(), &name);
     let src = Layout::init(&scratch.path().join("src"));
     src.build("v1", 1, 51, "amd64");
     let archive = scratch.path().join("image.tar");
@@ -808,7 +778,7 @@ fn docker_login_push_and_pull_over_tls_with_the_ca_in_certs_d() {
         &src.oci_ref("v1"),
         &format!("docker-archive:{}:{image}", archive.display()),
     ]));
-    let daemon = Dockerd::start();
+    let daemon = Dockerd::start_with("{}", Some(&hosts));
     run(daemon.docker().arg("load").arg("-i").arg(&archive));
     let id = run(daemon
         .docker()
