@@ -78,7 +78,7 @@ pub fn credentials(headers: &HeaderMap) -> Credentials<'_> {
 }
 
 /// Characters allowed in a Host header we echo into a challenge.
-fn safe_host(h: &str) -> bool {
+pub(crate) fn safe_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 255
         && h.bytes()
@@ -173,6 +173,53 @@ impl PolicyAuthorizer {
         PolicyAuthorizer { auth }
     }
 
+    /// Who the credentials in `headers` are (anonymous without any), and
+    /// whether by a bearer token; a failed login, a bad token or malformed
+    /// credentials are the error a client gets (challenging for `scope`),
+    /// audited as an attempt at `action` on `repo`.
+    async fn identify(
+        &self,
+        client: Option<SocketAddr>,
+        headers: &HeaderMap,
+        repo: Option<&str>,
+        action: &str,
+        scope: Option<(&str, Action)>,
+    ) -> Result<(Arc<Granted>, bool), ApiError> {
+        let auth = &self.auth;
+        let ip = client.map(|c| c.ip());
+        // `who.access` is what a bearer token grants; a login (or no
+        // credentials) is judged by the policy alone.
+        match credentials(headers) {
+            Credentials::None => Ok((Granted::of(Identity::anonymous()), false)),
+            Credentials::Basic { user, password } => match auth.login(&user, &password, ip).await {
+                Ok(id) => Ok((Granted::of(id), false)),
+                Err(AuthError::TooManyAttempts(secs)) => {
+                    audit(Some(&user), client, repo, action, "rate-limited");
+                    Err(ApiError::TooManyLogins(secs))
+                }
+                Err(_) => {
+                    audit(Some(&user), client, repo, action, "bad-credentials");
+                    Err(challenge(auth, headers, scope, None))
+                }
+            },
+            Credentials::Bearer(token) => match auth.verify_access(token) {
+                Ok(g) => Ok((g, true)),
+                Err(_) => {
+                    audit(None, client, repo, action, "invalid-token");
+                    Err(challenge(auth, headers, scope, Some("invalid_token")))
+                }
+            },
+            Credentials::Invalid => {
+                if let Err(AuthError::TooManyAttempts(secs)) = auth.check_rate(ip) {
+                    return Err(ApiError::TooManyLogins(secs));
+                }
+                auth.record_failure(ip);
+                audit(None, client, repo, action, "malformed-credentials");
+                Err(challenge(auth, headers, scope, Some("invalid_request")))
+            }
+        }
+    }
+
     /// The caller, for the catalog's filter: `who` is shared with the
     /// memo of verified tokens, so a token holder's request copies nothing.
     fn caller(&self, who: Arc<Granted>) -> Caller {
@@ -198,41 +245,10 @@ impl Authorizer for PolicyAuthorizer {
         access: &Access<'_>,
     ) -> Result<Caller, ApiError> {
         let auth = &self.auth;
-        let ip = client.map(|c| c.ip());
         let repo = access.repository.map(|r| r.as_str());
         let scope = repo.map(|r| (r, access.action));
         let action = access.action.as_str();
-        // `who.access` is what a bearer token grants; a login (or no
-        // credentials) is judged by the policy alone.
-        let (who, by_token): (Arc<Granted>, bool) = match credentials(headers) {
-            Credentials::None => (Granted::of(Identity::anonymous()), false),
-            Credentials::Basic { user, password } => match auth.login(&user, &password, ip).await {
-                Ok(id) => (Granted::of(id), false),
-                Err(AuthError::TooManyAttempts(secs)) => {
-                    audit(Some(&user), client, repo, action, "rate-limited");
-                    return Err(ApiError::TooManyLogins(secs));
-                }
-                Err(_) => {
-                    audit(Some(&user), client, repo, action, "bad-credentials");
-                    return Err(challenge(auth, headers, scope, None));
-                }
-            },
-            Credentials::Bearer(token) => match auth.verify_access(token) {
-                Ok(g) => (g, true),
-                Err(_) => {
-                    audit(None, client, repo, action, "invalid-token");
-                    return Err(challenge(auth, headers, scope, Some("invalid_token")));
-                }
-            },
-            Credentials::Invalid => {
-                if let Err(AuthError::TooManyAttempts(secs)) = auth.check_rate(ip) {
-                    return Err(ApiError::TooManyLogins(secs));
-                }
-                auth.record_failure(ip);
-                audit(None, client, repo, action, "malformed-credentials");
-                return Err(challenge(auth, headers, scope, Some("invalid_request")));
-            }
-        };
+        let (who, by_token) = self.identify(client, headers, repo, action, scope).await?;
         let identity = &who.identity;
         let Some(repo) = repo else {
             // `/v2/` and the catalog: anyone who authenticated (or holds a
@@ -268,6 +284,15 @@ impl Authorizer for PolicyAuthorizer {
         };
         audit(user.as_deref(), client, Some(repo), action, outcome);
         Err(err)
+    }
+
+    async fn caller(
+        &self,
+        client: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        let (who, _) = self.identify(client, headers, None, "view", None).await?;
+        Ok(self.caller(who))
     }
 }
 

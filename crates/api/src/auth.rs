@@ -87,6 +87,17 @@ pub trait Authorizer: Send + Sync {
             .await
             .map(|()| Caller::unrestricted())
     }
+
+    /// Who sent these headers, anonymous allowed, without asking for any
+    /// one action (the web UI shows each caller what they may pull).
+    /// Credentials that are given must be good.
+    async fn caller(
+        &self,
+        _client: Option<SocketAddr>,
+        _headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        Ok(Caller::unrestricted())
+    }
 }
 
 /// No authentication: every request is allowed.

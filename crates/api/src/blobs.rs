@@ -49,6 +49,8 @@ async fn get_mirrored(
     let size = location.size();
     let range = requested_range(ctx, size)?;
     if let BlobLocation::Local { size } = location {
+        let len = range.map_or(size, |r| r.len());
+        cache.metrics().hit_bytes.inc_by(len);
         if let Some(body) = zero_copy_body(ctx, digest, size, range).await? {
             return Ok(respond(body, digest, Some(size), range));
         }

@@ -26,6 +26,7 @@ mod refused_body;
 pub mod resolve;
 pub mod route;
 mod token_endpoint;
+mod ui;
 mod uploads;
 pub mod zero_copy;
 
@@ -63,6 +64,8 @@ pub struct ApiState {
     pub metrics: Arc<metrics::Metrics>,
     /// Access control (`[auth]`): users, policy, tokens; `None` allows all.
     pub auth: Option<Arc<berth_auth::Auth>>,
+    /// The lifecycle jobs' figures (storage use, evictions), for the UI.
+    pub lifecycle: Option<berth_lifecycle::LifecycleMetrics>,
 }
 
 impl ApiState {
@@ -75,6 +78,7 @@ impl ApiState {
             cache: None,
             metrics: Arc::new(metrics::Metrics::new(None, None)),
             auth: None,
+            lifecycle: None,
         }
     }
 
@@ -98,6 +102,7 @@ impl ApiState {
             metrics: Arc::new(metrics::Metrics::new(Some(cache.metrics()), None)),
             cache: Some(cache),
             auth: None,
+            lifecycle: None,
         }
     }
 }
@@ -109,17 +114,20 @@ impl ApiState {
             self.cache.as_ref().map(Cache::metrics),
             Some(lifecycle.metrics()),
         ));
+        self.lifecycle = Some(lifecycle.metrics().clone());
         self
     }
 }
 
-/// The complete HTTP application: `/v2/…`, `/healthz`, `/readyz`.
+/// The complete HTTP application: `/v2/…`, `/token`, the web UI (`/ui`),
+/// `/healthz`, `/readyz`, `/metrics`.
 pub fn router(state: ApiState) -> Router {
     let mut app = Router::new();
     if state.auth.is_some() {
         app = app.route("/token", axum::routing::any(token_endpoint::token));
     }
-    app.route("/healthz", axum::routing::get(|| async { "ok\n" }))
+    app.merge(ui::routes())
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(dispatch)

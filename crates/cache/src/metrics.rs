@@ -4,8 +4,10 @@
 //! to the answer's head and blob bytes, which tell a slow or failing
 //! upstream apart from the others.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_upstream::UpstreamError;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -54,10 +56,68 @@ impl Default for UpstreamMetrics {
     }
 }
 
+/// How one upstream has been answering, for the web UI's cache page (the
+/// Prometheus families say the same in series; this is a readable snapshot).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamHealth {
+    pub requests: u64,
+    /// Errors other than "not found".
+    pub failures: u64,
+    /// Summed time to the answers' heads.
+    pub total_time: Duration,
+    pub last_success: Option<SystemTime>,
+    /// When the last failure was, and what it was (no URL or credential:
+    /// the error's display, which names only the host).
+    pub last_failure: Option<(SystemTime, String)>,
+}
+
+impl UpstreamHealth {
+    /// Whether the most recent answer was a failure.
+    pub fn failing(&self) -> bool {
+        match (&self.last_failure, self.last_success) {
+            (Some((failed, _)), Some(ok)) => *failed > ok,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    pub fn mean_time(&self) -> Option<Duration> {
+        (self.requests > 0).then(|| self.total_time / self.requests as u32)
+    }
+}
+
+/// Every upstream's [`UpstreamHealth`], by host.
+#[derive(Debug, Clone, Default)]
+pub struct HealthBoard(Arc<Mutex<BTreeMap<String, UpstreamHealth>>>);
+
+impl HealthBoard {
+    fn record(&self, upstream: &str, took: Duration, failure: Option<String>) {
+        let mut board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let h = board.entry(upstream.to_string()).or_default();
+        h.requests += 1;
+        h.total_time += took;
+        let now = SystemTime::now();
+        match failure {
+            Some(why) => {
+                h.failures += 1;
+                h.last_failure = Some((now, why));
+            }
+            None => h.last_success = Some(now),
+        }
+    }
+
+    /// A copy of the board, by upstream host.
+    pub fn snapshot(&self) -> BTreeMap<String, UpstreamHealth> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct CacheMetrics {
     pub hits: Counter,
     pub misses: Counter,
+    /// Blob bytes answered from what the cache holds (no download).
+    pub hit_bytes: Counter,
     pub upstream_requests: Counter,
     pub upstream_bytes: Counter,
     pub coalesced: Counter,
@@ -65,6 +125,7 @@ pub struct CacheMetrics {
     pub fill_failures: Counter,
     pub uncached_serves: Counter,
     pub upstream: UpstreamMetrics,
+    pub health: HealthBoard,
 }
 
 impl CacheMetrics {
@@ -79,6 +140,11 @@ impl CacheMetrics {
             "misses",
             "Requests that needed content from upstream",
             self.misses.clone(),
+        );
+        r.register(
+            "hit_bytes",
+            "Blob bytes served to clients from the cache, without an upstream download",
+            self.hit_bytes.clone(),
         );
         r.register(
             "upstream_requests",
@@ -151,14 +217,20 @@ impl CacheMetrics {
         let _ = self.upstream.failures.get_or_create(&labels);
         let start = Instant::now();
         let result = call.await;
+        let took = start.elapsed();
         self.upstream
             .seconds
             .get_or_create(&labels)
-            .observe(start.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
         // "Not there" is an answer, not a failure of the upstream.
-        if result.as_ref().is_err_and(|e| !e.is_not_found()) {
+        let failure = match &result {
+            Err(e) if !e.is_not_found() => Some(e.to_string()),
+            _ => None,
+        };
+        if failure.is_some() {
             self.upstream.failures.get_or_create(&labels).inc();
         }
+        self.health.record(upstream, took, failure);
         result
     }
 

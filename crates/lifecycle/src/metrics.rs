@@ -1,5 +1,9 @@
 //! Lifecycle counters for `/metrics`: GC runs, what they freed and how long
-//! they took; expired uploads.
+//! they took; expired uploads; storage use (with the last usage report kept
+//! whole for the web UI).
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +38,8 @@ pub struct LifecycleMetrics {
     pub upstream_bytes: Family<UpstreamLabel, Gauge>,
     pub pinned_bytes: Gauge,
     pub cached_bytes: Gauge,
+    /// The last collection's usage report, and when it was made.
+    pub last_usage: Arc<Mutex<Option<(SystemTime, UsageReport)>>>,
 }
 
 impl LifecycleMetrics {
@@ -121,7 +127,17 @@ impl LifecycleMetrics {
         );
     }
 
+    /// The last usage report, if a collection made one.
+    pub fn usage(&self) -> Option<(SystemTime, UsageReport)> {
+        self.last_usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub(crate) fn record_usage(&self, usage: &UsageReport) {
+        *self.last_usage.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((SystemTime::now(), usage.clone()));
         self.stored_bytes.set(usage.total.bytes as i64);
         self.pinned_bytes.set(usage.pinned.bytes as i64);
         self.cached_bytes.set(usage.cached.bytes as i64);
