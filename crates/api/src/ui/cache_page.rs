@@ -100,13 +100,24 @@ fn storage_section(state: &ApiState) -> Markup {
         return html! { section #storage { h2 { "Storage" } p.empty { "No lifecycle figures on this server." } } };
     };
     let usage = l.usage();
+    // One snapshot when a collection measured one (the gauges are set at
+    // different times: the evictor refreshes the total between collections).
+    let gauge = |g: &prometheus_client::metrics::gauge::Gauge| g.get().max(0) as u64;
+    let (stored, pinned, cached) = match &usage {
+        Some((_, r)) => (r.total.bytes, r.pinned.bytes, r.cached.bytes),
+        None => (
+            gauge(&l.stored_bytes),
+            gauge(&l.pinned_bytes),
+            gauge(&l.cached_bytes),
+        ),
+    };
     html! {
         section #storage {
             h2 { "Storage" }
             div.cards {
-                div.card #stored { span.label { "Blobs stored" } span.value { (bytes(l.stored_bytes.get().max(0) as u64)) } }
-                div.card { span.label { "Pinned (pushed, loaded)" } span.value { (bytes(l.pinned_bytes.get().max(0) as u64)) } }
-                div.card { span.label { "Cache only (evictable)" } span.value { (bytes(l.cached_bytes.get().max(0) as u64)) } }
+                div.card #stored { span.label { "Blobs stored" } span.value { (bytes(stored)) } }
+                div.card { span.label { "Pinned (pushed, loaded)" } span.value { (bytes(pinned)) } }
+                div.card { span.label { "Cache only (evictable)" } span.value { (bytes(cached)) } }
                 div.card #evictions { span.label { "Evictions" } span.value { (l.evictions.get()) } span.sub { (bytes(l.evicted_bytes.get())) " freed" } }
                 div.card { span.label { "Garbage collections" } span.value { (l.gc_runs.get()) } span.sub { (bytes(l.bytes_freed.get())) " freed, " (l.blobs_deleted.get()) " blobs" } }
                 div.card { span.label { "Uploads open" } span.value { (l.uploads_open.get()) } }

@@ -27,9 +27,9 @@ pub fn page(viewer: &Viewer, section: Section, title: &str, body: Markup) -> Mar
             }
             body {
                 header.top {
-                    a.brand href="/ui" { "berth" }
+                    a.brand href="/ui/" { "berth" }
                     nav {
-                        a href="/ui" aria-current=[(section == Section::Repositories).then_some("page")] { "Repositories" }
+                        a href="/ui/" aria-current=[(section == Section::Repositories).then_some("page")] { "Repositories" }
                         a href="/ui/cache" aria-current=[(section == Section::Cache).then_some("page")] { "Cache & storage" }
                     }
                     div.who {
@@ -60,8 +60,8 @@ pub fn message_page(title: &str, text: &str) -> Markup {
                 link rel="stylesheet" href="/ui/style.css";
             }
             body {
-                header.top { a.brand href="/ui" { "berth" } }
-                main { h1 { (title) } p.message { (text) } p { a href="/ui" { "Repositories" } } }
+                header.top { a.brand href="/ui/" { "berth" } }
+                main { h1 { (title) } p.message { (text) } p { a href="/ui/" { "Repositories" } } }
             }
         }
     }
@@ -118,7 +118,7 @@ pub fn percent(part: u64, whole: u64) -> String {
 
 /// How to pull `repo` at `reference` (`:tag` or `@digest`) through this
 /// berth with docker, podman, containerd's ctr and crictl.
-pub fn pull_commands(viewer: &Viewer, repo: &str, reference: &str) -> Markup {
+pub fn pull_commands(viewer: &Viewer, caption: &str, repo: &str, reference: &str) -> Markup {
     let image = format!("{}/{repo}{reference}", viewer.host);
     let plain = if viewer.tls { "" } else { " --plain-http" };
     let user = if viewer.auth_on {
@@ -149,7 +149,7 @@ pub fn pull_commands(viewer: &Viewer, repo: &str, reference: &str) -> Markup {
     ];
     html! {
         table.pull {
-            caption { "Pull" }
+            caption { (caption) }
             @for (tool, command) in &rows {
                 tr { th scope="row" { (tool) } td { code.command { (command) } } }
             }

@@ -161,7 +161,7 @@ async fn login(State(state): State<ApiState>, req: Request) -> Response {
     }
     let mut resp = (StatusCode::SEE_OTHER, "").into_response();
     resp.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static("/ui"));
+        .insert(header::LOCATION, HeaderValue::from_static("/ui/"));
     secure(resp.headers_mut());
     resp
 }

@@ -74,7 +74,7 @@ pub async fn home(
         @if viewer.auth_on && viewer.user().is_none() {
             p.note { "Showing what anonymous clients may pull. " a href="/ui/login" { "Sign in" } " to see more." }
         }
-        form.search method="get" action="/ui" {
+        form.search method="get" action="/ui/" {
             label for="q" { "Filter" }
             input #q type="search" name="q" value=[filter] placeholder="name contains…";
             button type="submit" { "Filter" }
@@ -105,7 +105,7 @@ pub async fn home(
             }
         }
         @if let Some(last) = next {
-            p.more { a href=(format!("/ui?last={}{}", enc(&last), filter.map(|q| format!("&q={}", enc(q))).unwrap_or_default())) { "More repositories →" } }
+            p.more { a href=(format!("/ui/?last={}{}", enc(&last), filter.map(|q| format!("&q={}", enc(q))).unwrap_or_default())) { "More repositories →" } }
         }
     };
     page_response(
@@ -207,7 +207,7 @@ async fn tags_page(
     }
     let first = page.items.first().map(|t| format!(":{t}"));
     let body = html! {
-        p.breadcrumb { a href="/ui" { "Repositories" } " / " (repo.as_str()) }
+        p.breadcrumb { a href="/ui/" { "Repositories" } " / " (repo.as_str()) }
         @if let Some((host, _)) = repo.mirror_parts() {
             p.note { "A mirror of " strong { (host) } ": the tags cached here." }
         }
@@ -220,7 +220,7 @@ async fn tags_page(
                         @match summary {
                             Some(s) => {
                                 td { (short_digest(&s.digest)) }
-                                td { (s.kind) }
+                                td { (cosign_kind(tag).unwrap_or(s.kind)) }
                                 td { (s.platforms.join(", ")) }
                                 td.num { (bytes(s.size)) }
                             }
@@ -234,7 +234,7 @@ async fn tags_page(
         @if let Some(next) = &page.next_last {
             p.more { a href=(format!("{}?last={}", repo_href(repo), enc(next))) { "More tags →" } }
         }
-        @if let Some(first) = &first { (pull_commands(viewer, repo.as_str(), first)) }
+        @if let Some(first) = &first { (pull_commands(viewer, "Pull", repo.as_str(), first)) }
     };
     page_response(
         StatusCode::OK,
@@ -384,6 +384,22 @@ async fn image_platform(
         .filter(|p| !p.os.is_empty())
 }
 
+/// What a tag in cosign's scheme (`sha256-<hex>.sig`, `.att`, `.sbom`)
+/// holds for the image of that digest.
+fn cosign_kind(tag: &str) -> Option<&'static str> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let (hex, suffix) = rest.split_once('.')?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    match suffix {
+        "sig" => Some("signature (cosign)"),
+        "att" => Some("attestation (cosign)"),
+        "sbom" => Some("SBOM (cosign)"),
+        _ => None,
+    }
+}
+
 /// What a referrer is, by its artifact type.
 fn referrer_kind(artifact_type: &str) -> &'static str {
     let t = artifact_type.to_ascii_lowercase();
@@ -449,7 +465,7 @@ async fn manifest_page(
     let total: u64 =
         doc.layers.iter().map(|l| l.size).sum::<u64>() + doc.config.as_ref().map_or(0, |c| c.size);
     let body = html! {
-        p.breadcrumb { a href="/ui" { "Repositories" } " / " a href=(base) { (repo.as_str()) } " / " (reference.to_string()) }
+        p.breadcrumb { a href="/ui/" { "Repositories" } " / " a href=(base) { (repo.as_str()) } " / " (reference.to_string()) }
         table.facts {
             tr { th scope="row" { "Digest" } td { code #digest { (digest) } } }
             tr { th scope="row" { "Media type" } td { code { (stored.media_type) } } }
@@ -531,8 +547,8 @@ async fn manifest_page(
                 }
             }
         }
-        @if let Some(t) = &by_tag { (pull_commands(viewer, repo.as_str(), t)) }
-        (pull_commands(viewer, repo.as_str(), &format!("@{digest}")))
+        @if let Some(t) = &by_tag { (pull_commands(viewer, "Pull by tag", repo.as_str(), t)) }
+        (pull_commands(viewer, "Pull by digest", repo.as_str(), &format!("@{digest}")))
     };
     page_response(
         StatusCode::OK,
@@ -554,7 +570,7 @@ fn enc(s: &str) -> String {
 }
 
 fn not_found(viewer: &Viewer) -> Response {
-    let body = html! { p.message { "No such repository or manifest, or you may not see it." } p { a href="/ui" { "Repositories" } } };
+    let body = html! { p.message { "No such repository or manifest, or you may not see it." } p { a href="/ui/" { "Repositories" } } };
     page_response(
         StatusCode::NOT_FOUND,
         layout::page(viewer, Section::Repositories, "Not found", body),
@@ -568,4 +584,36 @@ fn failure(viewer: &Viewer, e: &RegistryError) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         layout::page(viewer, Section::Repositories, "Error", body),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_and_sboms_are_named() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            cosign_kind(&format!("sha256-{hex}.sig")),
+            Some("signature (cosign)")
+        );
+        assert_eq!(
+            cosign_kind(&format!("sha256-{hex}.att")),
+            Some("attestation (cosign)")
+        );
+        assert_eq!(cosign_kind("sha256-abc.sig"), None);
+        assert_eq!(cosign_kind("v1.sig"), None);
+        assert_eq!(
+            referrer_kind("application/vnd.dev.cosign.artifact.sig.v1+json"),
+            "signature"
+        );
+        assert_eq!(
+            referrer_kind("application/vnd.cncf.notary.signature"),
+            "signature"
+        );
+        assert_eq!(referrer_kind("application/spdx+json"), "SBOM");
+        assert_eq!(referrer_kind("application/vnd.cyclonedx+json"), "SBOM");
+        assert_eq!(referrer_kind("application/vnd.in-toto+json"), "attestation");
+        assert_eq!(referrer_kind("application/vnd.example.thing"), "artifact");
+    }
 }
