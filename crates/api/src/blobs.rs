@@ -1,7 +1,7 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`: streamed, with single
 //! byte ranges answered 206. A stored blob goes out by `sendfile` where the
-//! connection allows it ([`crate::zero_copy`]); one still being fetched by
-//! the cache streams from the download.
+//! connection allows it ([`crate::zero_copy`]), and so does one still being
+//! fetched by the cache, as its bytes land; elsewhere both stream.
 
 use axum::body::Body;
 use axum::response::Response;
@@ -53,6 +53,18 @@ async fn get_mirrored(
         cache.metrics().hit_bytes.inc_by(len);
         if let Some(body) = zero_copy_body(ctx, digest, size, range).await? {
             return Ok(respond(body, digest, Some(size), range));
+        }
+    }
+    // A blob being filled: followed by `sendfile` as its bytes land.
+    if let Some(zero_copy) = &ctx.zero_copy {
+        let follow = match cache.follow_file(&location, digest, range) {
+            Some(opening) => opening.await?,
+            None => None,
+        };
+        if let Some(follow) = follow {
+            let body =
+                zero_copy.following_body(follow.file, follow.start, follow.end, follow.available);
+            return Ok(respond(body, digest, size, range));
         }
     }
     let stream = cache.blob_stream(digest, location, range).await?;

@@ -26,6 +26,11 @@
 //! - Blob files are content-addressed and never rewritten; one deleted while
 //!   it is sent (GC) stays readable through the open descriptor.
 //!
+//! A blob still being filled by the cache goes the same way
+//! ([`ZeroCopy::following_body`]): one job per frame, each for bytes the
+//! fill has announced as written, so its followers share the page cache
+//! instead of each reading the bytes back into memory.
+//!
 //! A `sendfile` of bytes not in the page cache waits for the disk on the
 //! runtime's thread, as nginx's does without its thread pool; the
 //! registry's blobs are read far more often than they are cold.
@@ -112,6 +117,94 @@ impl ZeroCopy {
             }),
             remaining: len,
         })
+    }
+}
+
+impl ZeroCopy {
+    /// A body of bytes `start..end` of `file` that are still being written:
+    /// each frame is a placeholder for bytes `available` has said are there,
+    /// filed as its own job; the body waits for more as they land. An error
+    /// from `available` ends the body early (the client sees a short body).
+    pub fn following_body(
+        &self,
+        file: std::fs::File,
+        start: u64,
+        end: u64,
+        available: futures::stream::BoxStream<'static, io::Result<u64>>,
+    ) -> axum::body::Body {
+        if start >= end {
+            return axum::body::Body::empty();
+        }
+        axum::body::Body::new(FollowingBody {
+            outbox: self.0.clone(),
+            file: Arc::new(file),
+            pos: start,
+            end,
+            ready: start,
+            available,
+        })
+    }
+}
+
+/// The body of [`ZeroCopy::following_body`].
+struct FollowingBody {
+    outbox: Arc<Outbox>,
+    file: Arc<std::fs::File>,
+    /// Next byte to offer, end of the range, and how far the file holds it.
+    pos: u64,
+    end: u64,
+    ready: u64,
+    available: futures::stream::BoxStream<'static, io::Result<u64>>,
+}
+
+impl http_body::Body for FollowingBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        use futures::Stream;
+        let this = self.get_mut();
+        loop {
+            if this.pos >= this.end {
+                return Poll::Ready(None);
+            }
+            if this.ready > this.pos {
+                let n = (this.ready.min(this.end) - this.pos).min(PLACEHOLDER_LEN as u64);
+                // Filed as the frame is handed over: the socket takes the
+                // frame's bytes from this job, in order.
+                this.outbox.jobs().push_back(Job {
+                    file: this.file.clone(),
+                    offset: this.pos,
+                    remaining: n,
+                });
+                this.pos += n;
+                // `n` fits: it is at most PLACEHOLDER_LEN.
+                let frame = Bytes::from_static(&placeholder()[..n as usize]);
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
+            }
+            match Pin::new(&mut this.available).poll_next(cx) {
+                Poll::Ready(Some(Ok(ready))) => this.ready = this.ready.max(ready),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the download ended before the blob's size",
+                    ))))
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pos >= self.end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.end.saturating_sub(self.pos))
     }
 }
 

@@ -242,23 +242,66 @@ fn a_client_dropping_mid_body_leaves_the_next_one_whole() {
     );
 }
 
-/// A blob the cache holds goes by sendfile too; the download that filled it
-/// streamed to its client while it was stored.
+/// A blob the cache holds goes by sendfile too, and so do the bytes of one
+/// still being downloaded, to every client following the fill as they land
+/// (two whole GETs and two ranges started together on a cold 24 MiB blob).
 #[test]
-fn a_cache_hit_goes_by_sendfile() {
+fn cache_fills_and_hits_go_by_sendfile() {
     const UP: &str = "registry.upstream.test";
     let up = Server::start();
-    let blob = pseudo_random(BLOB_LEN, 11);
+    let blob = pseudo_random(24 << 20, 11);
     let digest = push_blob(&up, "team/app", &blob);
     let mirror = Server::start_with(&[format!("--upstream={UP}={}", up.url())]);
     let url = format!("{}/v2/{UP}/team/app/blobs/{digest}", mirror.url());
 
     let before = sendfile_bytes(&mirror);
-    let fill = get(&url, None);
-    fill.expect_status(200);
-    assert!(fill.body == blob, "the filling GET's bytes differ");
+    let ranges: [Option<(usize, usize)>; 4] = [
+        None,
+        Some((3, 9_000_000)),
+        None,
+        Some((20 << 20, (24 << 20) - 1)),
+    ];
+    let results: Vec<Resp> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|r| {
+                let url = url.clone();
+                s.spawn(move || get(&url, r.map(|(a, b)| format!("bytes={a}-{b}")).as_deref()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect()
+    });
+    let mut expected = 0u64;
+    for (r, resp) in ranges.iter().zip(&results) {
+        match r {
+            None => {
+                resp.expect_status(200);
+                assert!(resp.body == blob, "a whole GET during the fill differs");
+            }
+            Some((a, b)) => {
+                resp.expect_status(206);
+                assert!(
+                    resp.body == blob[*a..=*b],
+                    "range {a}-{b} during the fill differs"
+                );
+            }
+        }
+        expected += resp.body.len() as u64;
+    }
     let after_fill = sendfile_bytes(&mirror);
-    assert_eq!(after_fill, before, "the fill streamed from the download");
+    assert_eq!(
+        after_fill - before,
+        expected,
+        "the fill's clients were not sent by sendfile"
+    );
+    assert_eq!(
+        mirror.metric("berth_cache_upstream_requests_total"),
+        1.0,
+        "one upstream GET"
+    );
 
     let hit = get(&url, Some("bytes=1-1048576"));
     hit.expect_status(206);

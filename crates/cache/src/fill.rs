@@ -38,7 +38,7 @@ use crate::{lock, Cache, Failure, Inner, Reach};
 const FLUSH_EVERY: u64 = 256 * 1024;
 
 #[derive(Debug, Clone)]
-enum Progress {
+pub(crate) enum Progress {
     Starting,
     Running {
         upload: UploadId,
@@ -52,7 +52,7 @@ enum Progress {
 }
 
 pub(crate) struct Fill {
-    progress: watch::Receiver<Progress>,
+    pub(crate) progress: watch::Receiver<Progress>,
 }
 
 /// Where a blob's bytes will come from.
@@ -70,7 +70,7 @@ pub enum BlobLocation {
 }
 
 /// An opaque handle on a download in progress.
-pub struct FillHandle(Arc<Fill>);
+pub struct FillHandle(pub(crate) Arc<Fill>);
 
 impl BlobLocation {
     pub fn size(&self) -> Option<u64> {

@@ -21,6 +21,7 @@
 
 pub mod allow;
 mod fill;
+mod follow_file;
 mod hash_job;
 mod manifests;
 pub mod metrics;
@@ -39,6 +40,7 @@ use berth_upstream::{UpstreamClient, UpstreamConfig, UpstreamError, UpstreamTime
 
 pub use allow::{HostGlob, UpstreamAllowList, DEFAULT_KNOWN_UPSTREAMS};
 pub use fill::BlobLocation;
+pub use follow_file::FileFollow;
 pub use metrics::CacheMetrics;
 pub use ttl::TtlPolicy;
 

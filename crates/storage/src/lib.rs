@@ -215,6 +215,13 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Box<dyn UploadWriter>> {
         self.upload_writer(id, offset).await
     }
+    /// The upload's bytes as an open local file, for following a download
+    /// still being written by `sendfile`; `None` when the backend keeps no
+    /// local files or there is no such session. The file stays the blob's
+    /// once published (the local-disk backend renames it into place).
+    async fn upload_file(&self, _id: &UploadId) -> Result<Option<std::fs::File>> {
+        Ok(None)
+    }
     /// Read back what an upload holds, or part of it (to re-hash a session
     /// after a restart, or to follow a download still being written). A range
     /// past what has been flushed yields the bytes there are.

@@ -357,6 +357,18 @@ impl Storage for FsStorage {
             .map_err(std::io::Error::other)??)
     }
 
+    async fn upload_file(&self, id: &UploadId) -> Result<Option<std::fs::File>> {
+        let path = self.upload_path(id);
+        let opened = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(std::io::Error::other)?;
+        match opened {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn blob_put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         let dest = self.blob_path(digest);
         // Only a complete copy counts as stored: anything else (a store
