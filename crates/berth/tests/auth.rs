@@ -1780,3 +1780,53 @@ fn catalog_pages_hold_only_what_the_caller_may_pull() {
     let r = req(&admin, "GET", &format!("{}/v2/_catalog", server.url())).send();
     assert_eq!(r.json()["repositories"].as_array().unwrap().len(), 6);
 }
+
+/// With access control on, a blob pushed only to a repository some users
+/// may not read is served through no mirror name (a path or `?ns=`), to
+/// anyone, the admin included: a mirror repository holds only what its
+/// upstream gave it (this server is offline, so nothing). Nor does asking
+/// create a repository or a catalog entry.
+#[test]
+fn a_private_blob_is_not_served_through_mirror_names_to_anyone() {
+    let a = start_auth("");
+    let server = &a.server;
+    let admin = Cred::user("admin");
+    let (_, _, secret_blob) = push_image_as(server, &admin, "secret/vault", "v1", 61);
+    let catalog = |c: &Cred| {
+        req(c, "GET", &format!("{}/v2/_catalog", server.url()))
+            .send()
+            .json()["repositories"]
+            .clone()
+    };
+    let before = catalog(&admin);
+    let subjects = [
+        ("anonymous", Cred::Anonymous),
+        ("reader", Cred::user("reader")),
+        ("writer", Cred::user("writer")),
+        ("admin", admin.clone()),
+    ];
+    for (who, cred) in &subjects {
+        for path in [
+            format!("/v2/docker.io/attacker/anything/blobs/{secret_blob}"),
+            format!("/v2/attacker/anything/blobs/{secret_blob}?ns=docker.io"),
+            format!("/v2/docker.io/library/x/blobs/{secret_blob}"),
+        ] {
+            for method in ["GET", "HEAD"] {
+                let r = req(cred, method, &format!("{}{path}", server.url())).send();
+                assert_eq!(r.status, 404, "{who} {method} {path}: {}", r.describe());
+                if method == "GET" {
+                    assert!(r.body_str().contains("BLOB_UNKNOWN"), "{who} {path}");
+                }
+            }
+        }
+    }
+    // The blob is still where it was pushed, and nothing new is listed.
+    req(
+        &admin,
+        "GET",
+        &format!("{}/v2/secret/vault/blobs/{secret_blob}", server.url()),
+    )
+    .send()
+    .expect_status(200);
+    assert_eq!(catalog(&admin), before);
+}
