@@ -10,6 +10,8 @@
 //! - a token realm gets no credentials over plain http (unless the upstream
 //!   is configured insecure) and is not contacted at all on another private
 //!   address, unless the upstream's `trusted_hosts` names it;
+//! - configured upstream credentials do not follow a redirect to another
+//!   port and never appear in berth's log (at trace level);
 //! - a blob pushed to one repository is not served through a mirror name
 //!   unless the mirror's upstream (another berth on loopback) confirms it
 //!   has it, and such reads never add repositories to the catalog.
@@ -499,6 +501,89 @@ fn plain_http_realms_get_no_credentials() {
             !h.contains(&basic),
             "credentials reached a realm over a failed handshake:\n{h}"
         );
+    }
+}
+
+/// An upstream configured with credentials (nginx demanding them as
+/// Basic) answers a blob GET with a 307 to another port of its own host (a
+/// storage node: a counting listener serving the blob). berth follows it
+/// (its own host over http is allowed: the upstream is configured plain
+/// http) but the listener gets no Authorization, while nginx did get the
+/// Basic credentials; berth's log, at trace level, holds neither the
+/// password nor its Basic form.
+#[test]
+fn credentials_do_not_follow_a_redirect_to_another_port() {
+    const BLOB: &str = r#"{"stored":"behind a redirect"}"#;
+    let digest = sha256(BLOB.as_bytes());
+    let store = Counting::start("127.0.0.1", Answer::Http(BLOB));
+    let s = store.port();
+    let password = "r3direct-Pass";
+    let encoded = b64(&format!("robot:{password}"));
+    let basic = format!("Basic {encoded}");
+    let demand = format!(
+        "if ($http_authorization != \"{basic}\") {{ add_header WWW-Authenticate 'Basic realm=\"up\"' always; return 401; }}"
+    );
+    let nginx = Nginx::start(&format!(
+        "    location = /nginx-ready {{ return 200 'ok'; }}\n\
+         location ~ ^/v2/.+/blobs/ {{ {demand} return 307 http://127.0.0.1:{s}/store$request_uri; }}\n\
+         location /v2/ {{ {demand} return 404; }}\n"
+    ));
+    let dir = tempfile::tempdir().expect("temp");
+    let config = dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstreams.\"up.test\"]\nurl = \"{}\"\nusername = \"robot\"\npassword = \"{password}\"\n",
+            nginx.url()
+        ),
+    )
+    .expect("write config");
+    let berth = Server::start_with_log(&[format!("--config={}", config.display())], "trace");
+
+    let r = curl(
+        "GET",
+        &format!("{}/v2/up.test/team/app/blobs/{digest}", berth.url()),
+    )
+    .send();
+    r.expect_status(200);
+    assert_eq!(r.body, BLOB.as_bytes());
+
+    // The redirect was followed, without the credentials...
+    let heads = store.heads();
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.starts_with(&format!("GET /store/v2/team/app/blobs/{digest} "))),
+        "the storage node was not asked for the blob: {heads:?}"
+    );
+    for h in &heads {
+        assert!(
+            !h.to_ascii_lowercase().contains("authorization:"),
+            "an Authorization header followed the redirect to another port:\n{h}"
+        );
+        assert!(
+            !h.contains(&encoded),
+            "the credentials reached the storage node:\n{h}"
+        );
+    }
+    // ...which the registry itself did get, on the request it redirected.
+    let access = nginx.access_log();
+    assert!(
+        access
+            .lines()
+            .any(|l| l.starts_with("GET /v2/team/app/blobs/")
+                && l.contains(&format!("auth=[{basic}]"))),
+        "{access}"
+    );
+
+    // Nothing secret in berth's log, at the most verbose level.
+    let log = berth.log();
+    assert!(
+        log.contains("TRACE"),
+        "the log is not at trace level:\n{log}"
+    );
+    for secret in [password, encoded.as_str(), basic.as_str()] {
+        assert!(!log.contains(secret), "the log contains {secret:?}");
     }
 }
 
