@@ -11,7 +11,8 @@
 //!   is configured insecure) and is not contacted at all on another private
 //!   address, unless the upstream's `trusted_hosts` names it;
 //! - configured upstream credentials do not follow a redirect to another
-//!   port and never appear in berth's log (at trace level);
+//!   port and never appear in berth's log (at trace level); without an
+//!   `[auth]` table an upstream with credentials is warned about at start;
 //! - a blob pushed to one repository is not served through a mirror name
 //!   unless the mirror's upstream (another berth on loopback) confirms it
 //!   has it, and such reads never add repositories to the catalog.
@@ -585,6 +586,73 @@ fn credentials_do_not_follow_a_redirect_to_another_port() {
     for secret in [password, encoded.as_str(), basic.as_str()] {
         assert!(!log.contains(secret), "the log contains {secret:?}");
     }
+}
+
+/// Without an `[auth]` table, each upstream with credentials (username and
+/// password, or from an auth file) is named in a warning at start: anyone
+/// who reaches berth pulls what they reach. Not for an anonymous upstream,
+/// not with an `[auth]` table; never with the credentials in the log.
+#[test]
+fn upstream_credentials_without_access_control_are_warned_about() {
+    let dir = tempfile::tempdir().expect("temp");
+    let nowhere = format!("http://127.0.0.1:{}", closed_port());
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"files.test":{{"auth":"{}"}}}}}}"#,
+            b64("filer:f1le-Pass")
+        ),
+    )
+    .expect("write auth.json");
+    let upstreams = format!(
+        "[upstreams.\"up.test\"]\nurl = \"{nowhere}\"\nusername = \"robot\"\npassword = \"w4rn-Pass\"\n\
+         [upstreams.\"files.test\"]\nurl = \"{nowhere}\"\nauth_file = \"{}\"\n\
+         [upstreams.\"anon.test\"]\nurl = \"{nowhere}\"\n",
+        auth_file.display()
+    );
+    let open = dir.path().join("open.toml");
+    std::fs::write(&open, &upstreams).expect("write config");
+    let berth = Server::start_with_log(&[format!("--config={}", open.display())], "trace");
+    let log = berth.log();
+    let warned = |host: &str| {
+        log.lines().any(|l| {
+            l.contains("WARN")
+                && l.contains(&format!("upstream {host} "))
+                && l.contains("no [auth] table")
+                && l.contains("anyone who reaches berth")
+        })
+    };
+    assert!(warned("up.test"), "no warning for up.test:\n{log}");
+    assert!(warned("files.test"), "no warning for files.test:\n{log}");
+    assert!(
+        !warned("anon.test"),
+        "an anonymous upstream was warned about:\n{log}"
+    );
+    for secret in [
+        "w4rn-Pass".to_string(),
+        "f1le-Pass".to_string(),
+        b64("robot:w4rn-Pass"),
+        b64("filer:f1le-Pass"),
+    ] {
+        assert!(!log.contains(&secret), "the log contains {secret:?}");
+    }
+
+    // With access control on, the same upstreams are no warning.
+    let ht = htpasswd_file(dir.path(), &["ops"], "0ps-Pass");
+    let closed = dir.path().join("closed.toml");
+    std::fs::write(
+        &closed,
+        format!(
+            "[auth]\nhtpasswd = \"{}\"\n\n[[policy]]\nrepositories = [\"up.test/**\"]\nsubjects = [\"ops\"]\nactions = [\"pull\"]\n\n{upstreams}",
+            ht.display()
+        ),
+    )
+    .expect("write config");
+    let guarded = Server::start_with(&[format!("--config={}", closed.display())]);
+    let log = guarded.log();
+    assert!(log.contains("access control is on"), "{log}");
+    assert!(!log.contains("no [auth] table"), "{log}");
 }
 
 fn b64(s: &str) -> String {
