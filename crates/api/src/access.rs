@@ -211,6 +211,9 @@ impl PolicyAuthorizer {
             },
             Credentials::Invalid => {
                 if let Err(AuthError::TooManyAttempts(secs)) = auth.check_rate(ip) {
+                    // A denial like any other: the audit trail must show
+                    // the address kept sending garbage while limited.
+                    audit(None, client, repo, action, "rate-limited");
                     return Err(ApiError::TooManyLogins(secs));
                 }
                 auth.record_failure(ip);

@@ -179,6 +179,8 @@ pub async fn token(State(state): State<ApiState>, req: Request) -> Response {
                 }
                 Credentials::Bearer(_) | Credentials::Invalid => {
                     if let Err(e) = auth.check_rate(ip) {
+                        // Audited as the /v2/ routes audit it.
+                        audit(None, client, None, "login", "rate-limited");
                         return auth_error(e);
                     }
                     auth.record_failure(ip);

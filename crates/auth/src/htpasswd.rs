@@ -259,12 +259,24 @@ mod tests {
             ("bob:$apr1$abc$def", "$apr1$"),
             ("bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "{SHA}"),
             ("bob:abJnggxhB/yWI", "crypt"),
+            // glibc crypt(3) hashes (`openssl passwd -1/-5/-6`, /etc/shadow):
+            // bcrypt's `$2?$` prefix check must not let them through.
+            ("bob:$1$abcdefgh$IQtUouv7y7Q9dRWkQEPCc.", "MD5-crypt ($1$)"),
+            (
+                "bob:$5$abcdefgh$ijtOJ//yvc/9bq1g0llFn9dB688BwBDRD90DlKKSKE1",
+                "SHA-crypt ($5$/$6$)",
+            ),
+            (
+                "bob:$6$abcdefgh$KQeXafAQAaOoKTevphVU215RvJdgzyfASRasIOuh12hO8u0r1bGW92ZnTmC9IjsiQ8VPiTXBiZF49dFL1U4wX/",
+                "SHA-crypt ($5$/$6$)",
+            ),
         ] {
             let p = write(dir.path(), &format!("# users\nalice:{good}\n\n{line}\n"));
             let e = Htpasswd::load(&p).err().unwrap().to_string();
             assert!(e.contains(&p.display().to_string()), "{e}");
             assert!(e.contains("line 4"), "{e}");
             assert!(e.contains(kind), "{e}");
+            assert!(e.contains("only bcrypt"), "{e}");
         }
         let p = write(dir.path(), "no-colon\n");
         assert!(Htpasswd::load(&p).is_err());

@@ -1044,6 +1044,52 @@ fn failed_logins_are_rate_limited_per_address() {
     req(&Cred::user("writer"), "GET", &token_url(server, ""))
         .send()
         .expect_status(429);
+
+    // Per address: 127.0.0.2 (another client on the same loopback, berth
+    // sees it as the peer address) logs in while 127.0.0.1 is held back...
+    let from_other = |u: &str| {
+        req(&Cred::user("writer"), "GET", u)
+            .source_address("127.0.0.2")
+            .send()
+    };
+    let r = from_other(&format!("{}/v2/", server.url()));
+    r.expect_status(200);
+    let r = from_other(&token_url(server, "&scope=repository:team/app:pull"));
+    r.expect_status(200);
+    assert!(r.json()["token"].as_str().is_some(), "{}", r.describe());
+    // ...and its success does not lift 127.0.0.1's limit.
+    req(&Cred::user("writer"), "GET", &url)
+        .send()
+        .expect_status(429);
+    // Malformed credentials while limited: 429 as well, and audited (as
+    // every denial is) at /v2/ and at the token endpoint.
+    let token_endpoint = token_url(server, "");
+    for u in [&url, &token_endpoint] {
+        curl("GET", u)
+            .header("Authorization", "Basic !!not-base64!!")
+            .send()
+            .expect_status(429);
+    }
+    let log = server.log();
+    let limited: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("berth::audit") && l.contains("rate-limited"))
+        .filter(|l| l.contains("user=\"-\"") || l.contains("user=-"))
+        .collect();
+    assert!(
+        limited.iter().any(|l| l.contains("team/app")),
+        "no audit line for the malformed credentials at /v2/:\n{log}"
+    );
+    assert!(
+        limited.iter().any(|l| l.contains("login")),
+        "no audit line for the malformed credentials at /token:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("berth::audit"))
+            .all(|l| !l.contains("client=127.0.0.2") || !l.contains("rate-limited")),
+        "127.0.0.2 was rate limited:\n{log}"
+    );
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //! - a token realm gets no credentials over plain http (unless the upstream
 //!   is configured insecure) and is not contacted at all on another private
 //!   address, unless the upstream's `trusted_hosts` names it;
+//! - configured upstream credentials do not follow a redirect to another
+//!   port and never appear in berth's log (at trace level); without an
+//!   `[auth]` table an upstream with credentials is warned about at start;
 //! - a blob pushed to one repository is not served through a mirror name
 //!   unless the mirror's upstream (another berth on loopback) confirms it
 //!   has it, and such reads never add repositories to the catalog.
@@ -500,6 +503,156 @@ fn plain_http_realms_get_no_credentials() {
             "credentials reached a realm over a failed handshake:\n{h}"
         );
     }
+}
+
+/// An upstream configured with credentials (nginx demanding them as
+/// Basic) answers a blob GET with a 307 to another port of its own host (a
+/// storage node: a counting listener serving the blob). berth follows it
+/// (its own host over http is allowed: the upstream is configured plain
+/// http) but the listener gets no Authorization, while nginx did get the
+/// Basic credentials; berth's log, at trace level, holds neither the
+/// password nor its Basic form.
+#[test]
+fn credentials_do_not_follow_a_redirect_to_another_port() {
+    const BLOB: &str = r#"{"stored":"behind a redirect"}"#;
+    let digest = sha256(BLOB.as_bytes());
+    let store = Counting::start("127.0.0.1", Answer::Http(BLOB));
+    let s = store.port();
+    let password = "r3direct-Pass";
+    let encoded = b64(&format!("robot:{password}"));
+    let basic = format!("Basic {encoded}");
+    let demand = format!(
+        "if ($http_authorization != \"{basic}\") {{ add_header WWW-Authenticate 'Basic realm=\"up\"' always; return 401; }}"
+    );
+    let nginx = Nginx::start(&format!(
+        "    location = /nginx-ready {{ return 200 'ok'; }}\n\
+         location ~ ^/v2/.+/blobs/ {{ {demand} return 307 http://127.0.0.1:{s}/store$request_uri; }}\n\
+         location /v2/ {{ {demand} return 404; }}\n"
+    ));
+    let dir = tempfile::tempdir().expect("temp");
+    let config = dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstreams.\"up.test\"]\nurl = \"{}\"\nusername = \"robot\"\npassword = \"{password}\"\n",
+            nginx.url()
+        ),
+    )
+    .expect("write config");
+    let berth = Server::start_with_log(&[format!("--config={}", config.display())], "trace");
+
+    let r = curl(
+        "GET",
+        &format!("{}/v2/up.test/team/app/blobs/{digest}", berth.url()),
+    )
+    .send();
+    r.expect_status(200);
+    assert_eq!(r.body, BLOB.as_bytes());
+
+    // The redirect was followed, without the credentials...
+    let heads = store.heads();
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.starts_with(&format!("GET /store/v2/team/app/blobs/{digest} "))),
+        "the storage node was not asked for the blob: {heads:?}"
+    );
+    for h in &heads {
+        assert!(
+            !h.to_ascii_lowercase().contains("authorization:"),
+            "an Authorization header followed the redirect to another port:\n{h}"
+        );
+        assert!(
+            !h.contains(&encoded),
+            "the credentials reached the storage node:\n{h}"
+        );
+    }
+    // ...which the registry itself did get, on the request it redirected.
+    let access = nginx.access_log();
+    assert!(
+        access
+            .lines()
+            .any(|l| l.starts_with("GET /v2/team/app/blobs/")
+                && l.contains(&format!("auth=[{basic}]"))),
+        "{access}"
+    );
+
+    // Nothing secret in berth's log, at the most verbose level.
+    let log = berth.log();
+    assert!(
+        log.contains("TRACE"),
+        "the log is not at trace level:\n{log}"
+    );
+    for secret in [password, encoded.as_str(), basic.as_str()] {
+        assert!(!log.contains(secret), "the log contains {secret:?}");
+    }
+}
+
+/// Without an `[auth]` table, each upstream with credentials (username and
+/// password, or from an auth file) is named in a warning at start: anyone
+/// who reaches berth pulls what they reach. Not for an anonymous upstream,
+/// not with an `[auth]` table; never with the credentials in the log.
+#[test]
+fn upstream_credentials_without_access_control_are_warned_about() {
+    let dir = tempfile::tempdir().expect("temp");
+    let nowhere = format!("http://127.0.0.1:{}", closed_port());
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"files.test":{{"auth":"{}"}}}}}}"#,
+            b64("filer:f1le-Pass")
+        ),
+    )
+    .expect("write auth.json");
+    let upstreams = format!(
+        "[upstreams.\"up.test\"]\nurl = \"{nowhere}\"\nusername = \"robot\"\npassword = \"w4rn-Pass\"\n\
+         [upstreams.\"files.test\"]\nurl = \"{nowhere}\"\nauth_file = \"{}\"\n\
+         [upstreams.\"anon.test\"]\nurl = \"{nowhere}\"\n",
+        auth_file.display()
+    );
+    let open = dir.path().join("open.toml");
+    std::fs::write(&open, &upstreams).expect("write config");
+    let berth = Server::start_with_log(&[format!("--config={}", open.display())], "trace");
+    let log = berth.log();
+    let warned = |host: &str| {
+        log.lines().any(|l| {
+            l.contains("WARN")
+                && l.contains(&format!("upstream {host} "))
+                && l.contains("no [auth] table")
+                && l.contains("anyone who reaches berth")
+        })
+    };
+    assert!(warned("up.test"), "no warning for up.test:\n{log}");
+    assert!(warned("files.test"), "no warning for files.test:\n{log}");
+    assert!(
+        !warned("anon.test"),
+        "an anonymous upstream was warned about:\n{log}"
+    );
+    for secret in [
+        "w4rn-Pass".to_string(),
+        "f1le-Pass".to_string(),
+        b64("robot:w4rn-Pass"),
+        b64("filer:f1le-Pass"),
+    ] {
+        assert!(!log.contains(&secret), "the log contains {secret:?}");
+    }
+
+    // With access control on, the same upstreams are no warning.
+    let ht = htpasswd_file(dir.path(), &["ops"], "0ps-Pass");
+    let closed = dir.path().join("closed.toml");
+    std::fs::write(
+        &closed,
+        format!(
+            "[auth]\nhtpasswd = \"{}\"\n\n[[policy]]\nrepositories = [\"up.test/**\"]\nsubjects = [\"ops\"]\nactions = [\"pull\"]\n\n{upstreams}",
+            ht.display()
+        ),
+    )
+    .expect("write config");
+    let guarded = Server::start_with(&[format!("--config={}", closed.display())]);
+    let log = guarded.log();
+    assert!(log.contains("access control is on"), "{log}");
+    assert!(!log.contains("no [auth] table"), "{log}");
 }
 
 fn b64(s: &str) -> String {

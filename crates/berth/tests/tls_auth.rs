@@ -256,6 +256,8 @@ fn curl_token_flow_over_tls_with_an_https_realm() {
     .send();
     r.expect_status(200);
     let token = r.json()["token"].as_str().expect("token").to_string();
+    // [`policy`] sets no token_ttl: the documented default, 5 minutes.
+    assert_eq!(r.json()["expires_in"], 300, "{}", r.body_str());
     curl("GET", &tags)
         .header("Authorization", &format!("Bearer {token}"))
         .send()

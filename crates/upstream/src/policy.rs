@@ -7,9 +7,14 @@
 //! The rules:
 //!
 //! - the registry's own host (as configured: name or address, any port) is
-//!   always allowed: an operator who points an upstream at a private
-//!   address has said that address is fine; so are the upstream's
-//!   `trusted_hosts` (a token service on its own host, as GitLab's);
+//!   allowed over https whatever its address: an operator who points an
+//!   upstream at a private address has said that address is fine; so are
+//!   the upstream's `trusted_hosts` (a token service on its own host, as
+//!   GitLab's). Over plain http only when the upstream is itself
+//!   configured at an `http://` URL or `insecure`: otherwise an upstream
+//!   configured `https://` could downgrade berth to plain HTTP (a redirect
+//!   to `http://its-host:8080/`), where anyone on the path reads and
+//!   rewrites what berth fetches;
 //! - any other URL must be `https` and its host must be public: an address
 //!   literal is checked here, a name is checked on the addresses it
 //!   resolves to, in the client's DNS resolver ([`GuardedResolver`]), so a
@@ -35,6 +40,9 @@ pub(crate) struct NetPolicy {
     /// lowercase (`[::1]` for IPv6).
     trusted_hosts: Vec<String>,
     insecure: bool,
+    /// Whether the own and trusted hosts may be reached over plain http:
+    /// the upstream's base URL is http, or it is configured `insecure`.
+    own_plain_http: bool,
 }
 
 impl NetPolicy {
@@ -44,6 +52,7 @@ impl NetPolicy {
         NetPolicy {
             trusted_hosts,
             insecure,
+            own_plain_http: base.scheme() == "http" || insecure,
         }
     }
 
@@ -56,7 +65,15 @@ impl NetPolicy {
     /// an upload location) may be contacted; `Err` says why not.
     pub(crate) fn check(&self, url: &Url) -> Result<(), String> {
         if self.is_registry_host(url) {
-            return Ok(());
+            return match url.scheme() {
+                "https" => Ok(()),
+                "http" if self.own_plain_http => Ok(()),
+                "http" => Err(format!(
+                    "{} is plain http, and the upstream is configured https (not insecure)",
+                    redacted(url)
+                )),
+                _ => Err(format!("{} is neither https nor http", redacted(url))),
+            };
         }
         if url.scheme() != "https" {
             return Err(format!(
@@ -263,7 +280,11 @@ mod tests {
         let ok = |u: &str| p.check(&Url::parse(u).unwrap()).is_ok();
         assert!(ok("https://production.cloudflare.docker.com/x"));
         assert!(ok("https://8.8.8.8/x"));
-        assert!(ok("http://registry-1.docker.io:8080/x"));
+        // The own host over https on any port, never downgraded to http.
+        assert!(ok("https://registry-1.docker.io:8443/x"));
+        assert!(!ok("http://registry-1.docker.io:8080/x"));
+        assert!(!ok("http://registry-1.docker.io/x"));
+        assert!(!ok("ftp://registry-1.docker.io/x"));
         assert!(!ok("http://production.cloudflare.docker.com/x"));
         assert!(!ok("https://127.0.0.1/x"));
         assert!(!ok("https://169.254.169.254/latest/meta-data"));
@@ -279,7 +300,8 @@ mod tests {
         assert!(ok("http://10.0.0.5:9000/bucket"));
         assert!(!ok("http://10.0.0.6:9000/bucket"));
         assert!(!ok("https://10.0.0.6/bucket"));
-        // Its trusted hosts, as its own: any scheme, private or not.
+        // Its trusted hosts, as its own: private or not, and over plain
+        // http since the upstream itself is plain http.
         assert!(ok("http://10.0.0.9:8080/token"));
         assert!(ok("https://AUTH.corp.test/jwt/auth"));
         assert!(!ok("http://auth2.corp.test/jwt/auth"));
@@ -287,6 +309,21 @@ mod tests {
         assert!(p.may_send_credentials(&Url::parse("https://10.0.0.5:5001/token").unwrap()));
         let p = NetPolicy::new(&Url::parse("http://10.0.0.5:5000/").unwrap(), true, &[]);
         assert!(p.may_send_credentials(&Url::parse("http://10.0.0.5:5001/token").unwrap()));
+
+        // An https upstream's trusted hosts: https only, unless it is
+        // configured insecure.
+        let trusted = ["auth.corp.test".to_string()];
+        let p = NetPolicy::new(&Url::parse("https://10.0.0.5/").unwrap(), false, &trusted);
+        let ok = |u: &str| p.check(&Url::parse(u).unwrap()).is_ok();
+        assert!(ok("https://auth.corp.test/jwt/auth"));
+        assert!(ok("https://10.0.0.5:9000/bucket"));
+        assert!(!ok("http://auth.corp.test/jwt/auth"));
+        assert!(!ok("http://10.0.0.5:9000/bucket"));
+        let p = NetPolicy::new(&Url::parse("https://10.0.0.5/").unwrap(), true, &trusted);
+        let ok = |u: &str| p.check(&Url::parse(u).unwrap()).is_ok();
+        assert!(ok("http://auth.corp.test/jwt/auth"));
+        assert!(ok("http://10.0.0.5:9000/bucket"));
+        assert!(!ok("http://10.0.0.6:9000/bucket"));
     }
 
     #[tokio::test]

@@ -348,6 +348,72 @@ mod tests {
         assert_ne!(std::fs::read(&paths.ca_cert).unwrap(), ca);
     }
 
+    /// The names must read back from the certificate exactly as computed
+    /// (lowercase, addresses in their usual form, sorted, once each), or
+    /// `ensure` would see "other names" at every start and issue again.
+    #[test]
+    fn default_sans_cover_loopback_host_listen_address_and_extras() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim()
+            .to_ascii_lowercase();
+        assert!(!host.is_empty(), "this machine has no host name");
+        let extra: Vec<String> = [
+            "0:0:0:0:0:0:0:1",
+            "Registry.LAN",
+            " 10.0.0.5 ",
+            "",
+            "LOCALHOST",
+            "registry.lan",
+            "2001:DB8:0::0:1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let listen: IpAddr = "10.9.8.7".parse().unwrap();
+        let sans = default_sans(Some(listen), &extra);
+        for want in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            host.as_str(),
+            "10.9.8.7",
+            "registry.lan",
+            "10.0.0.5",
+            "2001:db8::1",
+        ] {
+            assert_eq!(
+                sans.iter().filter(|s| s.as_str() == want).count(),
+                1,
+                "{want} not there exactly once: {sans:?}"
+            );
+        }
+        for s in &sans {
+            assert!(!s.is_empty(), "{sans:?}");
+            assert_eq!(s, &s.to_ascii_lowercase(), "{sans:?}");
+            assert_eq!(s, s.trim(), "{sans:?}");
+            if let Ok(ip) = s.parse::<IpAddr>() {
+                assert_eq!(s, &ip.to_string(), "not in the usual form: {sans:?}");
+            }
+        }
+        assert!(!sans.iter().any(|s| s == "0:0:0:0:0:0:0:1"), "{sans:?}");
+        let mut sorted = sans.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sans, sorted);
+
+        // A wildcard listen address is no name; without extras the
+        // defaults are still all there.
+        let plain = default_sans(Some("0.0.0.0".parse().unwrap()), &[]);
+        assert!(!plain.iter().any(|s| s == "0.0.0.0"), "{plain:?}");
+        for want in ["localhost", "127.0.0.1", "::1", host.as_str()] {
+            assert!(plain.iter().any(|s| s == want), "{want}: {plain:?}");
+        }
+        assert!(default_sans(Some("::".parse().unwrap()), &[])
+            .iter()
+            .all(|s| s != "::"));
+    }
+
     #[test]
     fn renewal_is_due_with_a_third_left() {
         let m = Served {

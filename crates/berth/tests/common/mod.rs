@@ -254,6 +254,7 @@ fn spawn_berth(
     log: &Path,
     extra: &[String],
     nofile: Option<u64>,
+    rust_log: &str,
 ) -> Child {
     let logfile = std::fs::File::create(log).expect("create server log");
     let mut cmd = match nofile {
@@ -278,24 +279,25 @@ fn spawn_berth(
             cmd.env_remove(key);
         }
     }
-    cmd.env(
-        "RUST_LOG",
-        std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "info".into()),
-    )
-    .stdin(Stdio::null())
-    .stdout(logfile.try_clone().expect("clone log handle"))
-    .stderr(logfile);
+    cmd.env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(logfile.try_clone().expect("clone log handle"))
+        .stderr(logfile);
     cmd.spawn().expect("spawn berth serve")
 }
 
 /// Wait (bounded) until the server answers `/v2/` (over TLS when `tls`,
 /// without checking the certificate: readiness only); the log on failure.
-fn wait_ready(child: &mut Child, addr: SocketAddr, tls: bool, log: &Path) -> Result<(), String> {
+fn wait_ready(
+    child: &mut Child,
+    addr: SocketAddr,
+    tls: bool,
+    log: &Path,
+    rust_log: &str,
+) -> Result<(), String> {
     let read_log = || std::fs::read_to_string(log).unwrap_or_default();
     // berth logs "berth is serving" at info level, the tests' default.
-    let logs_bind = std::env::var("BERTH_TEST_LOG").map_or(true, |v| {
-        !(v.contains("warn") || v.contains("error") || v == "off")
-    });
+    let logs_bind = !(rust_log.contains("warn") || rust_log.contains("error") || rust_log == "off");
     let deadline = Instant::now() + READY_TIMEOUT;
     for _ in 0..10_000 {
         if let Ok(Some(status)) = child.try_wait() {
@@ -358,6 +360,17 @@ impl Server {
         server
     }
 
+    /// [`Server::start_with`] logging at `rust_log` (`RUST_LOG`, e.g.
+    /// `trace`) whatever `BERTH_TEST_LOG` says: for tests of what the log
+    /// must never contain, at every level.
+    pub fn start_with_log(extra: &[String], rust_log: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temp root");
+        let root = dir.path().join("root");
+        let mut server = Server::start_inner(&root, extra, None, None, Some(rust_log));
+        server._dir = Some(dir);
+        server
+    }
+
     /// Start on `root` (which may hold a previous server's data).
     pub fn start_on(root: &Path) -> Server {
         Server::start_on_with(root, &[])
@@ -365,7 +378,7 @@ impl Server {
 
     /// Start on `root` with extra `berth serve` arguments.
     pub fn start_on_with(root: &Path, extra: &[String]) -> Server {
-        Server::start_inner(root, extra, None, None)
+        Server::start_inner(root, extra, None, None, None)
     }
 
     /// Start on a fresh root with at most `nofile` open files (soft and
@@ -373,7 +386,7 @@ impl Server {
     pub fn start_with_nofile(extra: &[String], nofile: u64) -> Server {
         let dir = tempfile::tempdir().expect("temp root");
         let root = dir.path().join("root");
-        let mut server = Server::start_inner(&root, extra, None, Some(nofile));
+        let mut server = Server::start_inner(&root, extra, None, Some(nofile), None);
         server._dir = Some(dir);
         server
     }
@@ -387,7 +400,7 @@ impl Server {
     /// (`--tls-cert/--tls-key` or `--tls-auto`); clients reach it as `tls`
     /// says (see [`TlsClient`]).
     pub fn start_tls(root: &Path, extra: &[String], tls: TlsClient) -> Server {
-        Server::start_inner(root, extra, Some(tls), None)
+        Server::start_inner(root, extra, Some(tls), None, None)
     }
 
     /// A server over TLS (a CA and server certificate made with openssl)
@@ -432,7 +445,12 @@ impl Server {
         extra: &[String],
         tls: Option<TlsClient>,
         nofile: Option<u64>,
+        rust_log: Option<&str>,
     ) -> Server {
+        let rust_log = rust_log.map_or_else(
+            || std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            str::to_string,
+        );
         let logdir = tempfile::tempdir().expect("temp log dir");
         let mut last_log = String::new();
         let ip = loopback(tls.as_ref().is_some_and(|t| t.ipv6));
@@ -440,8 +458,8 @@ impl Server {
             let port = free_port_on(ip);
             let addr = SocketAddr::new(ip, port);
             let log = logdir.path().join(format!("berth-{attempt}.log"));
-            let mut child = spawn_berth(addr, root, &log, extra, nofile);
-            match wait_ready(&mut child, addr, tls.is_some(), &log) {
+            let mut child = spawn_berth(addr, root, &log, extra, nofile, &rust_log);
+            match wait_ready(&mut child, addr, tls.is_some(), &log, &rust_log) {
                 Ok(()) => {
                     let server = Server {
                         child: Some(child),
@@ -732,6 +750,8 @@ pub struct Req {
     url: String,
     headers: Vec<String>,
     body: Option<Vec<u8>>,
+    /// Local address to send from (curl `--interface`).
+    from: Option<String>,
 }
 
 pub fn curl(method: &str, url: &str) -> Req {
@@ -740,6 +760,7 @@ pub fn curl(method: &str, url: &str) -> Req {
         url: url.to_string(),
         headers: Vec::new(),
         body: None,
+        from: None,
     }
 }
 
@@ -751,6 +772,13 @@ impl Req {
 
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Req {
         self.body = Some(body.into());
+        self
+    }
+
+    /// Send from this local address (curl `--interface`): another 127/8
+    /// address is another client to berth, on the same loopback.
+    pub fn source_address(mut self, local: &str) -> Req {
+        self.from = Some(local.to_string());
         self
     }
 
@@ -794,6 +822,9 @@ impl Req {
                 cmd.arg("-u").arg(format!("{user}:{password}"));
             }
         }
+        if let Some(local) = &self.from {
+            cmd.arg("--interface").arg(local);
+        }
         if self.method == "HEAD" {
             cmd.arg("--head");
         } else {
@@ -827,6 +858,9 @@ impl Req {
             std::fs::read(&body_path).unwrap_or_default()
         };
         let mut request = format!("{} {}", self.method, self.url);
+        if let Some(local) = &self.from {
+            let _ = write!(request, " (from {local})");
+        }
         for h in &self.headers {
             let _ = write!(request, "\n  {h}");
         }

@@ -524,7 +524,7 @@ impl Settings {
         let lifecycle = lifecycle_config(&file, &args)?;
         let auth = auth_config(&mut file)?;
         let tls = tls_mode(&file, &args)?;
-        let mut warnings = Vec::new();
+        let mut warnings = open_upstream_credentials(&cache, auth.is_some());
         let (limits, memory_budget) = super::limits::resolve(file.limits.as_ref(), &mut warnings)?;
         Ok(Settings {
             warnings,
@@ -558,6 +558,40 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_string()),
         })
     }
+}
+
+/// One warning per upstream that has credentials while access control is
+/// off: berth pulls with them for whoever asks, so anyone who reaches berth
+/// reads what they reach (a private registry made public by accident).
+/// Names the upstream and its URL's host, never the credentials.
+fn open_upstream_credentials(cache: &CacheConfig, auth_on: bool) -> Vec<String> {
+    if auth_on {
+        return Vec::new();
+    }
+    let mut hosts: Vec<(&String, &UpstreamSettings)> = cache
+        .upstreams
+        .iter()
+        .filter(|(_, u)| u.client.credentials.is_some())
+        .collect();
+    // Stable order in the log (the map's is random).
+    hosts.sort_by(|a, b| a.0.cmp(b.0));
+    hosts
+        .into_iter()
+        .map(|(host, u)| {
+            // Host and port only: a URL's user info could hold a secret.
+            let url = &u.client.base_url;
+            let at = match (url.host_str(), url.port()) {
+                (Some(h), Some(p)) => format!(" (at {h}:{p})"),
+                (Some(h), None) if h != host => format!(" (at {h})"),
+                _ => String::new(),
+            };
+            format!(
+                "upstream {host}{at} has credentials but there is no [auth] table: \
+                 anyone who reaches berth can pull what those credentials reach through \
+                 /v2/{host}/...; add an [auth] table and [[policy]] rules for {host}/**"
+            )
+        })
+        .collect()
 }
 
 /// A listen address: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (a name is
