@@ -74,11 +74,12 @@ impl Cache {
             let state = progress.borrow_and_update().clone();
             match state {
                 Progress::Starting => {}
-                Progress::Running { upload, .. } => match storage.upload_file(&upload).await? {
-                    Some(f) => break f,
-                    // Published or abandoned meanwhile: the next state says.
-                    None => {}
-                },
+                // No file: published or abandoned meanwhile; the next state says.
+                Progress::Running { upload, .. } => {
+                    if let Some(f) = storage.upload_file(&upload).await? {
+                        break f;
+                    }
+                }
                 Progress::Done { .. } => match storage.blob_file(digest).await? {
                     Some((f, _)) => break f,
                     None => return Ok(None),
