@@ -11,10 +11,12 @@
 //! an error the rest of it is read and discarded first — up to
 //! [`DRAIN_LIMIT`] bytes within [`DRAIN_TIME`]; past either the answer
 //! goes out anyway, as before. A client that sent `Expect: 100-continue`
-//! has sent nothing yet and is answered at once (reading would ask it for
-//! the body).
+//! and whose body the handler never touched has sent nothing yet and is
+//! answered at once (reading would ask it for the body); once the handler
+//! has read some (the go-ahead went out), the rest is read like anyone's.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,24 +35,32 @@ pub const DRAIN_LIMIT: u64 = 16 << 20;
 /// At most this long is spent reading it.
 pub const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// Where a body dropped before its end is handed back.
-type Slot = Arc<Mutex<Option<Body>>>;
+/// Where a body dropped before its end is handed back, and whether the
+/// handler ever asked it for bytes.
+#[derive(Default)]
+struct Shared {
+    rest: Mutex<Option<Body>>,
+    polled: AtomicBool,
+}
 
 /// Middleware: requests with a body get it wrapped so that what a handler
 /// leaves unread comes back; error answers wait until it is read.
 pub async fn read_refused_bodies(req: Request, next: Next) -> Response {
-    if req.body().is_end_stream() || expects_continue(&req) {
+    if req.body().is_end_stream() {
         return next.run(req).await;
     }
-    let slot: Slot = Arc::new(Mutex::new(None));
+    let waits_for_go_ahead = expects_continue(&req);
+    let shared = Arc::new(Shared::default());
     let (parts, body) = req.into_parts();
     let body = Body::new(HandBack {
         inner: Some(body),
-        slot: slot.clone(),
+        shared: shared.clone(),
     });
     let resp = next.run(Request::from_parts(parts, body)).await;
-    if resp.status().is_client_error() || resp.status().is_server_error() {
-        let rest = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let refused = resp.status().is_client_error() || resp.status().is_server_error();
+    let sending = !waits_for_go_ahead || shared.polled.load(Ordering::Relaxed);
+    if refused && sending {
+        let rest = shared.rest.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(rest) = rest {
             // Whatever happens while reading (a limit, a reset, a timeout),
             // the answer is the same; only the connection's fate differs.
@@ -84,7 +94,7 @@ async fn discard(mut body: Body, limit: u64) {
 /// A request body that, dropped before its end, gives itself back.
 struct HandBack {
     inner: Option<Body>,
-    slot: Slot,
+    shared: Arc<Shared>,
 }
 
 impl HttpBody for HandBack {
@@ -95,6 +105,7 @@ impl HttpBody for HandBack {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        self.shared.polled.store(true, Ordering::Relaxed);
         match self.inner.as_mut() {
             Some(inner) => Pin::new(inner).poll_frame(cx),
             None => Poll::Ready(None),
@@ -116,7 +127,7 @@ impl Drop for HandBack {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
             if !inner.is_end_stream() {
-                *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(inner);
+                *self.shared.rest.lock().unwrap_or_else(|e| e.into_inner()) = Some(inner);
             }
         }
     }
@@ -189,6 +200,13 @@ mod tests {
         let (_, pulled) = send(app(StatusCode::NOT_FOUND, 0), frames, false).await;
         assert!(pulled < frames / 2, "{pulled} of {frames} frames read");
         assert!(pulled as u64 * (64 << 10) > DRAIN_LIMIT);
+    }
+
+    #[tokio::test]
+    async fn a_go_ahead_already_given_means_the_rest_is_read() {
+        let (status, pulled) = send(app(StatusCode::BAD_REQUEST, 1), 20, true).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(pulled, 20);
     }
 
     #[tokio::test]

@@ -18,6 +18,11 @@ use std::process::Command;
 
 use common::*;
 
+/// How long `scripts/image` (which runs `scripts/release`) may take: a static
+/// release build of berth from nothing, on two cores shared with the rest
+/// of the suite.
+const STATIC_BUILD_LIMIT: std::time::Duration = std::time::Duration::from_secs(1200);
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -61,7 +66,12 @@ fn the_container_image_holds_a_static_berth_that_serves() {
     let scratch = tempfile::tempdir().unwrap();
     let s = scratch.path();
     let root = repo_root();
-    let out = run(Command::new(root.join("scripts/image")).current_dir(&root));
+    // A static release build from scratch on a fresh clone: minutes, more
+    // than any other command's limit.
+    let out = run_within(
+        Command::new(root.join("scripts/image")).current_dir(&root),
+        STATIC_BUILD_LIMIT,
+    );
     let archive = root.join(out.stdout_str().trim());
     assert!(archive.is_file(), "{}", out.describe());
 

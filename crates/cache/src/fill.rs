@@ -570,10 +570,12 @@ async fn follow_into(
                 size,
                 written,
             } => {
-                // Hold back the final byte until the blob is published.
+                // Hold back the final byte, and the last byte of a range,
+                // until the blob is verified and published: a body that
+                // looks complete holds only verified bytes.
                 let mut avail = size.map_or(written, |s| written.min(s.saturating_sub(1)));
                 if let Some(e) = end {
-                    avail = avail.min(e);
+                    avail = avail.min(e.saturating_sub(1));
                 }
                 if avail > pos {
                     match storage

@@ -4,9 +4,9 @@
 //! them back into memory for each follower (see `berth_api::zero_copy`).
 //!
 //! The same rules as the copying follower (`fill::follow`) hold: only bytes
-//! the writer has announced are offered, the final byte only once the blob
-//! is verified and published, and a failed download ends the stream with
-//! an error (the client sees a short body).
+//! the writer has announced are offered, the last byte of the range asked
+//! for only once the blob is verified and published, and a failed download
+//! ends the stream with an error (the client sees a short body).
 
 use std::future::Future;
 use std::io;
@@ -94,6 +94,10 @@ impl Cache {
             }
         };
         let (start, end) = range.map_or((0, size), |r| (r.start, r.end));
+        if start >= end {
+            // Nothing to send; the copying follower answers once verified.
+            return Ok(None);
+        }
         Ok(Some(FileFollow {
             file,
             start,
@@ -128,8 +132,12 @@ fn availability(
             let state = st.rx.borrow_and_update().clone();
             let ready = match state {
                 Progress::Starting => 0,
-                // The final byte waits for the digest check and publication.
-                Progress::Running { written, .. } => written.min(size.saturating_sub(1)),
+                // The last byte asked for (and the blob's final byte) waits
+                // for the digest check and publication: a body that looks
+                // complete holds only verified bytes.
+                Progress::Running { written, .. } => written
+                    .min(size.saturating_sub(1))
+                    .min(end.saturating_sub(1)),
                 Progress::Done { .. } => size,
                 Progress::Failed(f) => {
                     st.finished = true;

@@ -147,10 +147,7 @@ impl Cache {
     }
 
     fn is_fresh(&self, host: &str, repo: &RepositoryName, tag: &Tag) -> bool {
-        let ttl = self.inner.ttl(host).ttl_for(tag.as_str());
-        lock(&self.inner.validated)
-            .get(&(repo.clone(), tag.to_string()))
-            .is_some_and(|at| at.elapsed() < ttl)
+        is_fresh(&self.inner, host, repo, tag)
     }
 
     /// Run `start` unless a flight with the same key is already in the air,
@@ -250,8 +247,16 @@ async fn revalidate(
     tag: Tag,
     held: Option<Digest>,
 ) -> Result<StoredManifest, Failure> {
-    let client = inner.client(&host)?;
     let reference = ManifestRef::Tag(tag.clone());
+    // A flight that ended between this request's look at the cache and its
+    // start of a new flight has already fetched (or checked) the tag: no
+    // second upstream request for it.
+    if is_fresh(&inner, &host, &repo, &tag) {
+        if let Ok(m) = inner.registry.manifest_get(&repo, &reference).await {
+            return Ok(m);
+        }
+    }
+    let client = inner.client(&host)?;
     let fresh_digest = match &held {
         Some(held) => {
             let meta = inner
@@ -285,6 +290,14 @@ async fn revalidate(
     let stored = store_or_pass(&inner, &repo, m, Some(&tag)).await?;
     mark_validated(&inner, &repo, &tag);
     Ok(stored)
+}
+
+/// Whether the tag was checked with its upstream within its TTL.
+fn is_fresh(inner: &Inner, host: &str, repo: &RepositoryName, tag: &Tag) -> bool {
+    let ttl = inner.ttl(host).ttl_for(tag.as_str());
+    lock(&inner.validated)
+        .get(&(repo.clone(), tag.to_string()))
+        .is_some_and(|at| at.elapsed() < ttl)
 }
 
 fn mark_validated(inner: &Inner, repo: &RepositoryName, tag: &Tag) {

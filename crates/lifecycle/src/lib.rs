@@ -35,6 +35,7 @@ pub use metrics::LifecycleMetrics;
 pub use retention::{RetentionReport, RetentionRule};
 pub use scrub::ScrubReport;
 pub use uploads::UploadsReport;
+pub use usage::human_bytes;
 pub use usage::UsageReport;
 
 #[derive(Debug, thiserror::Error)]

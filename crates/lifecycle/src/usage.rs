@@ -84,3 +84,21 @@ pub async fn usage(registry: &Registry) -> Result<UsageReport> {
     }
     Ok(report)
 }
+
+/// A size as people read it: `512 B`, `1.5 KiB`, `3.2 GiB` (binary units,
+/// one decimal). The one spelling of sizes in `berth du`, the client verbs
+/// and the web UI.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

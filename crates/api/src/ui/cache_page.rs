@@ -82,7 +82,7 @@ fn upstreams_section(state: &ApiState) -> Markup {
                                 td { (h.last_success.map(ago).unwrap_or_else(|| "never".into())) }
                                 td {
                                     @match &h.last_failure {
-                                        Some((at, why)) => { (ago(*at)) ": " span.muted { (why.chars().take(MAX_ERROR).collect::<String>()) } }
+                                        Some((at, why)) => { (ago(*at)) ": " span.muted { (without_queries(why)) } }
                                         None => { "never" }
                                     }
                                 }
@@ -137,5 +137,34 @@ fn storage_section(state: &ApiState) -> Markup {
                 None => { p.empty { "No collection has measured storage yet." } }
             }
         }
+    }
+}
+
+/// An upstream error for the page: at most [`MAX_ERROR`] characters, and
+/// no URL's query (a redirect's presigned signature travels there).
+fn without_queries(text: &str) -> String {
+    let words: Vec<String> = text
+        .split(' ')
+        .map(|w| match (w.contains("://"), w.find('?')) {
+            (true, Some(q)) => format!("{}?…", &w[..q]),
+            _ => w.to_string(),
+        })
+        .collect();
+    words.join(" ").chars().take(MAX_ERROR).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_texts_lose_their_urls_queries() {
+        let t = super::without_queries(
+            "cannot reach upstream: error sending request for url (https://cdn.example/blob?X-Amz-Signature=abc&x=1)",
+        );
+        assert!(!t.contains("Signature"), "{t}");
+        assert!(t.contains("https://cdn.example/blob?…"), "{t}");
+        assert_eq!(
+            super::without_queries(&"x".repeat(500)).len(),
+            super::MAX_ERROR
+        );
     }
 }

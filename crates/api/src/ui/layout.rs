@@ -67,21 +67,7 @@ pub fn message_page(title: &str, text: &str) -> Markup {
     }
 }
 
-/// `1.5 MiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use berth_lifecycle::human_bytes as bytes;
 
 /// `sha256:0123456789ab`: the algorithm and 12 hex digits (the full digest
 /// is in the element's title).

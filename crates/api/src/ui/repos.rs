@@ -20,6 +20,12 @@ use crate::ApiState;
 
 /// Most repositories one list page shows.
 const REPOS_PER_PAGE: usize = 500;
+/// Most repository names one list request looks at.
+const SCANNED_PER_PAGE: usize = 5000;
+/// Tag counts on the list stop here ("1000+").
+const TAGS_COUNTED: usize = 1000;
+/// Most referrers a manifest page lists.
+const REFERRERS_SHOWN: usize = 100;
 /// Most tags one repository page shows.
 const TAGS_PER_PAGE: usize = 100;
 /// Largest image config read for its platform and creation time.
@@ -53,12 +59,15 @@ pub async fn home(
     let mut local = Vec::new();
     let mut mirrors: BTreeMap<String, Vec<(RepositoryName, String)>> = BTreeMap::new();
     for name in names {
-        let tags = state
+        let tags = match state
             .registry
-            .tags_list(&name, None, None)
+            .tags_list(&name, Some(TAGS_COUNTED), None)
             .await
-            .map(|p| p.items.len())
-            .unwrap_or(0);
+        {
+            Ok(p) if p.next_last.is_some() => format!("{TAGS_COUNTED}+"),
+            Ok(p) => p.items.len().to_string(),
+            Err(_) => "0".to_string(),
+        };
         match name.mirror_parts() {
             Some((host, path)) => {
                 let (host, path) = (host.to_string(), path.to_string());
@@ -116,6 +125,9 @@ pub async fn home(
 
 /// Up to [`REPOS_PER_PAGE`] repositories after `last` that the caller may
 /// pull (and whose name contains `filter`), and where the next page starts.
+/// At most [`SCANNED_PER_PAGE`] names are looked at per request, however
+/// few of them are shown: a caller who may see little pages through a big
+/// catalog ("more") instead of making one request walk all of it.
 async fn visible_repositories(
     state: &ApiState,
     viewer: &Viewer,
@@ -123,17 +135,21 @@ async fn visible_repositories(
     mut last: Option<String>,
 ) -> Result<(Vec<RepositoryName>, Option<String>), RegistryError> {
     let mut shown = Vec::new();
+    let mut scanned = 0;
     loop {
         let page = state.registry.catalog(Some(1000), last.as_deref()).await?;
+        if page.items.is_empty() {
+            return Ok((shown, None));
+        }
         for item in page.items {
             last = Some(item.clone());
-            if !viewer.caller.may_pull(&item) || filter.is_some_and(|f| !item.contains(f)) {
-                continue;
+            scanned += 1;
+            if viewer.caller.may_pull(&item) && filter.is_none_or(|f| item.contains(f)) {
+                if let Ok(name) = item.parse::<RepositoryName>() {
+                    shown.push(name);
+                }
             }
-            if let Ok(name) = item.parse::<RepositoryName>() {
-                shown.push(name);
-            }
-            if shown.len() == REPOS_PER_PAGE {
+            if shown.len() == REPOS_PER_PAGE || scanned == SCANNED_PER_PAGE {
                 return Ok((shown, last));
             }
         }
@@ -364,12 +380,14 @@ async fn read_config(
         return None;
     }
     let digest: Digest = config.digest.parse().ok()?;
-    let stream = registry.blob_read(repo, &digest, None).await.ok()?;
-    let raw = berth_storage::fs::collect(stream).await.ok()?;
-    // Shown only if it is what the manifest names.
-    if Digest::of_bytes(digest.algorithm(), &raw) != digest {
+    // The stored size, not the manifest's word for it (a mirrored manifest
+    // is the upstream's). Stored blobs were verified when they were stored.
+    let blob = registry.blob_open(repo, &digest).await.ok()?;
+    if blob.size > MAX_CONFIG {
         return None;
     }
+    let stream = registry.blob_stream(&blob, None).await.ok()?;
+    let raw = berth_storage::fs::collect(stream).await.ok()?;
     serde_json::from_slice(&raw).ok()
 }
 
@@ -436,7 +454,7 @@ async fn manifest_page(
         .await
         .ok()
         .and_then(|raw| serde_json::from_slice::<Document>(&raw).ok())
-        .map(|d| d.manifests)
+        .map(|d| d.manifests.into_iter().take(REFERRERS_SHOWN).collect())
         .unwrap_or_default();
     // cosign's tag scheme: `sha256-<hex>.sig` beside the image.
     let cosign_tag = format!(

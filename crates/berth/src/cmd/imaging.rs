@@ -252,21 +252,8 @@ pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Human-readable bytes.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// Human-readable bytes (one spelling everywhere: berth-lifecycle's).
+pub use berth_lifecycle::human_bytes as human;
 
 /// Progress bars (per blob and overall) when stderr is a terminal and the
 /// output is text; otherwise nothing.

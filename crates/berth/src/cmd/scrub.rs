@@ -10,7 +10,7 @@ use berth_lifecycle::{Lifecycle, LifecycleConfig, ScrubReport, UsageReport};
 use berth_storage::root_lock;
 use clap::Args;
 
-use super::imaging::OutputFormat;
+use super::imaging::{human, OutputFormat};
 
 #[derive(Debug, Args)]
 pub struct ScrubArgs {
@@ -104,19 +104,4 @@ pub fn run_du(args: DuArgs) -> anyhow::Result<()> {
     }
     line("upload sessions", &report.uploads);
     Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }

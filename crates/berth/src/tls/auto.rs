@@ -133,6 +133,13 @@ fn ensure_ca(paths: &AutoPaths) -> Result<(Issuer<'static, KeyPair>, bool), TlsE
     Ok((Issuer::new(params, key), true))
 }
 
+/// The subject name (DER) of the certificate in PEM `pem`.
+fn subject_of(pem: &[u8]) -> Option<Vec<u8>> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.subject().as_raw().to_vec())
+}
+
 /// What decides a server certificate's renewal, read from the certificate.
 #[derive(Debug, PartialEq, Eq)]
 struct Served {
@@ -142,6 +149,8 @@ struct Served {
     /// Subject alternative names as [`default_sans`] writes them: DNS names
     /// lowercase, addresses in their usual text form; sorted.
     sans: Vec<String>,
+    /// The issuer's name, DER: it must be the current CA's.
+    issuer: Vec<u8>,
 }
 
 impl Served {
@@ -171,6 +180,7 @@ impl Served {
             not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
             sans,
+            issuer: cert.issuer().as_raw().to_vec(),
         })
     }
 
@@ -245,9 +255,19 @@ pub fn ensure(root: &Path, sans: &[String]) -> Result<Ensured, TlsError> {
     let served = std::fs::read(&paths.server_cert)
         .ok()
         .and_then(|pem| Served::read(&pem));
-    if let Some(served) = served
-        .filter(|s| !new_ca && paths.server_key.exists() && s.sans == sans && now_s < s.renew_at())
-    {
+    let ca_subject = std::fs::read(&paths.ca_cert)
+        .ok()
+        .and_then(|pem| subject_of(&pem));
+    // Kept only if it is current, for these names, from this CA, and the
+    // key beside it is its own (a write cut short, or a key replaced by
+    // hand, is healed by issuing again).
+    if let Some(served) = served.filter(|s| {
+        !new_ca
+            && s.sans == sans
+            && now_s < s.renew_at()
+            && ca_subject.as_deref() == Some(s.issuer.as_slice())
+            && super::load_certified_key(&paths.server_cert, &paths.server_key).is_ok()
+    }) {
         return Ok(Ensured {
             paths,
             issued: false,
@@ -277,8 +297,9 @@ pub fn ensure(root: &Path, sans: &[String]) -> Result<Ensured, TlsError> {
     params.not_before = to_offset(not_before)?;
     params.not_after = to_offset(not_after)?;
     let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
-    // Certificate then key, each atomically: the reloader retries until
-    // the two match.
+    // Key then certificate, each atomically: the reloader retries until
+    // the two match, and a pair cut short between the two is issued again
+    // at the next look (the key check above).
     write_file(&paths.server_key, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&paths.server_cert, cert.pem().as_bytes(), 0o644)?;
     tracing::info!(names = %sans.join(","), "issued a server certificate from the --tls-auto CA");
@@ -339,6 +360,14 @@ mod tests {
         assert!(ensure(dir.path(), &more).unwrap().issued);
         assert_ne!(std::fs::read(&paths.server_cert).unwrap(), cert);
         assert_eq!(std::fs::read(&paths.ca_cert).unwrap(), ca);
+
+        // A key that is not the certificate's: issued again.
+        let cert_now = std::fs::read(&paths.server_cert).unwrap();
+        let other = KeyPair::generate().unwrap();
+        std::fs::write(&paths.server_key, other.serialize_pem()).unwrap();
+        assert!(ensure(dir.path(), &more).unwrap().issued);
+        assert_ne!(std::fs::read(&paths.server_cert).unwrap(), cert_now);
+        super::super::load_certified_key(&paths.server_cert, &paths.server_key).unwrap();
 
         // A garbled certificate, or a CA made anew: issued again.
         std::fs::write(&paths.server_cert, b"not a certificate").unwrap();
@@ -420,6 +449,7 @@ mod tests {
             not_before: 0,
             not_after: 900,
             sans: vec![],
+            issuer: vec![],
         };
         assert_eq!(m.renew_at(), 600);
     }

@@ -137,6 +137,18 @@ fn describe_command(cmd: &Command) -> String {
 /// Run a command to completion (killed after a bounded time), capturing its
 /// output through files so that large outputs cannot deadlock a pipe.
 pub fn run_unchecked(cmd: &mut Command) -> Output {
+    run_unchecked_within(cmd, COMMAND_TIMEOUT)
+}
+
+/// [`run`] with a limit of its own (a release build from scratch).
+pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
+    let out = run_unchecked_within(cmd, limit);
+    assert!(out.status.success(), "command failed\n{}", out.describe());
+    out
+}
+
+/// [`run_unchecked`] with a limit of its own.
+pub fn run_unchecked_within(cmd: &mut Command, limit: Duration) -> Output {
     let command = describe_command(cmd);
     let dir = tempfile::tempdir().expect("temp dir for command output");
     let out_path = dir.path().join("stdout");
@@ -149,7 +161,7 @@ pub fn run_unchecked(cmd: &mut Command) -> Output {
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for command") {
             break status;
@@ -158,7 +170,7 @@ pub fn run_unchecked(cmd: &mut Command) -> Output {
             let _ = child.kill();
             let _ = child.wait();
             let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-            panic!("{command} did not finish within {COMMAND_TIMEOUT:?}\n--- stderr ---\n{stderr}");
+            panic!("{command} did not finish within {limit:?}\n--- stderr ---\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
