@@ -4,7 +4,7 @@
 //! Read from the same counters `/metrics` exports. With access control on,
 //! only a signed-in user sees it (it names upstreams and their errors).
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::Response;
 use http::StatusCode;
 use maud::{html, Markup};
@@ -16,12 +16,7 @@ use crate::ApiState;
 /// Longest upstream error text shown.
 const MAX_ERROR: usize = 200;
 
-pub async fn page(State(state): State<ApiState>, req: Request) -> Response {
-    let (req, _) = req.into_parts();
-    let viewer = match Viewer::of(&state, &req).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
+pub async fn page(State(state): State<ApiState>, viewer: Viewer) -> Response {
     if viewer.auth_on && viewer.user().is_none() {
         return sign_in_required("Sign in to see the cache and storage figures.");
     }

@@ -16,7 +16,7 @@ mod repos;
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -49,6 +49,18 @@ pub(crate) struct Viewer {
     pub host: String,
     /// Reached over TLS (the listener says so).
     pub tls: bool,
+}
+
+/// Every page handler takes its [`Viewer`] as an extractor.
+impl axum::extract::FromRequestParts<ApiState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &ApiState,
+    ) -> Result<Viewer, Response> {
+        Viewer::of(state, parts).await
+    }
 }
 
 impl Viewer {
@@ -148,12 +160,7 @@ fn sign_in_required(why: &str) -> Response {
 
 /// `/ui/login`: prompts until the browser sends good credentials, then
 /// back to the repositories.
-async fn login(State(state): State<ApiState>, req: Request) -> Response {
-    let (req, _) = req.into_parts();
-    let viewer = match Viewer::of(&state, &req).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
+async fn login(viewer: Viewer) -> Response {
     if viewer.auth_on && viewer.user().is_none() {
         return sign_in_required(
             "Sign in with your registry user name and password (or an API token).",

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use berth_reference::{Digest, ManifestRef, RepositoryName, Tag};
 use berth_registry::{Registry, RegistryError};
@@ -43,13 +43,8 @@ pub struct ListQuery {
 pub async fn home(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
-    req: Request,
+    viewer: Viewer,
 ) -> Response {
-    let (req, _) = req.into_parts();
-    let viewer = match Viewer::of(&state, &req).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
     let filter = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let (names, next) =
         match visible_repositories(&state, &viewer, filter, query.last.clone()).await {
@@ -164,13 +159,8 @@ pub async fn repository(
     State(state): State<ApiState>,
     Path(path): Path<String>,
     Query(query): Query<ListQuery>,
-    req: Request,
+    viewer: Viewer,
 ) -> Response {
-    let (req, _) = req.into_parts();
-    let viewer = match Viewer::of(&state, &req).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
     let (name, reference) = match path.split_once("/-/manifest/") {
         Some((name, reference)) => (name, Some(reference)),
         None => (path.trim_end_matches('/'), None),
