@@ -131,8 +131,31 @@ impl Drop for Counting {
     }
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
+/// A loopback port that refuses connections while this value lives: bound,
+/// never listening, so no other test can start a server on it meanwhile.
+struct ClosedPort(socket2::Socket);
+
+impl ClosedPort {
+    fn new() -> ClosedPort {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        s.bind(&addr.into()).expect("bind");
+        ClosedPort(s)
+    }
+
+    fn port(&self) -> u16 {
+        self.0
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("local addr")
+            .port()
+    }
+}
+
+/// A port nothing listened on a moment ago (for a server about to bind it).
+fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
     drop(l);
@@ -173,7 +196,8 @@ fn probes(host: &str) -> Vec<(&'static str, String)> {
 fn hosts_outside_the_list_are_never_contacted() {
     let open = Counting::start("127.0.0.1", Answer::Garbage);
     let silent = Counting::start("127.0.0.1", Answer::Silent);
-    let closed = closed_port();
+    let closed_port = ClosedPort::new();
+    let closed = closed_port.port();
     let berth = Server::start();
     let mut bodies: Vec<(String, String, String)> = Vec::new();
     for port in [open.port(), silent.port(), closed] {
@@ -277,7 +301,7 @@ impl Nginx {
         let mut last = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("nginx dir");
-            let port = closed_port();
+            let port = free_port();
             let p = dir.path().display();
             let conf = format!(
                 "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
@@ -595,7 +619,8 @@ fn credentials_do_not_follow_a_redirect_to_another_port() {
 #[test]
 fn upstream_credentials_without_access_control_are_warned_about() {
     let dir = tempfile::tempdir().expect("temp");
-    let nowhere = format!("http://127.0.0.1:{}", closed_port());
+    let closed = ClosedPort::new();
+    let nowhere = format!("http://127.0.0.1:{}", closed.port());
     let auth_file = dir.path().join("auth.json");
     std::fs::write(
         &auth_file,

@@ -382,6 +382,7 @@ async fn download(
         // disk; otherwise every FLUSH_EVERY bytes are flushed, waited for,
         // then announced (a 64 MiB fill spent two thirds of its time so).
         let mut landed = writer.landed();
+        let flush_every = FLUSH_EVERY.max(writer.flush_granularity());
         loop {
             let next = match landed.as_mut() {
                 Some(rx) => tokio::select! {
@@ -417,7 +418,7 @@ async fn download(
                 ));
             }
             writer.write(chunk).await.map_err(storage_failure)?;
-            if unflushed >= FLUSH_EVERY {
+            if unflushed >= flush_every {
                 unflushed = 0;
                 if landed.is_some() {
                     writer.push().await.map_err(storage_failure)?;

@@ -15,7 +15,8 @@
 //!   entries) under `/`-separated keys, each replaced atomically, listable by
 //!   prefix. The registry layer owns the key layout.
 //!
-//! Backends: [`fs::FsStorage`] (local disk, the embedded default).
+//! Backends: [`fs::FsStorage`] (local disk, the embedded default) and
+//! [`s3::S3Storage`] (an S3-compatible bucket several replicas share).
 #![forbid(unsafe_code)]
 
 pub mod active;
@@ -28,6 +29,7 @@ pub use pool::{
     ConnectionCharge, DEFAULT_MEMORY_BUDGET,
 };
 pub mod root_lock;
+pub mod s3;
 pub mod worker;
 
 use std::pin::Pin;
@@ -165,6 +167,15 @@ pub trait UploadWriter: Send {
     /// [`flush`]: UploadWriter::flush
     async fn push(&mut self) -> Result<()> {
         self.flush().await
+    }
+    /// The fewest bytes worth writing between two [`flush`]es: each flush of
+    /// an object-store session ends one object (a part of at least 5 MiB is
+    /// what lets publication concatenate them server-side); 0 when any
+    /// interval will do.
+    ///
+    /// [`flush`]: UploadWriter::flush
+    fn flush_granularity(&self) -> u64 {
+        0
     }
     /// Flushes everything written and returns the session's new total size.
     async fn finish(self: Box<Self>) -> Result<u64>;

@@ -181,7 +181,8 @@ async fn missing_content_is_a_definitive_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_unavailable() {
-    let port = common::free_port();
+    let closed = common::ClosedPort::new();
+    let port = closed.port();
     let cfg = UpstreamConfig::for_registry(&format!("127.0.0.1:{port}"))
         .expect("config")
         .with_base_url(Url::parse(&format!("http://127.0.0.1:{port}/")).expect("url"));

@@ -74,6 +74,24 @@ pub fn run(cmd: &mut Command) -> String {
     out
 }
 
+/// A loopback port that refuses connections for as long as this value lives:
+/// the socket is bound but never listens, so the kernel answers a SYN with a
+/// reset and no other test can take the port meanwhile (a port that was free
+/// a moment ago may already be another test's registry).
+pub struct ClosedPort(tokio::net::TcpSocket);
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        ClosedPort(s)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().expect("local addr").port()
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
