@@ -7,7 +7,9 @@
 //! without auth, and inside [`every_spec_check_over_tls_with_a_user`]
 //! against a server with `--tls-cert/--tls-key` and an `[auth]` table, where
 //! curl trusts the CA and sends a user's Basic credentials (see
-//! [`Server::start_tls_user`]; [`spec_server`] picks the kind).
+//! [`Server::start_tls_user`]; [`spec_server`] picks the kind), and a third
+//! time inside [`every_spec_check_on_s3`] against a server whose storage is
+//! an S3 bucket on a real Garage.
 
 mod common;
 
@@ -24,6 +26,8 @@ enum Mode {
     TlsWithAUser {
         http1: bool,
     },
+    /// Plain HTTP, storage in the test Garage under a prefix of its own.
+    S3,
 }
 
 thread_local! {
@@ -37,6 +41,7 @@ fn spec_server() -> Server {
     match MODE.with(Cell::get) {
         Mode::Plain => Server::start(),
         Mode::TlsWithAUser { http1 } => Server::start_tls_user_http(http1),
+        Mode::S3 => Server::start_s3(&fresh_s3_prefix(), "", &[]),
     }
 }
 
@@ -1494,6 +1499,30 @@ fn every_spec_check_over_tls_with_a_user() {
     );
 }
 
+/// The spec checks above, unchanged, against `berth serve` storing into an
+/// S3 bucket (Garage) instead of the local disk.
+#[test]
+fn every_spec_check_on_s3() {
+    let server = Server::start_s3(&fresh_s3_prefix(), "", &[]);
+    assert!(server.log().contains("storage=s3://"), "{}", server.log());
+    drop(server);
+    let mut failed = Vec::new();
+    for (name, check) in CHECKS {
+        MODE.with(|c| c.set(Mode::S3));
+        eprintln!("--- on S3: {name}");
+        if std::panic::catch_unwind(check).is_err() {
+            failed.push(name.to_string());
+        }
+    }
+    MODE.with(|c| c.set(Mode::Plain));
+    assert!(
+        failed.is_empty(),
+        "{} of {} spec checks failed on S3: {failed:?}",
+        failed.len(),
+        CHECKS.len()
+    );
+}
+
 /// [`CHECKS`] names every test of this file (a new check runs over TLS too).
 #[test]
 fn every_check_is_in_the_tls_run() {
@@ -1512,7 +1541,9 @@ fn every_check_is_in_the_tls_run() {
         }
     }
     tests.retain(|t| {
-        t != "every_spec_check_over_tls_with_a_user" && t != "every_check_is_in_the_tls_run"
+        t != "every_spec_check_over_tls_with_a_user"
+            && t != "every_check_is_in_the_tls_run"
+            && t != "every_spec_check_on_s3"
     });
     let listed: Vec<String> = CHECKS.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(listed, tests);

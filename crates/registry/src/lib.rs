@@ -105,6 +105,10 @@ pub struct Registry {
     sessions: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>,
     /// Repository names, loaded on first use and kept current by writes.
     catalog: tokio::sync::RwLock<Option<BTreeSet<String>>>,
+    /// When the catalog was last walked (for shared storage, see `catalog`).
+    catalog_walked: Mutex<Option<std::time::Instant>>,
+    /// With storage other replicas write: the most a memo entry may age.
+    memo_ttl: Option<std::time::Duration>,
     /// `<repository> <tag>` → the digest it points at.
     tag_memo: memo::Memo<berth_reference::Digest>,
     /// `<repository> <digest>` → the manifest as stored there.
@@ -134,6 +138,8 @@ impl Registry {
             storage,
             sessions: Mutex::new(HashMap::new()),
             catalog: tokio::sync::RwLock::new(None),
+            catalog_walked: Mutex::new(None),
+            memo_ttl: None,
             tag_memo: memo::Memo::new(TAG_MEMO_BUDGET, |k, _| k.len() + 120),
             manifest_memo: memo::Memo::new(MANIFEST_MEMO_BUDGET, |k, m| {
                 k.len() + m.bytes.len() + m.media_type.len() + 200
@@ -154,6 +160,17 @@ impl Registry {
     /// HEAD keeps the blob for at least half of it (see `blob_head`).
     pub fn with_gc_grace(mut self, grace: std::time::Duration) -> Self {
         self.link_refresh = grace / 2;
+        self
+    }
+
+    /// Storage is shared with other replicas: a tag moved or deleted, or a
+    /// manifest deleted, through one of them is seen here within `ttl`
+    /// (new tags and manifests at once: absence is never remembered).
+    pub fn with_memo_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.memo_ttl = Some(ttl);
+        self.tag_memo.set_max_age(ttl);
+        self.manifest_memo.set_max_age(ttl);
+        self.tag_list_memo.set_max_age(ttl);
         self
     }
 

@@ -10,15 +10,21 @@
 //! holds what storage no longer says. Like the catalog, this assumes berth
 //! is the only writer of its storage while it runs.
 //!
+//! Where other processes write the same storage (replicas on one bucket),
+//! each entry also has a maximum age ([`Memo::set_max_age`]): older ones
+//! are read from storage again, which bounds how long another replica's
+//! write can go unseen here.
+//!
 //! Each memo has a weight budget; going over it empties the memo (they
 //! refill from storage as they are read), which keeps memory bounded
 //! without bookkeeping on the read path.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 struct Inner<V> {
-    map: HashMap<String, V>,
+    map: HashMap<String, (V, Instant)>,
     weight: usize,
     generation: u64,
 }
@@ -27,6 +33,7 @@ pub(crate) struct Memo<V> {
     inner: Mutex<Inner<V>>,
     budget: usize,
     weigh: fn(&str, &V) -> usize,
+    max_age: Option<Duration>,
 }
 
 /// A memo's key for something inside a repository. Neither repository
@@ -49,7 +56,14 @@ impl<V: Clone> Memo<V> {
             }),
             budget,
             weigh,
+            max_age: None,
         }
+    }
+
+    /// Entries older than this are dropped when read (storage shared with
+    /// other writers).
+    pub fn set_max_age(&mut self, age: Duration) {
+        self.max_age = Some(age);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<V>> {
@@ -57,7 +71,15 @@ impl<V: Clone> Memo<V> {
     }
 
     pub fn get(&self, k: &str) -> Option<V> {
-        self.lock().map.get(k).cloned()
+        let mut inner = self.lock();
+        let (v, at) = inner.map.get(k)?;
+        if self.max_age.is_some_and(|age| at.elapsed() > age) {
+            if let Some((old, _)) = inner.map.remove(k) {
+                inner.weight -= (self.weigh)(k, &old);
+            }
+            return None;
+        }
+        Some(v.clone())
     }
 
     /// Take before reading storage; hand to [`Memo::fill`] with what was read.
@@ -66,7 +88,7 @@ impl<V: Clone> Memo<V> {
     }
 
     fn insert(&self, inner: &mut Inner<V>, k: String, v: V) {
-        if let Some(old) = inner.map.remove(&k) {
+        if let Some((old, _)) = inner.map.remove(&k) {
             inner.weight -= (self.weigh)(&k, &old);
         }
         let w = (self.weigh)(&k, &v);
@@ -78,7 +100,7 @@ impl<V: Clone> Memo<V> {
             inner.weight = 0;
         }
         inner.weight += w;
-        inner.map.insert(k, v);
+        inner.map.insert(k, (v, Instant::now()));
     }
 
     /// Remember what a read found, unless a write happened since `token`.
@@ -101,7 +123,7 @@ impl<V: Clone> Memo<V> {
     pub fn remove(&self, k: &str) {
         let mut inner = self.lock();
         inner.generation += 1;
-        if let Some(old) = inner.map.remove(k) {
+        if let Some((old, _)) = inner.map.remove(k) {
             inner.weight -= (self.weigh)(k, &old);
         }
     }
@@ -112,7 +134,7 @@ impl<V: Clone> Memo<V> {
         let mut inner = self.lock();
         inner.generation += 1;
         let Inner { map, weight, .. } = &mut *inner;
-        if let Some(v) = map.get_mut(k) {
+        if let Some((v, _)) = map.get_mut(k) {
             let before = (self.weigh)(k, v);
             f(v);
             *weight = *weight - before + (self.weigh)(k, v);
@@ -173,5 +195,20 @@ mod tests {
         m.update(&key("r", "b"), |v| v.push_str(&"y".repeat(50)));
         assert!(m.get(&key("r", "b")).is_none());
         assert_eq!(m.lock().weight, 0);
+    }
+
+    #[test]
+    fn entries_past_their_age_are_read_again() {
+        let mut m = memo(1000);
+        m.set_max_age(Duration::from_millis(50));
+        m.set(key("r", "a"), "1".into());
+        assert_eq!(m.get(&key("r", "a")).as_deref(), Some("1"));
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(m.get(&key("r", "a")), None, "expired");
+        assert_eq!(m.lock().weight, 0, "and its weight returned");
+        // A fresh read fills it again.
+        let t = m.token();
+        m.fill(t, key("r", "a"), "2".into());
+        assert_eq!(m.get(&key("r", "a")).as_deref(), Some("2"));
     }
 }

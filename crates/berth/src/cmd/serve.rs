@@ -6,6 +6,7 @@
 mod limits;
 mod reload;
 mod settings;
+mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +18,6 @@ use berth_api::{router, ApiState};
 use berth_cache::Cache;
 use berth_lifecycle::Lifecycle;
 use berth_registry::Registry;
-use berth_storage::fs::FsStorage;
 use berth_storage::root_lock;
 use serde::Deserialize;
 
@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// Storage root directory [default: ./berth-data]
     #[arg(long, env = "BERTH_ROOT")]
     root: Option<PathBuf>,
+    /// Where blobs and metadata live: a directory (as --root), or
+    /// `s3://BUCKET[/PREFIX]` with the rest of the bucket's settings in the
+    /// `[storage]` table or `BERTH_S3_*` variables [default: the root]
+    #[arg(long, env = "BERTH_STORAGE", value_name = "DIR|s3://BUCKET/PREFIX")]
+    storage: Option<String>,
     /// TOML configuration file; flags and BERTH_* variables override it.
     #[arg(long, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
@@ -207,11 +212,14 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
                 settings.root.display()
             )
         })?;
-    let storage = FsStorage::open(&settings.root)
-        .await
-        .with_context(|| format!("opening storage at {}", settings.root.display()))?;
-    let registry =
-        Arc::new(Registry::new(Arc::new(storage)).with_gc_grace(settings.lifecycle.gc_grace));
+    let storage = settings.storage.open(&settings.root).await?;
+    let mut registry = Registry::new(storage).with_gc_grace(settings.lifecycle.gc_grace);
+    if let storage::StorageChoice::S3 { memo_ttl, .. } = &settings.storage {
+        // Other replicas write the same bucket: what this one remembers of
+        // tags and listings is re-read once older than this.
+        registry = registry.with_memo_ttl(*memo_ttl);
+    }
+    let registry = Arc::new(registry);
     super::admin::migrate(&registry).await?;
     if settings.cache.offline {
         tracing::info!("offline: no upstream will be contacted");
@@ -262,7 +270,13 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", settings.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(address = %local, %scheme, root = %settings.root.display(), "berth is serving");
+    tracing::info!(
+        address = %local,
+        %scheme,
+        root = %settings.root.display(),
+        storage = %settings.storage.describe(&settings.root),
+        "berth is serving"
+    );
     let l = &settings.limits;
     tracing::info!(
         max_connections = l.max_connections,

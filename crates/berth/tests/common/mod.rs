@@ -352,6 +352,70 @@ fn wait_ready(
     ))
 }
 
+/// One Garage (a real S3 store, one node) for the whole test binary; each
+/// server on it gets a prefix of its own unless it shares one on purpose.
+pub fn garage() -> &'static berth_s3_fixture::Garage {
+    static GARAGE: std::sync::OnceLock<berth_s3_fixture::Garage> = std::sync::OnceLock::new();
+    GARAGE.get_or_init(berth_s3_fixture::Garage::start)
+}
+
+/// A prefix no other server in this run uses.
+pub fn fresh_s3_prefix() -> String {
+    format!("t{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// The `[storage]` table for the test Garage under `prefix`, its secret in
+/// a file of `dir` (as an operator would keep it out of the config).
+pub fn s3_storage_toml(dir: &Path, prefix: &str) -> String {
+    let g = garage();
+    let secret = dir.join("s3-secret");
+    std::fs::write(&secret, format!("{}\n", g.secret)).expect("write the S3 secret");
+    format!(
+        "[storage]\nbackend = \"s3\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
+         endpoint = \"{}\"\nregion = \"{}\"\npath_style = true\n\
+         access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n",
+        g.bucket,
+        g.endpoint(),
+        g.region,
+        g.key_id,
+        secret.display()
+    )
+}
+
+impl Server {
+    /// A server storing into the test Garage under `prefix` (servers given
+    /// one prefix are replicas of one registry), with `more_toml` added to
+    /// its configuration file and `extra` arguments.
+    pub fn start_s3(prefix: &str, more_toml: &str, extra: &[String]) -> Server {
+        let dir = tempfile::tempdir().expect("temp root");
+        let config = dir.path().join("berth.toml");
+        std::fs::write(
+            &config,
+            format!("{more_toml}\n{}", s3_storage_toml(dir.path(), prefix)),
+        )
+        .expect("write berth.toml");
+        let mut args = vec![format!("--config={}", config.display())];
+        args.extend(extra.iter().cloned());
+        let root = dir.path().join("root");
+        let mut server = Server::start_on_with(&root, &args);
+        server._dir = Some(dir);
+        server
+    }
+}
+
 impl Server {
     /// Start on a fresh temporary root.
     pub fn start() -> Server {

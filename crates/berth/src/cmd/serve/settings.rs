@@ -71,6 +71,8 @@ struct FileConfig {
     tls_san: Vec<String>,
     /// Timeouts, connection limits and the memory budget.
     limits: Option<super::limits::FileLimits>,
+    /// Where blobs and metadata live: the local disk or an S3 bucket.
+    storage: Option<super::storage::FileStorage>,
 }
 
 /// `[[retention]]` in the configuration file.
@@ -207,6 +209,9 @@ struct FileTagTtl {
 pub(super) struct Settings {
     pub(super) listen: SocketAddr,
     pub(super) root: PathBuf,
+    /// The backend; with S3, `root` keeps only this process's own state
+    /// (its lock, admin socket, TLS and token keys).
+    pub(super) storage: super::storage::StorageChoice,
     pub(super) log_format: LogFormat,
     /// The tracing filter (`RUST_LOG` wins over it).
     pub(super) log_level: String,
@@ -524,6 +529,8 @@ impl Settings {
         let lifecycle = lifecycle_config(&file, &args)?;
         let auth = auth_config(&mut file)?;
         let tls = tls_mode(&file, &args)?;
+        let (storage, storage_root) =
+            super::storage::resolve(file.storage.take(), args.storage.as_deref())?;
         let mut warnings = open_upstream_credentials(&cache, auth.is_some());
         let (limits, memory_budget) = super::limits::resolve(file.limits.as_ref(), &mut warnings)?;
         Ok(Settings {
@@ -543,8 +550,10 @@ impl Settings {
                 (None, Some(s)) => parse_listen(s).map_err(|e| anyhow::anyhow!("listen: {e}"))?,
                 (None, None) => SocketAddr::from(([0, 0, 0, 0], 5000)),
             },
+            storage,
             root: args
                 .root
+                .or(storage_root)
                 .or(file.root)
                 .unwrap_or_else(|| PathBuf::from("berth-data")),
             log_format: args
