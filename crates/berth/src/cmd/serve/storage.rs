@@ -34,7 +34,7 @@ pub(super) struct FileStorage {
     /// Redirect blob GETs to presigned URLs valid this long (`off`) [off].
     presign_blob_gets: Option<String>,
     /// How long another replica's tag move or delete may go unseen here
-    /// [1s]: the in-memory memos of tags, tag lists and the catalog are
+    /// [1s; whole seconds]: the in-memory memos of tags, tag lists and the catalog are
     /// re-read from the bucket when older.
     memo_ttl: Option<String>,
 }
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(memo_ttl, Duration::from_secs(1));
         let file: FileStorage = toml::from_str(
             "backend = \"s3\"\nbucket = \"b-1\"\nendpoint = \"https://s3.local:9000\"\n\
-             path_style = true\npart_size = \"16MiB\"\npresign_blob_gets = \"5m\"\nmemo_ttl = \"500ms\"",
+             path_style = true\npart_size = \"16MiB\"\npresign_blob_gets = \"5m\"\nmemo_ttl = \"2s\"",
         )
         .unwrap();
         let (c, _) = resolve(Some(file), None).unwrap();
@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(config.part_size, 16 << 20);
         assert!(config.path_style);
         assert_eq!(config.presign_blob_gets, Some(Duration::from_secs(300)));
-        assert_eq!(memo_ttl, Duration::from_millis(500));
+        assert_eq!(memo_ttl, Duration::from_secs(2));
         assert!(format!("{config:?}").contains("secret_access_key: None"));
     }
 
