@@ -25,6 +25,9 @@ pub async fn get(ctx: &Ctx, digest: &Digest, head: bool) -> Result<Response, Api
     }
     let blob = ctx.registry().blob_open(&ctx.repo, digest).await?;
     let size = blob.size;
+    if let Some(resp) = redirect(ctx, digest).await? {
+        return Ok(resp);
+    }
     let range = requested_range(ctx, Some(size))?;
     let body = match zero_copy_body(ctx, digest, size, range).await? {
         Some(body) => body,
@@ -45,10 +48,15 @@ async fn get_mirrored(
         let size = cache.blob_head(&ctx.repo, digest).await?;
         return Ok(respond(Body::empty(), digest, Some(size), None));
     }
-    let location = cache.blob_locate(&ctx.repo, digest).await?;
+    let location = cache
+        .blob_locate_as(&ctx.repo, digest, ctx.from_peer)
+        .await?;
     let size = location.size();
     let range = requested_range(ctx, size)?;
     if let BlobLocation::Local { size } = location {
+        if let Some(resp) = redirect(ctx, digest).await? {
+            return Ok(resp);
+        }
         let len = range.map_or(size, |r| r.len());
         cache.metrics().hit_bytes.inc_by(len);
         if let Some(body) = zero_copy_body(ctx, digest, size, range).await? {
@@ -69,6 +77,29 @@ async fn get_mirrored(
     }
     let stream = cache.blob_stream(digest, location, range).await?;
     Ok(respond(Body::from_stream(stream), digest, size, range))
+}
+
+/// `307` to where the store serves the blob itself (presigned S3 URLs, when
+/// enabled), as Distribution's redirecting storage does; never for another
+/// replica's forwarded request, which wants the bytes.
+async fn redirect(ctx: &Ctx, digest: &Digest) -> Result<Option<Response>, ApiError> {
+    if ctx.from_peer {
+        return Ok(None);
+    }
+    let url = ctx
+        .registry()
+        .storage()
+        .blob_redirect_url(digest)
+        .await
+        .map_err(berth_registry::RegistryError::from)?;
+    let Some(url) = url else { return Ok(None) };
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let h = resp.headers_mut();
+    set_header(h, header::LOCATION, url);
+    set_header(h, "Docker-Content-Digest", digest.to_string());
+    set_header(h, header::CONTENT_LENGTH, "0");
+    Ok(Some(resp))
 }
 
 /// The blob's bytes (or `range` of them) sent from its file by `sendfile`,

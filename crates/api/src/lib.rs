@@ -162,6 +162,9 @@ pub(crate) struct Ctx {
     pub client: Option<SocketAddr>,
     /// Blob bytes may go from file to socket by `sendfile` (plain HTTP/1.x).
     pub zero_copy: Option<zero_copy::ZeroCopy>,
+    /// Another replica forwarded its client's blob GET here (it proved the
+    /// replicas' shared secret): fetched here, never forwarded again.
+    pub from_peer: bool,
 }
 
 /// The client's address, when the server was started with connect info.
@@ -267,17 +270,35 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
         None => None,
     };
     let client = client_addr(&parts);
-    let caller = state
-        .authorizer
-        .check(
-            client,
-            &parts.headers,
-            &Access {
-                repository: repo.as_ref(),
-                action,
-            },
-        )
-        .await?;
+    // A replica forwarding a cold blob GET (see berth_cache::peers) was
+    // authorised where its client asked; the secret admits blob reads only.
+    let from_peer = read
+        && matches!(route, Route::Blob { .. })
+        && state
+            .cache
+            .as_ref()
+            .and_then(Cache::peers)
+            .is_some_and(|p| {
+                parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .is_some_and(|v| p.is_peer_authorization(v.as_bytes()))
+            });
+    let caller = if from_peer {
+        auth::Caller::unrestricted()
+    } else {
+        state
+            .authorizer
+            .check(
+                client,
+                &parts.headers,
+                &Access {
+                    repository: repo.as_ref(),
+                    action,
+                },
+            )
+            .await?
+    };
 
     let allow = route.allow();
     let Some(repo) = repo else {
@@ -297,6 +318,7 @@ async fn handle(state: ApiState, req: Request) -> Result<Response, ApiError> {
         headers: parts.headers,
         client,
         zero_copy,
+        from_peer,
     };
     let audited = ctx.state.auth.is_some() && action != Action::Pull;
     let result = route_to_handler(&ctx, method.clone(), route, body).await;

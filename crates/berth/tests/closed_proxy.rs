@@ -23,7 +23,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -154,14 +153,6 @@ impl ClosedPort {
     }
 }
 
-/// A port nothing listened on a moment ago (for a server about to bind it).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    port
-}
-
 fn catalog(server: &Server) -> Vec<String> {
     let r = curl("GET", &format!("{}/v2/_catalog", server.url())).send();
     r.expect_status(200);
@@ -286,85 +277,6 @@ fn hosts_outside_the_list_are_never_contacted() {
 
 // ---------------------------------------------------------------------------
 // nginx in front of an upstream
-
-/// nginx on a loopback port with `server_body` inside its one `server {}`;
-/// its access log records each request's Authorization header.
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(server_body: &str) -> Nginx {
-        let nginx = require_tool("nginx");
-        let mut last = String::new();
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("nginx dir");
-            let port = free_port();
-            let p = dir.path().display();
-            let conf = format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
-                 events {{ worker_connections 64; }}\n\
-                 http {{\n  log_format auth '$request_method $request_uri auth=[$http_authorization]';\n  access_log {p}/access.log auth;\n\
-                 client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
-                 server {{\n    listen 127.0.0.1:{port};\n{server_body}\n  }}\n}}\n"
-            );
-            let conf_path = dir.path().join("nginx.conf");
-            std::fs::write(&conf_path, conf).expect("write nginx.conf");
-            let child = Command::new(&nginx)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn nginx");
-            let mut n = Nginx { child, port, dir };
-            for _ in 0..100 {
-                if raw_status(([127, 0, 0, 1], port).into(), "GET", "/nginx-ready") == Some(200) {
-                    return n;
-                }
-                if let Ok(Some(_)) = n.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            last = n.error_log();
-            // Dropping kills it; the next attempt takes another port.
-        }
-        panic!("nginx did not start\n{last}");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-
-    fn access_log(&self) -> String {
-        std::thread::sleep(Duration::from_millis(200));
-        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- nginx error log ---\n{}\n--- nginx access log ---\n{}",
-                self.error_log(),
-                std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
-            );
-        }
-    }
-}
 
 /// An upstream's blob GETs answered with 307s: to plain http on another
 /// loopback address, to https on another loopback address, and to the

@@ -67,6 +67,9 @@ pub enum BlobLocation {
     /// Streamed straight from the upstream to this client, not stored:
     /// storage has no room for it.
     Uncached { body: Box<berth_upstream::BlobBody> },
+    /// Streamed from the replica that owns the blob's download (it stores
+    /// the blob in the shared bucket; see `peers`).
+    Forwarded { body: Box<berth_upstream::BlobBody> },
 }
 
 /// An opaque handle on a download in progress.
@@ -77,7 +80,7 @@ impl BlobLocation {
         match self {
             BlobLocation::Local { size } => Some(*size),
             BlobLocation::Filling { size, .. } => *size,
-            BlobLocation::Uncached { body } => body.length,
+            BlobLocation::Uncached { body } | BlobLocation::Forwarded { body } => body.length,
         }
     }
 }
@@ -90,6 +93,18 @@ impl Cache {
         repo: &RepositoryName,
         digest: &Digest,
     ) -> Result<BlobLocation, RegistryError> {
+        self.blob_locate_as(repo, digest, false).await
+    }
+
+    /// [`Cache::blob_locate`] for a client (`from_peer` false) or for
+    /// another replica that forwarded its client's request here (then the
+    /// blob is fetched here, never forwarded again).
+    pub async fn blob_locate_as(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from_peer: bool,
+    ) -> Result<BlobLocation, RegistryError> {
         let inner = &self.inner;
         if let Some(size) = self.held(repo, digest).await? {
             inner.metrics.hits.inc();
@@ -100,6 +115,11 @@ impl Cache {
         }
         let unknown = || RegistryError::BlobUnknown(digest.clone());
         let (host, remote) = self.reachable_upstream(repo, digest).await?;
+        if !from_peer {
+            if let Some(location) = self.forwarded(repo, digest).await? {
+                return Ok(location);
+            }
+        }
         let fill = self.join_or_start(host, remote, repo.clone(), digest.clone());
         let mut progress = fill.progress.clone();
         let state = progress
@@ -118,6 +138,38 @@ impl Cache {
             Progress::Failed(Failure::NoSpace) => self.uncached(&host_of(repo), repo, digest).await,
             Progress::Failed(f) => Err(f.into_error(unknown())),
             Progress::Starting => Err(unknown()),
+        }
+    }
+
+    /// The blob from the replica that owns its download, when another one
+    /// does and answers; `None` to fetch it here (this replica owns it, or
+    /// the owner cannot be reached: a replica down is no outage).
+    async fn forwarded(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<BlobLocation>, RegistryError> {
+        let Some(peers) = &self.inner.peers else {
+            return Ok(None);
+        };
+        let Some((owner, answer)) = peers.forward(repo, digest).await else {
+            return Ok(None);
+        };
+        match answer {
+            Ok(body) => {
+                self.inner.metrics.peer_forwards.inc();
+                outcome::record("forward", &host_of(repo));
+                Ok(Some(BlobLocation::Forwarded {
+                    body: Box::new(body),
+                }))
+            }
+            // The owner asked the upstream, which has no such blob.
+            Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => {
+                self.inner.metrics.peer_fallbacks.inc();
+                tracing::warn!(%owner, repository = %repo, %digest, error = %e, "the owner replica did not answer; fetching the blob here");
+                Ok(None)
+            }
         }
     }
 
@@ -173,7 +225,9 @@ impl Cache {
                 digest.clone(),
                 range,
             )),
-            BlobLocation::Uncached { body } => Ok(slice(body.stream, range)),
+            BlobLocation::Uncached { body } | BlobLocation::Forwarded { body } => {
+                Ok(slice(body.stream, range))
+            }
         }
     }
 

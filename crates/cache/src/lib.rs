@@ -26,6 +26,7 @@ mod hash_job;
 mod manifests;
 pub mod metrics;
 pub mod outcome;
+pub mod peers;
 pub mod prefetch;
 mod referrers;
 pub mod ttl;
@@ -182,6 +183,8 @@ pub(crate) struct Inner {
     /// Downloads in progress, by repository and digest (see `fill`).
     fills: Mutex<HashMap<(RepositoryName, Digest), Arc<fill::Fill>>>,
     metrics: CacheMetrics,
+    /// The other replicas on the same bucket, when there are any.
+    peers: Option<Arc<peers::Peers>>,
 }
 
 /// The pull-through cache. Cheap to clone.
@@ -207,8 +210,22 @@ impl Cache {
                 manifest_flights: Mutex::new(HashMap::new()),
                 fills: Mutex::new(HashMap::new()),
                 metrics: CacheMetrics::default(),
+                peers: None,
             }),
         }
+    }
+
+    /// Replicas sharing this cache's storage: cold blobs are fetched by
+    /// their owner replica (see `peers`). Only before the cache is cloned.
+    pub fn with_peers(mut self, peers: peers::Peers) -> Cache {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.peers = Some(Arc::new(peers));
+        }
+        self
+    }
+
+    pub fn peers(&self) -> Option<&peers::Peers> {
+        self.inner.peers.as_deref()
     }
 
     pub fn metrics(&self) -> &CacheMetrics {

@@ -124,6 +124,10 @@ pub struct CacheMetrics {
     pub stale_serves: Counter,
     pub fill_failures: Counter,
     pub uncached_serves: Counter,
+    /// Cold blobs streamed from the replica that owns their download.
+    pub peer_forwards: Counter,
+    /// Cold blobs fetched here because their owner replica did not answer.
+    pub peer_fallbacks: Counter,
     pub upstream: UpstreamMetrics,
     pub health: HealthBoard,
 }
@@ -155,6 +159,16 @@ impl CacheMetrics {
             "upstream_bytes",
             "Blob bytes downloaded from upstream registries",
             self.upstream_bytes.clone(),
+        );
+        r.register(
+            "peer_forwards",
+            "Cold blob requests forwarded to the replica that owns their download",
+            self.peer_forwards.clone(),
+        );
+        r.register(
+            "peer_fallbacks",
+            "Cold blobs fetched directly because their owner replica did not answer",
+            self.peer_fallbacks.clone(),
         );
         r.register(
             "coalesced",

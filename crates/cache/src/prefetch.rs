@@ -190,9 +190,9 @@ impl Cache {
             BlobLocation::Local { size } => Ok((size, false)),
             // Storage is full: nothing can be kept.
             BlobLocation::Uncached { .. } => Err(RegistryError::StorageFull),
-            filling @ BlobLocation::Filling { .. } => {
-                // Following the fill to its end is what stores it; the bytes
-                // read here are dropped.
+            filling @ (BlobLocation::Filling { .. } | BlobLocation::Forwarded { .. }) => {
+                // Following the fill (here, or at the owner replica) to its
+                // end is what stores it; the bytes read here are dropped.
                 let mut stream = self.blob_stream(digest, filling, None).await?;
                 let mut read = 0u64;
                 let mut beat = tokio::time::interval(HEARTBEAT);

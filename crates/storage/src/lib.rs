@@ -196,6 +196,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn blob_file(&self, _digest: &Digest) -> Result<Option<(std::fs::File, u64)>> {
         Ok(None)
     }
+    /// A URL where clients may fetch the blob themselves, straight from the
+    /// store (a presigned S3 GET), when the backend offers such redirects
+    /// and they are enabled; `None` to serve the bytes through berth.
+    async fn blob_redirect_url(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Store a small blob whose digest the caller has verified (manifests).
     async fn blob_put(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
     /// Remove a blob; `false` if it was not there.

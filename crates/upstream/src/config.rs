@@ -85,6 +85,9 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     pub request_timeout: Duration,
     pub user_agent: String,
+    /// Headers sent with every request to this host (a berth replica's
+    /// peer secret); sent as sensitive, so never logged.
+    pub extra_headers: Vec<(String, String)>,
 }
 
 impl UpstreamConfig {
@@ -107,6 +110,7 @@ impl UpstreamConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
+            extra_headers: Vec::new(),
         })
     }
 
@@ -114,6 +118,13 @@ impl UpstreamConfig {
     pub fn with_base_url(mut self, url: Url) -> Self {
         self.base_url = url;
         self.base_url_explicit = true;
+        self
+    }
+
+    /// Send `name: value` with every request (see `extra_headers`).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.extra_headers
+            .push((name.to_string(), value.to_string()));
         self
     }
 

@@ -239,7 +239,11 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let root = settings.root.clone();
-    let cache = Cache::new(registry.clone(), settings.cache);
+    let mut cache = Cache::new(registry.clone(), settings.cache);
+    if let Some(replicas) = settings.replicas {
+        tracing::info!(me = %replicas.me, peers = replicas.peers.len(), "replicas: cold blobs are fetched by their owner replica");
+        cache = cache.with_peers(berth_cache::peers::Peers::new(replicas)?);
+    }
     let mut state = ApiState::with_cache(registry, cache.clone(), settings.default_upstream)
         .with_lifecycle_metrics(&lifecycle);
     let mut reloadable = reload::Reloadable {

@@ -256,7 +256,7 @@ fn free_port_on(ip: IpAddr) -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     free_port_on(loopback(false))
 }
 
@@ -279,12 +279,13 @@ fn spawn_berth(
         }
         None => Command::new(env!("CARGO_BIN_EXE_berth")),
     };
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--root")
-        .arg(root)
-        .args(extra);
+    cmd.arg("serve");
+    // A caller that must know the address before the start (a replica
+    // whose own URL is in its configuration) passes `--listen=` itself.
+    if !extra.iter().any(|a| a.starts_with("--listen=")) {
+        cmd.arg("--listen").arg(addr.to_string());
+    }
+    cmd.arg("--root").arg(root).args(extra);
     // The environment must not change what the test asked for.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("BERTH_") {
@@ -530,9 +531,13 @@ impl Server {
         let logdir = tempfile::tempdir().expect("temp log dir");
         let mut last_log = String::new();
         let ip = loopback(tls.as_ref().is_some_and(|t| t.ipv6));
+        let fixed: Option<SocketAddr> = extra
+            .iter()
+            .find_map(|a| a.strip_prefix("--listen="))
+            .and_then(|a| a.parse().ok());
         for attempt in 0..5 {
-            let port = free_port_on(ip);
-            let addr = SocketAddr::new(ip, port);
+            let port = fixed.map_or_else(|| free_port_on(ip), |a| a.port());
+            let addr = fixed.unwrap_or(SocketAddr::new(ip, port));
             let log = logdir.path().join(format!("berth-{attempt}.log"));
             let mut child = spawn_berth(addr, root, &log, extra, nofile, &rust_log);
             match wait_ready(&mut child, addr, tls.is_some(), &log, &rust_log) {
@@ -562,7 +567,7 @@ impl Server {
                     let _ = child.kill();
                     let _ = child.wait();
                     // Another process took the port between our probe and the bind: retry.
-                    if !(text.contains("in use") || text.contains("AddrInUse")) {
+                    if fixed.is_some() || !(text.contains("in use") || text.contains("AddrInUse")) {
                         panic!("berth serve did not become ready on {addr}\n--- server log ---\n{text}");
                     }
                     last_log = text;
@@ -828,6 +833,8 @@ pub struct Req {
     body: Option<Vec<u8>>,
     /// Local address to send from (curl `--interface`).
     from: Option<String>,
+    /// At most this many bytes a second (curl `--limit-rate`, e.g. `4M`).
+    rate: Option<String>,
 }
 
 pub fn curl(method: &str, url: &str) -> Req {
@@ -837,6 +844,7 @@ pub fn curl(method: &str, url: &str) -> Req {
         headers: Vec::new(),
         body: None,
         from: None,
+        rate: None,
     }
 }
 
@@ -858,7 +866,23 @@ impl Req {
         self
     }
 
+    /// A slow client: at most `rate` bytes a second (`4M`, `500K`).
+    pub fn limit_rate(mut self, rate: &str) -> Req {
+        self.rate = Some(rate.to_string());
+        self
+    }
+
     pub fn send(self) -> Resp {
+        self.send_inner(true)
+    }
+
+    /// [`Req::send`] that returns whatever arrived when the transfer broke
+    /// (status 0 when not even headers came) instead of failing the test.
+    pub fn send_unchecked(self) -> Resp {
+        self.send_inner(false)
+    }
+
+    fn send_inner(self, checked: bool) -> Resp {
         require_tool("curl");
         let dir = tempfile::tempdir().expect("temp dir for curl");
         let head_path = dir.path().join("headers");
@@ -901,6 +925,9 @@ impl Req {
         if let Some(local) = &self.from {
             cmd.arg("--interface").arg(local);
         }
+        if let Some(rate) = &self.rate {
+            cmd.arg("--limit-rate").arg(rate);
+        }
         if self.method == "HEAD" {
             cmd.arg("--head");
         } else {
@@ -924,7 +951,11 @@ impl Req {
         }
         cmd.arg(&self.url);
         let out = run_unchecked(&mut cmd);
-        assert!(out.status.success(), "curl failed\n{}", out.describe());
+        assert!(
+            !checked || out.status.success(),
+            "curl failed\n{}",
+            out.describe()
+        );
         let raw_headers = std::fs::read_to_string(&head_path).unwrap_or_default();
         let (status, headers) = parse_headers(&raw_headers);
         // With --head curl writes the headers where the body would go.
@@ -2445,4 +2476,92 @@ pub fn cri_pull_image(socket: &Path, image: &str) -> Result<String, String> {
             .await
             .map_err(|_| "PullImage timed out after 120s".to_string())?
     })
+}
+
+// ---------------------------------------------------------------------------
+// nginx
+
+/// nginx on a loopback port with `server_body` inside its one `server {}`;
+/// its access log records each request's Authorization header.
+pub struct Nginx {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(server_body: &str) -> Nginx {
+        Nginx::start_with("", server_body)
+    }
+
+    /// [`Nginx::start`] with `http_body` (an `upstream {}` block, say) in
+    /// its `http {}` before the server.
+    pub fn start_with(http_body: &str, server_body: &str) -> Nginx {
+        let nginx = require_tool("nginx");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("nginx dir");
+            let port = free_port();
+            let p = dir.path().display();
+            let conf = format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  log_format auth '$request_method $request_uri auth=[$http_authorization]';\n  access_log {p}/access.log auth;\n\
+                 client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n{http_body}\n\
+                 server {{\n    listen 127.0.0.1:{port};\n{server_body}\n  }}\n}}\n"
+            );
+            let conf_path = dir.path().join("nginx.conf");
+            std::fs::write(&conf_path, conf).expect("write nginx.conf");
+            let child = Command::new(&nginx)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn nginx");
+            let mut n = Nginx { child, port, dir };
+            for _ in 0..100 {
+                if raw_status(([127, 0, 0, 1], port).into(), "GET", "/nginx-ready") == Some(200) {
+                    return n;
+                }
+                if let Ok(Some(_)) = n.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            last = n.error_log();
+            // Dropping kills it; the next attempt takes another port.
+        }
+        panic!("nginx did not start\n{last}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- nginx error log ---\n{}\n--- nginx access log ---\n{}",
+                self.error_log(),
+                std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+            );
+        }
+    }
 }

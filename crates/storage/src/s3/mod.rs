@@ -341,6 +341,10 @@ impl Storage for S3Storage {
         Ok(stream)
     }
 
+    async fn blob_redirect_url(&self, digest: &Digest) -> Result<Option<String>> {
+        self.blob_presigned_url(digest).await
+    }
+
     async fn blob_put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         self.inner.put(&self.inner.blob_key(digest), bytes).await
     }

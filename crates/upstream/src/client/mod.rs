@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub first_byte_timeout: Duration,
     /// See `stall`.
     pub stall_timeout: Duration,
+    /// Sent with every request (see `UpstreamConfig::extra_headers`).
+    pub extra_headers: reqwest::header::HeaderMap,
 }
 
 /// A client for one upstream registry. Cheap to clone; clones share the
@@ -143,6 +145,15 @@ impl UpstreamClient {
         let http = builder
             .build()
             .map_err(|e| UpstreamError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let mut extra_headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &config.extra_headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| UpstreamError::Config(format!("header name {name:?}")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| UpstreamError::Config(format!("the value of header {name}")))?;
+            value.set_sensitive(true);
+            extra_headers.insert(name, value);
+        }
         Ok(UpstreamClient {
             inner: Arc::new(Inner {
                 registry: config.registry.clone(),
@@ -154,6 +165,7 @@ impl UpstreamClient {
                 request_timeout: config.request_timeout,
                 first_byte_timeout: config.first_byte_timeout,
                 stall_timeout: config.stall_timeout,
+                extra_headers,
             }),
         })
     }

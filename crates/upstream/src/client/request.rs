@@ -179,6 +179,7 @@ impl UpstreamClient {
             .inner
             .http
             .request(req.method.clone(), req.url.clone())
+            .headers(self.inner.extra_headers.clone())
             .headers(req.headers.clone());
         if let Some(a) = authorization {
             rb = rb.header(header::AUTHORIZATION, sensitive(a)?);

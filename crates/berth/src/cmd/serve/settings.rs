@@ -73,6 +73,8 @@ struct FileConfig {
     limits: Option<super::limits::FileLimits>,
     /// Where blobs and metadata live: the local disk or an S3 bucket.
     storage: Option<super::storage::FileStorage>,
+    /// The replicas sharing that storage.
+    replicas: Option<super::storage::FileReplicas>,
 }
 
 /// `[[retention]]` in the configuration file.
@@ -212,6 +214,8 @@ pub(super) struct Settings {
     /// The backend; with S3, `root` keeps only this process's own state
     /// (its lock, admin socket, TLS and token keys).
     pub(super) storage: super::storage::StorageChoice,
+    /// Other replicas on the same bucket (cross-replica single flight).
+    pub(super) replicas: Option<berth_cache::peers::PeerConfig>,
     pub(super) log_format: LogFormat,
     /// The tracing filter (`RUST_LOG` wins over it).
     pub(super) log_level: String,
@@ -531,6 +535,7 @@ impl Settings {
         let tls = tls_mode(&file, &args)?;
         let (storage, storage_root) =
             super::storage::resolve(file.storage.take(), args.storage.as_deref())?;
+        let replicas = super::storage::replicas(file.replicas.take(), &storage)?;
         let mut warnings = open_upstream_credentials(&cache, auth.is_some());
         let (limits, memory_budget) = super::limits::resolve(file.limits.as_ref(), &mut warnings)?;
         Ok(Settings {
@@ -551,6 +556,7 @@ impl Settings {
                 (None, None) => SocketAddr::from(([0, 0, 0, 0], 5000)),
             },
             storage,
+            replicas,
             root: args
                 .root
                 .or(storage_root)

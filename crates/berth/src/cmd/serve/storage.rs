@@ -1,7 +1,8 @@
 //! Which backend `berth serve` stores into: the local disk under the root
-//! (the default), or an S3-compatible bucket that several replicas share.
-//! The `[storage]` table, `--storage` and the `BERTH_S3_*` variables merge
-//! here; credentials never come from a flag, so they stay out of `ps`.
+//! (the default), or an S3-compatible bucket that several replicas share,
+//! and (`[replicas]`) who those replicas are. The `[storage]` table,
+//! `--storage` and the `BERTH_S3_*` variables merge here; credentials and
+//! the peer secret never come from a flag, so they stay out of `ps`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,66 @@ pub(super) struct FileStorage {
     /// [1s; whole seconds]: the in-memory memos of tags, tag lists and the catalog are
     /// re-read from the bucket when older.
     memo_ttl: Option<String>,
+}
+
+/// `[replicas]`: the berth processes sharing this bucket, for cross-replica
+/// single flight (see `berth_cache::peers`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileReplicas {
+    /// This replica's URL as the others reach it (`BERTH_REPLICA_URL`).
+    self_url: Option<String>,
+    /// Every replica's URL, this one's included (`BERTH_PEERS`, commas).
+    #[serde(default)]
+    peers: Vec<String>,
+    /// File holding the secret all replicas share (`BERTH_PEER_SECRET`).
+    secret_file: Option<PathBuf>,
+}
+
+/// The replica set after every source is merged; `None`: no replicas.
+pub(super) fn replicas(
+    file: Option<FileReplicas>,
+    storage: &StorageChoice,
+) -> anyhow::Result<Option<berth_cache::peers::PeerConfig>> {
+    let f = file.unwrap_or_default();
+    let me = env("BERTH_REPLICA_URL").or(f.self_url);
+    let peers: Vec<String> = match env("BERTH_PEERS") {
+        Some(list) => list.split(',').map(|p| p.trim().to_string()).collect(),
+        None => f.peers,
+    };
+    if me.is_none() && peers.is_empty() {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        matches!(storage, StorageChoice::S3 { .. }),
+        "[replicas] needs storage all replicas share (backend = \"s3\")"
+    );
+    let me = me.context("[replicas] needs self_url (or BERTH_REPLICA_URL)")?;
+    let parse = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .with_context(|| format!("replica URL {u:?}: http(s)://HOST:PORT"))
+    };
+    let secret = match (env("BERTH_PEER_SECRET"), f.secret_file) {
+        (Some(s), _) => s,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the peer secret file {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => anyhow::bail!("[replicas] needs secret_file (or BERTH_PEER_SECRET)"),
+    };
+    let config = berth_cache::peers::PeerConfig {
+        me: parse(&me)?,
+        peers: peers
+            .iter()
+            .map(|p| parse(p))
+            .collect::<anyhow::Result<_>>()?,
+        secret,
+    };
+    // Checked now (secret length, self among the peers), before serving.
+    berth_cache::peers::Peers::new(config.clone())?;
+    Ok(Some(config))
 }
 
 /// The backend after every source is merged.

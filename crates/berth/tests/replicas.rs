@@ -1,0 +1,384 @@
+//! Several `berth serve` replicas on one S3 bucket (a real Garage) behind
+//! nginx are one registry: pushes through any replica are pulled through
+//! every other at once, upload sessions move between replicas, tag moves
+//! and deletes reach the others' memos within their bound, a cold blob is
+//! fetched from the upstream once however many replicas are asked, and a
+//! replica killed mid-pull costs its clients a retry, never a corrupt blob.
+//! Clients are skopeo, containerd's `ctr` and curl; the upstream is
+//! Distribution. Everything listens on 127.0.0.1; every wait is bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The bound on how long another replica's tag move may go unseen
+/// (`memo_ttl`, 1 s by default), with room for a slow machine.
+const MEMO_BOUND: Duration = Duration::from_millis(2500);
+
+struct Replicas {
+    servers: Vec<Server>,
+    lb: Nginx,
+    lb_log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    /// `n` replicas on a fresh prefix, each knowing the others, behind nginx
+    /// (round robin, no stickiness: consecutive requests of one client go to
+    /// different replicas).
+    fn start(n: usize, extra: &[String]) -> Replicas {
+        let prefix = fresh_s3_prefix();
+        let dir = tempfile::tempdir().expect("replicas dir");
+        let secret = dir.path().join("peer-secret");
+        std::fs::write(&secret, "replica-secret-0123456789abcdef-0123456789\n")
+            .expect("write peer secret");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let peers = ports
+            .iter()
+            .map(|p| format!("\"http://127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let servers = ports
+            .iter()
+            .map(|p| {
+                let toml = format!(
+                    "[replicas]\nself_url = \"http://127.0.0.1:{p}\"\npeers = [{peers}]\nsecret_file = \"{}\"\n",
+                    secret.display()
+                );
+                let mut args = vec![format!("--listen=127.0.0.1:{p}")];
+                args.extend(extra.iter().cloned());
+                Server::start_s3(&prefix, &toml, &args)
+            })
+            .collect();
+        let lb_log = dir.path().join("lb.log");
+        let upstream = ports
+            .iter()
+            .map(|p| format!("    server 127.0.0.1:{p} max_fails=0;\n"))
+            .collect::<String>();
+        let lb = Nginx::start_with(
+            &format!(
+                "  upstream berth_replicas {{\n{upstream}  }}\n  \
+                 log_format lb '$request_method $uri $status up=$upstream_addr';\n"
+            ),
+            &format!(
+                "    location = /nginx-ready {{ return 200; }}\n    location / {{\n      \
+                 proxy_pass http://berth_replicas;\n      proxy_http_version 1.1;\n      \
+                 proxy_set_header Host $http_host;\n      proxy_set_header Connection \"\";\n      \
+                 proxy_request_buffering off;\n      proxy_buffering off;\n      \
+                 client_max_body_size 0;\n      proxy_next_upstream error timeout;\n      \
+                 proxy_connect_timeout 2s;\n      access_log {} lb;\n    }}\n",
+                lb_log.display()
+            ),
+        );
+        Replicas {
+            servers,
+            lb,
+            lb_log,
+            _dir: dir,
+        }
+    }
+
+    fn lb_host(&self) -> String {
+        self.lb.url().trim_start_matches("http://").to_string()
+    }
+
+    fn lb_log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::read_to_string(&self.lb_log).unwrap_or_default()
+    }
+}
+
+fn manifest_digest(server_url: &str, repo: &str, reference: &str) -> Option<String> {
+    let r = curl(
+        "GET",
+        &format!("{server_url}/v2/{repo}/manifests/{reference}"),
+    )
+    .header("Accept", OCI_MANIFEST)
+    .send();
+    (r.status == 200).then(|| {
+        r.header("docker-content-digest")
+            .unwrap_or_default()
+            .to_string()
+    })
+}
+
+/// Poll (bounded) until `f` holds; how long it took.
+fn within(bound: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < bound, "{what}: not within {bound:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// skopeo pushes through the load balancer; every replica serves the image
+/// the moment the push returns; skopeo and containerd pull it back through
+/// the load balancer; a chunked upload driven by hand across all three
+/// replicas (POST on one, PATCHes on the others, PUT on the first) yields
+/// the blob on every replica.
+#[test]
+fn replicas_behind_a_load_balancer_are_one_registry() {
+    let set = Replicas::start(3, &[]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let layout = Layout::create(&scratch.path().join("layout"));
+    let image = layout.add_image(
+        "v1",
+        "amd64",
+        &[
+            pseudo_random(3 * 1024 * 1024 + 11, 1),
+            pseudo_random(70_000, 2),
+        ],
+    );
+    run(skopeo(scratch.path())
+        .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(layout.oci_ref("v1"))
+        .arg(format!("docker://{}/team/app:v1", set.lb_host())));
+    for s in &set.servers {
+        assert_eq!(
+            manifest_digest(&s.url(), "team/app", "v1").as_deref(),
+            Some(image.manifest_digest.as_str()),
+            "replica {} right after the push",
+            s.url()
+        );
+        for d in image.blobs() {
+            curl("HEAD", &format!("{}/v2/team/app/blobs/{d}", s.url()))
+                .send()
+                .expect_status(200);
+        }
+    }
+    let log = set.lb_log();
+    for s in &set.servers {
+        assert!(
+            log.contains(&format!("up=127.0.0.1:{}", s.port)),
+            "every replica took part of the push\n{log}"
+        );
+    }
+
+    // Pulled back through the load balancer by skopeo and containerd.
+    let out = scratch.path().join("pulled");
+    run(skopeo(scratch.path())
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/team/app:v1", set.lb_host()))
+        .arg(format!("oci:{}:v1", out.display())));
+    let containerd = Containerd::start();
+    run(containerd
+        .ctr()
+        .args(["content", "fetch", "--plain-http"])
+        .arg(format!("{}/team/app:v1", set.lb_host())));
+    let listed = run(containerd.ctr().args(["content", "ls", "-q"])).stdout_str();
+    for d in image.blobs() {
+        assert!(listed.contains(&d), "containerd holds {d}\n{listed}");
+    }
+
+    // One chunked upload, each request on another replica.
+    let body = pseudo_random(2 * 1024 * 1024 + 5, 9);
+    let digest = sha256(&body);
+    let [a, b, c] = [&set.servers[0], &set.servers[1], &set.servers[2]];
+    let start = curl(
+        "POST",
+        &format!("{}/v2/team/chunks/blobs/uploads/", a.url()),
+    )
+    .send();
+    start.expect_status(202);
+    let location = start.header("location").expect("Location").to_string();
+    let path = location
+        .find("/v2/")
+        .map(|i| location[i..].to_string())
+        .expect("a /v2/ path");
+    let half = body.len() / 2;
+    for (server, range) in [(b, 0..half), (c, half..body.len())] {
+        let r = curl("PATCH", &format!("{}{path}", server.url()))
+            .header("Content-Type", "application/octet-stream")
+            .header(
+                "Content-Range",
+                &format!("{}-{}", range.start, range.end - 1),
+            )
+            .body(body[range.clone()].to_vec())
+            .send();
+        r.expect_status(202);
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    curl("PUT", &format!("{}{path}{sep}digest={digest}", a.url()))
+        .send()
+        .expect_status(201);
+    for s in &set.servers {
+        let got = curl("GET", &format!("{}/v2/team/chunks/blobs/{digest}", s.url())).send();
+        got.expect_status(200);
+        assert!(got.body == body, "the blob from {}", s.url());
+    }
+}
+
+/// A tag moved or a manifest deleted through one replica is seen by a
+/// replica that had it in memory within the memo bound; a new tag at once.
+#[test]
+fn tag_moves_and_deletes_reach_the_other_replicas_within_the_bound() {
+    let set = Replicas::start(2, &[]);
+    let (a, b) = (&set.servers[0], &set.servers[1]);
+    let (first, _) = push_small_image(a, "team/moving", "latest", 1);
+    // New content: at once on the other replica.
+    assert_eq!(
+        manifest_digest(&b.url(), "team/moving", "latest").as_deref(),
+        Some(first.as_str())
+    );
+    // `b` now remembers the tag; move it through `a`.
+    let (second, _) = push_small_image(a, "team/moving", "latest", 2);
+    assert_ne!(first, second);
+    let took = within(MEMO_BOUND, "the moved tag", || {
+        manifest_digest(&b.url(), "team/moving", "latest").as_deref() == Some(second.as_str())
+    });
+    eprintln!("tag move seen by the other replica after {took:?}");
+    // Deleted through `b`: gone from `a`, which had read it.
+    assert!(manifest_digest(&a.url(), "team/moving", &second).is_some());
+    curl(
+        "DELETE",
+        &format!("{}/v2/team/moving/manifests/{second}", b.url()),
+    )
+    .send()
+    .expect_status(202);
+    within(MEMO_BOUND, "the delete", || {
+        manifest_digest(&a.url(), "team/moving", &second).is_none()
+    });
+}
+
+/// The upstream's name in repository names (`--upstream` points it at
+/// Distribution on loopback).
+const UP: &str = "registry.upstream.test";
+
+/// Twelve clients, four on each of three replicas, ask at the same moment
+/// for the same cold layers: the upstream serves each blob once, every
+/// client gets every byte, and the replicas that do not own a blob
+/// forwarded to the one that does.
+#[test]
+fn a_cold_blob_is_fetched_once_across_replicas() {
+    let up = Distribution::start();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let layout = Layout::create(&scratch.path().join("layout"));
+    let image = layout.add_image(
+        "v1",
+        "amd64",
+        &[
+            pseudo_random(6 * 1024 * 1024, 21),
+            pseudo_random(9 * 1024 * 1024 + 3, 22),
+        ],
+    );
+    up.push(scratch.path(), &layout.oci_ref("v1"), "team/cold:v1", None);
+    let set = Replicas::start(3, &[format!("--upstream={UP}={}", up.url())]);
+    let layers: Vec<String> = image.layer_digests.clone();
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let url = set.servers[i % 3].url();
+        let layers = layers.clone();
+        clients.push(std::thread::spawn(move || {
+            layers.iter().all(|d| {
+                let r = curl("GET", &format!("{url}/v2/{UP}/team/cold/blobs/{d}")).send();
+                r.expect_status(200);
+                sha256(&r.body) == *d
+            })
+        }));
+    }
+    for c in clients {
+        assert!(c.join().expect("client thread"), "a client got wrong bytes");
+    }
+    for d in &layers {
+        assert_eq!(
+            up.requests("GET", &format!("/v2/team/cold/blobs/{d}")),
+            1,
+            "upstream GETs of {d}\n{}",
+            up.log()
+        );
+    }
+    let forwards: f64 = set
+        .servers
+        .iter()
+        .map(|s| s.metric("berth_cache_peer_forwards_total"))
+        .sum();
+    assert!(forwards >= 1.0, "no replica forwarded to an owner");
+    let fallbacks: f64 = set
+        .servers
+        .iter()
+        .map(|s| s.metric("berth_cache_peer_fallbacks_total"))
+        .sum();
+    assert_eq!(fallbacks, 0.0);
+}
+
+/// The replica that owns a cold blob's download is killed (-9) while a
+/// client streams the blob through the load balancer: the client's
+/// transfer breaks, its retry through the load balancer completes on the
+/// survivors (which fetch the blob themselves while the owner is away),
+/// and what ends up stored is the right blob and nothing else.
+#[test]
+fn a_replica_killed_mid_pull_costs_a_retry_not_a_corrupt_blob() {
+    let up = Distribution::start();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let layout = Layout::create(&scratch.path().join("layout"));
+    let big = pseudo_random(48 * 1024 * 1024, 31);
+    let image = layout.add_image("v1", "amd64", &[big]);
+    up.push(scratch.path(), &layout.oci_ref("v1"), "team/big:v1", None);
+    let mut set = Replicas::start(2, &[format!("--upstream={UP}={}", up.url())]);
+    let layer = image.layer_digests[0].clone();
+    // Which replica owns it: the one that fetched it (or is fetching it)
+    // from the upstream. Ask through the load balancer, slowly, and kill
+    // the replica that Distribution's log shows serving the fill.
+    let url = format!("{}/v2/{UP}/team/big/blobs/{layer}", set.lb.url());
+    let slow = {
+        let url = url.clone();
+        std::thread::spawn(move || curl("GET", &url).limit_rate("4M").send_unchecked())
+    };
+    within(Duration::from_secs(30), "the fill to start", || {
+        up.requests("GET", &format!("/v2/team/big/blobs/{layer}")) >= 1
+            || set
+                .servers
+                .iter()
+                .any(|s| s.metric("berth_cache_misses_total") >= 1.0)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let owner = set
+        .servers
+        .iter()
+        .position(|s| s.metric("berth_cache_misses_total") >= 1.0)
+        .expect("a replica started the fill");
+    let metrics: Vec<(f64, f64)> = set
+        .servers
+        .iter()
+        .map(|s| {
+            (
+                s.metric("berth_cache_misses_total"),
+                s.metric("berth_cache_peer_forwards_total"),
+            )
+        })
+        .collect();
+    set.servers[owner].kill9();
+    let broken = slow.join().expect("slow client");
+    // Normally broken (the killed replica was streaming it, to the client
+    // or to the replica the client asked); on a very slow machine the
+    // transfer may have ended first, which proves less but is no fault.
+    let complete = broken.status == 200 && sha256(&broken.body) == layer;
+    eprintln!(
+        "owner {owner}, (misses, forwards) {metrics:?}; slow client: {} with {} bytes, complete: {complete}",
+        broken.status,
+        broken.body.len(),
+    );
+    // The retry, through the load balancer, lands on the survivor.
+    let mut done = false;
+    for _ in 0..5 {
+        let r = curl("GET", &url).send_unchecked();
+        if r.status == 200 && sha256(&r.body) == layer {
+            done = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(done, "a retry completed");
+    let survivor = &set.servers[1 - owner];
+    let stored = curl(
+        "GET",
+        &format!("{}/v2/{UP}/team/big/blobs/{layer}", survivor.url()),
+    )
+    .send();
+    stored.expect_status(200);
+    assert_eq!(sha256(&stored.body), layer);
+    assert_eq!(survivor.metric("berth_cache_fill_failures_total"), 0.0);
+}
