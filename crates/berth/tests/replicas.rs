@@ -382,3 +382,53 @@ fn a_replica_killed_mid_pull_costs_a_retry_not_a_corrupt_blob() {
     assert_eq!(sha256(&stored.body), layer);
     assert_eq!(survivor.metric("berth_cache_fill_failures_total"), 0.0);
 }
+
+/// Garage with three nodes and replication factor 3: with one storage node
+/// stopped, everything acknowledged before is still pulled whole, and
+/// pushes and pulls go on; after it returns, so does the rest.
+#[test]
+fn one_storage_node_down_loses_nothing_acknowledged() {
+    let mut cluster = berth_s3_fixture::Garage::cluster(3);
+    let prefix = fresh_s3_prefix();
+    let a = Server::start_s3_on(&cluster, &prefix, "", &[]);
+    let b = Server::start_s3_on(&cluster, &prefix, "", &[]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let layout = Layout::create(&scratch.path().join("layout"));
+    let before = layout.add_image(
+        "before",
+        "amd64",
+        &[pseudo_random(7 * 1024 * 1024, 41), pseudo_random(5_000, 42)],
+    );
+    let after = layout.add_image("after", "amd64", &[pseudo_random(6 * 1024 * 1024, 43)]);
+    let push = |server: &Server, tag: &str| {
+        run(skopeo(scratch.path())
+            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+            .arg(layout.oci_ref(tag))
+            .arg(format!("docker://{}/team/app:{tag}", server.host())));
+    };
+    let pulled_whole = |server: &Server, image: &ImageInfo, tag: &str| {
+        assert_eq!(
+            manifest_digest(&server.url(), "team/app", tag).as_deref(),
+            Some(image.manifest_digest.as_str())
+        );
+        for d in image.blobs() {
+            let r = curl("GET", &format!("{}/v2/team/app/blobs/{d}", server.url())).send();
+            r.expect_status(200);
+            assert_eq!(sha256(&r.body), d, "blob {d} from {}", server.url());
+        }
+    };
+    push(&a, "before");
+    // Node 2 (not the one berth talks to) stops.
+    cluster.stop_node(2);
+    let node2 = cluster.endpoint_of(2);
+    assert!(
+        std::net::TcpStream::connect(node2.trim_start_matches("http://")).is_err(),
+        "node 2 still answers at {node2}"
+    );
+    pulled_whole(&b, &before, "before");
+    push(&b, "after");
+    pulled_whole(&a, &after, "after");
+    cluster.start_node(2);
+    pulled_whole(&a, &before, "before");
+    pulled_whole(&b, &after, "after");
+}

@@ -381,7 +381,11 @@ fn uuid_like() -> String {
 /// The `[storage]` table for the test Garage under `prefix`, its secret in
 /// a file of `dir` (as an operator would keep it out of the config).
 pub fn s3_storage_toml(dir: &Path, prefix: &str) -> String {
-    let g = garage();
+    s3_storage_toml_for(garage(), dir, prefix)
+}
+
+/// [`s3_storage_toml`] for another Garage (a cluster of the test's own).
+pub fn s3_storage_toml_for(g: &berth_s3_fixture::Garage, dir: &Path, prefix: &str) -> String {
     let secret = dir.join("s3-secret");
     std::fs::write(&secret, format!("{}\n", g.secret)).expect("write the S3 secret");
     format!(
@@ -401,11 +405,21 @@ impl Server {
     /// one prefix are replicas of one registry), with `more_toml` added to
     /// its configuration file and `extra` arguments.
     pub fn start_s3(prefix: &str, more_toml: &str, extra: &[String]) -> Server {
+        Server::start_s3_on(garage(), prefix, more_toml, extra)
+    }
+
+    /// [`Server::start_s3`] on another Garage.
+    pub fn start_s3_on(
+        g: &berth_s3_fixture::Garage,
+        prefix: &str,
+        more_toml: &str,
+        extra: &[String],
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp root");
         let config = dir.path().join("berth.toml");
         std::fs::write(
             &config,
-            format!("{more_toml}\n{}", s3_storage_toml(dir.path(), prefix)),
+            format!("{more_toml}\n{}", s3_storage_toml_for(g, dir.path(), prefix)),
         )
         .expect("write berth.toml");
         let mut args = vec![format!("--config={}", config.display())];
