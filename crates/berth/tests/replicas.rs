@@ -432,3 +432,133 @@ fn one_storage_node_down_loses_nothing_acknowledged() {
     pulled_whole(&a, &before, "before");
     pulled_whole(&b, &after, "after");
 }
+
+fn berth_gc(root: &std::path::Path) -> serde_json::Value {
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("gc")
+        .arg("--root")
+        .arg(root)
+        .args(["--output", "json"]));
+    serde_json::from_str(&out.stdout_str())
+        .unwrap_or_else(|e| panic!("berth gc printed no JSON report ({e})\n{}", out.describe()))
+}
+
+/// The bucket under `prefix`, as a replica sees it: for planting what a
+/// collector on another replica would leave (its marker, a deletion).
+fn bucket(prefix: &str) -> (tokio::runtime::Runtime, berth_storage::s3::S3Storage) {
+    let g = garage();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut cfg = berth_storage::s3::S3Config::new(&g.bucket);
+    cfg.endpoint = Some(g.endpoint());
+    cfg.region = g.region.clone();
+    cfg.path_style = true;
+    cfg.prefix = prefix.to_string();
+    cfg.access_key_id = Some(g.key_id.clone());
+    cfg.secret_access_key = Some(berth_storage::s3::Secret(g.secret.clone()));
+    let s = rt
+        .block_on(berth_storage::s3::S3Storage::open(cfg))
+        .expect("open the bucket");
+    (rt, s)
+}
+
+/// Garbage collection on replicas: a run through one replica frees what
+/// nothing references and removes its marker; while another replica's
+/// collection is announced, a second run is skipped, and a manifest push
+/// waits for it to end, then is refused (and not visible) when that
+/// collection deleted a blob it references, or stored when it did not.
+#[test]
+fn collections_on_replicas_are_fenced_against_pushes_and_each_other() {
+    use berth_storage::{DocKey, Storage};
+    let prefix = fresh_s3_prefix();
+    let grace = ["--gc-grace=0s".to_string(), "--gc-interval=off".to_string()];
+    let a = Server::start_s3(&prefix, "", &grace);
+    let b = Server::start_s3(&prefix, "", &grace);
+    let (rt, store) = bucket(&format!("{prefix}/"));
+
+    // A real run frees a deleted image's blobs and leaves no marker.
+    let (gone, _) = push_small_image(&a, "team/old", "v1", 5);
+    curl(
+        "DELETE",
+        &format!("{}/v2/team/old/manifests/{gone}", a.url()),
+    )
+    .send()
+    .expect_status(202);
+    let report = berth_gc(&b.root);
+    assert_eq!(report["gc"]["skipped"], false, "{report:#}");
+    assert!(
+        report["gc"]["blobs_deleted"].as_u64() >= Some(3),
+        "{report:#}"
+    );
+    let markers = DocKey::new(["_lifecycle", "gc"]).unwrap();
+    assert!(rt.block_on(store.doc_list(&markers)).unwrap().is_empty());
+
+    // Another replica's collection, announced for 60 s.
+    let marker = markers.join("elsewhere").unwrap();
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    rt.block_on(store.doc_put(&marker, until.to_string().into()))
+        .unwrap();
+    let report = berth_gc(&a.root);
+    assert_eq!(report["gc"]["skipped"], true, "{report:#}");
+
+    // A push referencing a blob that collection then deletes.
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }))
+    .unwrap();
+    let layer = pseudo_random(20_000, 6);
+    push_blob(&a, "team/app", &config);
+    let layer_digest = push_blob(&a, "team/app", &layer);
+    let manifest = image_manifest(
+        descriptor(OCI_CONFIG, &config),
+        vec![descriptor(OCI_LAYER, &layer)],
+        None,
+    );
+    let url = a.url();
+    let body = manifest.clone();
+    let started = Instant::now();
+    let push = std::thread::spawn(move || {
+        curl("PUT", &format!("{url}/v2/team/app/manifests/v1"))
+            .header("Content-Type", OCI_MANIFEST)
+            .body(body)
+            .send()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !push.is_finished(),
+        "the push did not wait for the collection"
+    );
+    let layer_d: berth_reference::Digest = layer_digest.parse().unwrap();
+    assert!(rt.block_on(store.blob_delete(&layer_d)).unwrap());
+    rt.block_on(store.doc_delete(&marker)).unwrap();
+    let refused = push.join().expect("push thread");
+    refused.expect_error(400, "MANIFEST_BLOB_UNKNOWN");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    for s in [&a, &b] {
+        let r = curl("GET", &format!("{}/v2/team/app/manifests/v1", s.url()))
+            .header("Accept", OCI_MANIFEST)
+            .send();
+        assert_eq!(r.status, 404, "the undone push is visible on {}", s.url());
+    }
+
+    // The same with nothing deleted: stored once the collection ends.
+    push_blob(&a, "team/app", &layer);
+    rt.block_on(store.doc_put(&marker, until.to_string().into()))
+        .unwrap();
+    let url = b.url();
+    let push = std::thread::spawn(move || {
+        curl("PUT", &format!("{url}/v2/team/app/manifests/v1"))
+            .header("Content-Type", OCI_MANIFEST)
+            .body(manifest)
+            .send()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!push.is_finished());
+    rt.block_on(store.doc_delete(&marker)).unwrap();
+    push.join().expect("push thread").expect_status(201);
+    assert!(manifest_digest(&a.url(), "team/app", "v1").is_some());
+}

@@ -39,6 +39,9 @@ pub struct GcReport {
     /// The first few of those, by digest.
     pub deleted: Vec<String>,
     pub duration_ms: u64,
+    /// Not run: another replica on the same storage was collecting.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 /// The newest of a blob's links, and whether a cache fill made every one
@@ -92,79 +95,90 @@ pub async fn collect(registry: &Registry, grace: Grace, dry_run: bool) -> Result
     };
     let (pushed_cutoff, cached_cutoff) = (cutoff_of(grace.pushed), cutoff_of(grace.cached));
     // From here on every manifest push records what it references.
-    let guard = registry.gc_begin().await;
     let mut report = GcReport::default();
-
-    let mut marked: HashSet<Digest> = HashSet::new();
-    // Which repositories link each blob, by index into `repos`.
-    let repos = registry.repositories().await?;
-    let mut linked_in: HashMap<Digest, Vec<u32>> = HashMap::new();
-    for (index, repo) in repos.iter().enumerate() {
-        report.repositories += 1;
-        for digest in registry.manifest_revisions(repo).await? {
-            report.manifests += 1;
-            if let Some(refs) = registry.manifest_references(repo, &digest).await? {
-                marked.extend(refs.blobs);
-                marked.extend(refs.manifests);
-            }
-            marked.insert(digest);
-        }
-        for digest in registry.layer_link_digests(repo).await? {
-            linked_in.entry(digest).or_default().push(index as u32);
-        }
-    }
-    report.marked = marked.len();
-
-    for digest in registry.storage().blob_list().await? {
-        report.blobs_seen += 1;
-        if marked.contains(&digest) {
-            continue;
-        }
-        let Some(stat) = registry.storage().blob_stat(&digest).await? else {
-            continue;
-        };
-        let holders: Vec<RepositoryName> = linked_in
-            .remove(&digest)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| repos.get(i as usize).cloned())
-            .collect();
-        if stat.modified > pushed_cutoff.max(cached_cutoff) {
-            // Within both grace periods: no need to read its links.
-            report.blobs_young += 1;
-            continue;
-        }
-        let linked = links_of(registry, &digest, &holders).await?;
-        // A blob no repository links (a manifest's own bytes, or a store
-        // from before links) counts as pushed.
-        let cutoff = if linked.all_cached && !holders.is_empty() {
-            cached_cutoff
-        } else {
-            pushed_cutoff
-        };
-        if stat.modified > cutoff || linked.newest.is_some_and(|t| t > cutoff) {
-            report.blobs_young += 1;
-            continue;
-        }
-        let freed = if dry_run {
-            Some(stat.size)
-        } else {
-            registry
-                .gc_delete_blob(&guard, &digest, stat.size, &holders)
-                .await?
-        };
-        match freed {
-            Some(bytes) => {
-                report.blobs_deleted += 1;
-                report.bytes_freed += bytes;
-                if report.deleted.len() < LISTED {
-                    report.deleted.push(digest.to_string());
+    let Some(guard) = registry.gc_begin().await? else {
+        // Another replica on the same bucket is collecting: one at a time.
+        report.skipped = true;
+        tracing::info!("garbage collection skipped: another replica is collecting");
+        return Ok(report);
+    };
+    // Whatever happens in between, the marker goes: other replicas' pushes
+    // wait while it stands.
+    let outcome = async {
+        let mut marked: HashSet<Digest> = HashSet::new();
+        // Which repositories link each blob, by index into `repos`.
+        let repos = registry.repositories().await?;
+        let mut linked_in: HashMap<Digest, Vec<u32>> = HashMap::new();
+        for (index, repo) in repos.iter().enumerate() {
+            report.repositories += 1;
+            for digest in registry.manifest_revisions(repo).await? {
+                report.manifests += 1;
+                if let Some(refs) = registry.manifest_references(repo, &digest).await? {
+                    marked.extend(refs.blobs);
+                    marked.extend(refs.manifests);
                 }
+                marked.insert(digest);
             }
-            None => report.blobs_fenced += 1,
+            for digest in registry.layer_link_digests(repo).await? {
+                linked_in.entry(digest).or_default().push(index as u32);
+            }
         }
+        report.marked = marked.len();
+
+        for digest in registry.storage().blob_list().await? {
+            report.blobs_seen += 1;
+            if marked.contains(&digest) {
+                continue;
+            }
+            let Some(stat) = registry.storage().blob_stat(&digest).await? else {
+                continue;
+            };
+            let holders: Vec<RepositoryName> = linked_in
+                .remove(&digest)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| repos.get(i as usize).cloned())
+                .collect();
+            if stat.modified > pushed_cutoff.max(cached_cutoff) {
+                // Within both grace periods: no need to read its links.
+                report.blobs_young += 1;
+                continue;
+            }
+            let linked = links_of(registry, &digest, &holders).await?;
+            // A blob no repository links (a manifest's own bytes, or a store
+            // from before links) counts as pushed.
+            let cutoff = if linked.all_cached && !holders.is_empty() {
+                cached_cutoff
+            } else {
+                pushed_cutoff
+            };
+            if stat.modified > cutoff || linked.newest.is_some_and(|t| t > cutoff) {
+                report.blobs_young += 1;
+                continue;
+            }
+            let freed = if dry_run {
+                Some(stat.size)
+            } else {
+                registry
+                    .gc_delete_blob(&guard, &digest, stat.size, &holders)
+                    .await?
+            };
+            match freed {
+                Some(bytes) => {
+                    report.blobs_deleted += 1;
+                    report.bytes_freed += bytes;
+                    if report.deleted.len() < LISTED {
+                        report.deleted.push(digest.to_string());
+                    }
+                }
+                None => report.blobs_fenced += 1,
+            }
+        }
+        Ok::<(), crate::LifecycleError>(())
     }
-    drop(guard);
+    .await;
+    registry.gc_end(guard).await?;
+    outcome?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }

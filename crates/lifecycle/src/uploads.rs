@@ -1,6 +1,7 @@
 //! Upload sessions that clients abandoned: ended once idle longer than
 //! `upload_ttl`, their bytes freed; owner records whose bytes are gone
-//! (left by a crash) removed.
+//! (left by a crash) removed; and the partial writes of writers that died
+//! (multipart uploads in an object store) aborted.
 
 use std::time::SystemTime;
 
@@ -18,6 +19,10 @@ pub struct UploadsReport {
     pub bytes_freed: u64,
     /// Owner records without bytes, removed.
     pub orphan_records: usize,
+    /// Partial writes nothing will finish (an object store's multipart
+    /// uploads left by a killed writer), aborted.
+    #[serde(default)]
+    pub abandoned_writes: usize,
 }
 
 pub async fn expire(
@@ -46,6 +51,8 @@ pub async fn expire(
     }
     if !dry_run {
         report.orphan_records = registry.upload_orphans_purge().await?;
+        // A writer alive that long has long since been told its request failed.
+        report.abandoned_writes = registry.storage().abandoned_writes_sweep(ttl).await?;
     }
     Ok(report)
 }

@@ -466,7 +466,11 @@ async fn a_manifest_pushed_again_during_gc_keeps_its_bytes() {
         .manifest_delete(&repo, &ManifestRef::Digest(digest.clone()))
         .await
         .unwrap();
-    let guard = registry.gc_begin().await;
+    let guard = registry
+        .gc_begin()
+        .await
+        .unwrap()
+        .expect("no other collector");
     // ...the mark runs here, and sees no revision of the manifest...
     registry
         .manifest_put(

@@ -33,9 +33,12 @@ pub(crate) struct Fence {
     touched: tokio::sync::Mutex<HashSet<Digest>>,
 }
 
-/// A running garbage collection's hold on the fence; dropping it ends it.
+/// A running garbage collection's hold on the fence; dropping it ends it
+/// here, and [`Registry::gc_end`] for the other replicas.
 pub struct GcGuard<'a> {
     fence: &'a Fence,
+    /// Its marker for other replicas, on shared storage.
+    marker: Option<crate::shared_fence::Marker>,
 }
 
 impl Drop for GcGuard<'_> {
@@ -451,11 +454,31 @@ impl Registry {
 
     /// Start a garbage collection: wait for running manifest pushes, then
     /// make every later one record what it references (see the module docs).
-    pub async fn gc_begin(&self) -> GcGuard<'_> {
+    /// On storage other replicas share, first announce it to them (see
+    /// `shared_fence`); `None` when another replica is collecting.
+    pub async fn gc_begin(&self) -> Result<Option<GcGuard<'_>>> {
+        let marker = match self.memo_ttl {
+            Some(_) => match self.shared_gc_begin().await? {
+                Some(m) => Some(m),
+                None => return Ok(None),
+            },
+            None => None,
+        };
         let _exclusive = self.fence.gate.write().await;
         self.fence.touched.lock().await.clear();
         self.fence.active.store(true, Ordering::SeqCst);
-        GcGuard { fence: &self.fence }
+        Ok(Some(GcGuard {
+            fence: &self.fence,
+            marker,
+        }))
+    }
+
+    /// End a garbage collection: other replicas' pushes waiting on it go on.
+    pub async fn gc_end(&self, mut guard: GcGuard<'_>) -> Result<()> {
+        if let Some(m) = guard.marker.take() {
+            self.shared_gc_end(m).await?;
+        }
+        Ok(())
     }
 
     /// A blob HEAD: how pushing clients ask "do you have it?" before they
@@ -527,11 +550,18 @@ impl Registry {
     /// bytes freed, or `None` when the blob was kept (or already gone).
     pub async fn gc_delete_blob(
         &self,
-        _guard: &GcGuard<'_>,
+        guard: &GcGuard<'_>,
         digest: &Digest,
         size: u64,
         linked_in: &[RepositoryName],
     ) -> Result<Option<u64>> {
+        if let Some(m) = &guard.marker {
+            // Past its lease other replicas' pushes no longer wait for it.
+            if !m.may_delete() {
+                return Ok(None);
+            }
+            self.shared_gc_renew(m).await?;
+        }
         let touched = self.fence.touched.lock().await;
         if touched.contains(digest) {
             return Ok(None);

@@ -30,6 +30,7 @@ mod memo;
 mod migrate;
 mod references;
 mod referrers;
+mod shared_fence;
 mod tags;
 mod uploads;
 

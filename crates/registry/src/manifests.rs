@@ -76,6 +76,10 @@ impl Registry {
         self.store_manifest(repo, &digest, &manifest, bytes, tag)
             .await?;
         self.pin(repo, &digest).await?;
+        drop(_fence);
+        // Other replicas' collections, on shared storage.
+        self.shared_fence_after_push(repo, &digest, &manifest)
+            .await?;
         Ok(PutManifest { digest, subject })
     }
 

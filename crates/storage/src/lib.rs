@@ -259,6 +259,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Names of the immediate children of `prefix`, sorted.
     async fn doc_list(&self, prefix: &DocKey) -> Result<Vec<String>>;
 
+    /// End partial writes begun longer than `older_than` ago that no writer
+    /// will finish (a killed process's multipart uploads in an object
+    /// store, which the store would otherwise keep and bill). Returns how
+    /// many; the local disk has none (its temporaries go at open).
+    async fn abandoned_writes_sweep(&self, _older_than: std::time::Duration) -> Result<usize> {
+        Ok(0)
+    }
+
     /// How full the device is, where the backend can tell (an object store
     /// cannot): the cache streams uncached rather than fill a full disk, and
     /// eviction keeps usage under its watermark.

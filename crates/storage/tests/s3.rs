@@ -113,7 +113,7 @@ async fn unfinished_writers_leave_nothing_visible() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut aborted = 0;
     while aborted == 0 && tokio::time::Instant::now() < deadline {
-        aborted += s.abort_stale_multipart(Duration::ZERO).await.unwrap();
+        aborted += s.abandoned_writes_sweep(Duration::ZERO).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(

@@ -12,12 +12,19 @@ use berth_storage::fs::FsStorage;
 /// `--root`, or `./berth-data`, checked to be a storage root.
 pub fn storage_root(root: Option<&Path>) -> anyhow::Result<PathBuf> {
     let root = root.map_or_else(|| PathBuf::from("berth-data"), Path::to_path_buf);
+    ensure_storage_root(&root)?;
+    Ok(root)
+}
+
+/// A root holds blobs on local disk, or is the state directory of a server
+/// (its storage elsewhere, in S3) whose admin socket is there.
+pub fn ensure_storage_root(root: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(
-        root.join("blobs").is_dir(),
-        "{} is not a berth storage root (no blobs/ in it)",
+        root.join("blobs").is_dir() || super::serve::admin_socket(root).exists(),
+        "{} is not a berth storage root (no blobs/ in it, and no server's admin socket)",
         root.display()
     );
-    Ok(root)
+    Ok(())
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -29,6 +36,12 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The registry over a root this process has locked.
 pub async fn open_registry(root: &Path) -> anyhow::Result<Arc<Registry>> {
+    anyhow::ensure!(
+        root.join("blobs").is_dir(),
+        "no server is running on {}, and its storage is not on this disk: \
+         with S3 storage, run this while a server on the root serves",
+        root.display()
+    );
     let storage = FsStorage::open(root)
         .await
         .with_context(|| format!("opening storage at {}", root.display()))?;

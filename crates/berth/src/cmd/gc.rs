@@ -39,11 +39,7 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
         .root
         .clone()
         .unwrap_or_else(|| PathBuf::from("berth-data"));
-    anyhow::ensure!(
-        root.join("blobs").is_dir(),
-        "{} is not a berth storage root (no blobs/ in it)",
-        root.display()
-    );
+    super::admin::ensure_storage_root(&root)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -419,7 +419,10 @@ impl Server {
         let config = dir.path().join("berth.toml");
         std::fs::write(
             &config,
-            format!("{more_toml}\n{}", s3_storage_toml_for(g, dir.path(), prefix)),
+            format!(
+                "{more_toml}\n{}",
+                s3_storage_toml_for(g, dir.path(), prefix)
+            ),
         )
         .expect("write berth.toml");
         let mut args = vec![format!("--config={}", config.display())];

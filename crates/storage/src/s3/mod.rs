@@ -341,6 +341,10 @@ impl Storage for S3Storage {
         Ok(stream)
     }
 
+    async fn abandoned_writes_sweep(&self, older_than: std::time::Duration) -> Result<usize> {
+        self.inner.abort_stale_multipart(older_than).await
+    }
+
     async fn blob_redirect_url(&self, digest: &Digest) -> Result<Option<String>> {
         self.blob_presigned_url(digest).await
     }
