@@ -44,7 +44,7 @@ impl Replicas {
             .iter()
             .map(|p| {
                 let toml = format!(
-                    "[replicas]\nself_url = \"http://127.0.0.1:{p}\"\npeers = [{peers}]\nsecret_file = \"{}\"\n",
+                    "[cluster]\nself_url = \"http://127.0.0.1:{p}\"\npeers = [{peers}]\nsecret_file = \"{}\"\n",
                     secret.display()
                 );
                 let mut args = vec![format!("--listen=127.0.0.1:{p}")];

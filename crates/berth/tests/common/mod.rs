@@ -389,7 +389,7 @@ pub fn s3_storage_toml_for(g: &berth_s3_fixture::Garage, dir: &Path, prefix: &st
     let secret = dir.join("s3-secret");
     std::fs::write(&secret, format!("{}\n", g.secret)).expect("write the S3 secret");
     format!(
-        "[storage]\nbackend = \"s3\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
+        "[storage]\nbackend = \"s3\"\n\n[storage.s3]\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
          endpoint = \"{}\"\nregion = \"{}\"\npath_style = true\n\
          access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n",
         g.bucket,

@@ -73,8 +73,8 @@ struct FileConfig {
     limits: Option<super::limits::FileLimits>,
     /// Where blobs and metadata live: the local disk or an S3 bucket.
     storage: Option<super::storage::FileStorage>,
-    /// The replicas sharing that storage.
-    replicas: Option<super::storage::FileReplicas>,
+    /// `[cluster]`: the replicas sharing that storage.
+    cluster: Option<super::storage::FileCluster>,
 }
 
 /// `[[retention]]` in the configuration file.
@@ -535,7 +535,7 @@ impl Settings {
         let tls = tls_mode(&file, &args)?;
         let (storage, storage_root) =
             super::storage::resolve(file.storage.take(), args.storage.as_deref())?;
-        let replicas = super::storage::replicas(file.replicas.take(), &storage)?;
+        let replicas = super::storage::replicas(file.cluster.take(), &storage)?;
         let mut warnings = open_upstream_credentials(&cache, auth.is_some());
         let (limits, memory_budget) = super::limits::resolve(file.limits.as_ref(), &mut warnings)?;
         Ok(Settings {

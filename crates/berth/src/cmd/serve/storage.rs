@@ -19,6 +19,14 @@ use serde::Deserialize;
 pub(super) struct FileStorage {
     /// `fs` (the default) or `s3`.
     backend: Option<String>,
+    /// `[storage.s3]`: the bucket, for `backend = "s3"`.
+    s3: Option<FileS3>,
+}
+
+/// `[storage.s3]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileS3 {
     bucket: Option<String>,
     prefix: Option<String>,
     endpoint: Option<String>,
@@ -35,16 +43,16 @@ pub(super) struct FileStorage {
     /// Redirect blob GETs to presigned URLs valid this long (`off`) [off].
     presign_blob_gets: Option<String>,
     /// How long another replica's tag move or delete may go unseen here
-    /// [1s; whole seconds]: the in-memory memos of tags, tag lists and the catalog are
-    /// re-read from the bucket when older.
+    /// [1s; whole seconds]: the in-memory memos of tags, tag lists and
+    /// manifests are re-read from the bucket when older.
     memo_ttl: Option<String>,
 }
 
-/// `[replicas]`: the berth processes sharing this bucket, for cross-replica
+/// `[cluster]`: the berth replicas sharing this bucket, for cross-replica
 /// single flight (see `berth_cache::peers`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileReplicas {
+pub(super) struct FileCluster {
     /// This replica's URL as the others reach it (`BERTH_REPLICA_URL`).
     self_url: Option<String>,
     /// Every replica's URL, this one's included (`BERTH_PEERS`, commas).
@@ -56,7 +64,7 @@ pub(super) struct FileReplicas {
 
 /// The replica set after every source is merged; `None`: no replicas.
 pub(super) fn replicas(
-    file: Option<FileReplicas>,
+    file: Option<FileCluster>,
     storage: &StorageChoice,
 ) -> anyhow::Result<Option<berth_cache::peers::PeerConfig>> {
     let f = file.unwrap_or_default();
@@ -70,9 +78,9 @@ pub(super) fn replicas(
     }
     anyhow::ensure!(
         matches!(storage, StorageChoice::S3 { .. }),
-        "[replicas] needs storage all replicas share (backend = \"s3\")"
+        "[cluster] needs storage all replicas share (backend = \"s3\")"
     );
-    let me = me.context("[replicas] needs self_url (or BERTH_REPLICA_URL)")?;
+    let me = me.context("[cluster] needs self_url (or BERTH_REPLICA_URL)")?;
     let parse = |u: &str| {
         url::Url::parse(u)
             .ok()
@@ -85,7 +93,7 @@ pub(super) fn replicas(
             .with_context(|| format!("reading the peer secret file {}", path.display()))?
             .trim()
             .to_string(),
-        (None, None) => anyhow::bail!("[replicas] needs secret_file (or BERTH_PEER_SECRET)"),
+        (None, None) => anyhow::bail!("[cluster] needs secret_file (or BERTH_PEER_SECRET)"),
     };
     let config = berth_cache::peers::PeerConfig {
         me: parse(&me)?,
@@ -154,8 +162,9 @@ pub(super) fn resolve(
             Some(rest) => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 f.backend = Some("s3".into());
-                f.bucket = Some(bucket.to_string());
-                f.prefix = Some(prefix.to_string());
+                let s3 = f.s3.get_or_insert_with(FileS3::default);
+                s3.bucket = Some(bucket.to_string());
+                s3.prefix = Some(prefix.to_string());
             }
             None => {
                 f.backend = Some("fs".into());
@@ -164,16 +173,19 @@ pub(super) fn resolve(
         }
     }
     match f.backend.as_deref().unwrap_or("fs") {
-        "fs" => Ok((StorageChoice::Fs, fs_root)),
-        "s3" => Ok((s3_choice(f)?, None)),
+        "fs" => {
+            anyhow::ensure!(f.s3.is_none(), "[storage.s3] is for backend = \"s3\"");
+            Ok((StorageChoice::Fs, fs_root))
+        }
+        "s3" => Ok((s3_choice(f.s3.unwrap_or_default())?, None)),
         other => anyhow::bail!("storage backend {other:?}: use \"fs\" or \"s3\""),
     }
 }
 
-fn s3_choice(f: FileStorage) -> anyhow::Result<StorageChoice> {
+fn s3_choice(f: FileS3) -> anyhow::Result<StorageChoice> {
     let bucket = env("BERTH_S3_BUCKET")
         .or(f.bucket)
-        .context("S3 storage needs a bucket ([storage] bucket, or --storage s3://BUCKET)")?;
+        .context("S3 storage needs a bucket ([storage.s3] bucket, or --storage s3://BUCKET)")?;
     let mut c = S3Config::new(&bucket);
     c.prefix = env("BERTH_S3_PREFIX").or(f.prefix).unwrap_or_default();
     c.endpoint = env("BERTH_S3_ENDPOINT").or(f.endpoint);
@@ -239,7 +251,7 @@ mod tests {
         );
         assert_eq!(memo_ttl, Duration::from_secs(1));
         let file: FileStorage = toml::from_str(
-            "backend = \"s3\"\nbucket = \"b-1\"\nendpoint = \"https://s3.local:9000\"\n\
+            "backend = \"s3\"\n[s3]\nbucket = \"b-1\"\nendpoint = \"https://s3.local:9000\"\n\
              path_style = true\npart_size = \"16MiB\"\npresign_blob_gets = \"5m\"\nmemo_ttl = \"2s\"",
         )
         .unwrap();
@@ -259,11 +271,12 @@ mod tests {
         for bad in [
             "backend = \"nfs\"",
             "backend = \"s3\"",
-            "backend = \"s3\"\nbucket = \"Bad_Bucket\"",
-            "backend = \"s3\"\nbucket = \"b-1\"\npart_size = \"1MiB\"",
-            "backend = \"s3\"\nbucket = \"b-1\"\nendpoint = \"s3.local\"",
-            "backend = \"s3\"\nbucket = \"b-1\"\naccess_key_id = \"only-the-id\"",
-            "backend = \"s3\"\nbucket = \"b-1\"\nsecret = \"typo\"",
+            "backend = \"s3\"\n[s3]\nbucket = \"Bad_Bucket\"",
+            "backend = \"s3\"\n[s3]\nbucket = \"b-1\"\npart_size = \"1MiB\"",
+            "backend = \"s3\"\n[s3]\nbucket = \"b-1\"\nendpoint = \"s3.local\"",
+            "backend = \"s3\"\n[s3]\nbucket = \"b-1\"\naccess_key_id = \"only-the-id\"",
+            "backend = \"s3\"\n[s3]\nbucket = \"b-1\"\nsecret = \"typo\"",
+            "[s3]\nbucket = \"b-1\"",
         ] {
             let parsed = toml::from_str::<FileStorage>(bad);
             let ok = parsed
