@@ -81,6 +81,9 @@ pub struct AuthConfig {
     pub realm: Option<String>,
     pub service: String,
     pub max_login_failures: u32,
+    /// The token signing key, shared by replicas; `None`: one made and
+    /// kept under the root (`ROOT/auth/token.key`).
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// The directory under a storage root where auth state lives.
@@ -177,7 +180,10 @@ impl Auth {
     pub fn open(config: AuthConfig, root: &Path) -> Result<Auth, AuthError> {
         let live = Live::load(&config)?;
         let dir = auth_dir(root);
-        let key = Signer::open_key(&dir)?;
+        let key = match &config.signing_key_file {
+            Some(path) => Signer::read_key_file(path)?,
+            None => Signer::open_key(&dir)?,
+        };
         Ok(Auth {
             signer: Signer::new(key, &config.service),
             tokens: TokenStore::new(&dir),
@@ -428,6 +434,7 @@ mod tests {
         std::fs::write(&ht, format!("alice:{hash}\n")).unwrap();
         Auth::open(
             AuthConfig {
+                signing_key_file: None,
                 htpasswd: Some(ht),
                 token_ttl: DEFAULT_TOKEN_TTL,
                 groups: HashMap::new(),
@@ -517,6 +524,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = Auth::open(
             AuthConfig {
+                signing_key_file: None,
                 htpasswd: None,
                 token_ttl: Duration::from_secs(10),
                 groups: HashMap::new(),

@@ -165,12 +165,31 @@ impl Signer {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| io("restricting", e))?;
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| io("reading", e))?;
-        let bytes = B64.decode(text.trim()).map_err(|_| {
-            AuthError::Config(format!("{} is not a berth signing key", path.display()))
-        })?;
+        Signer::read_key_file(&path)
+    }
+
+    /// A signing key from a file the operator provides (`signing_key_file`:
+    /// 32 random bytes in base64, e.g. `head -c 32 /dev/urandom | base64`),
+    /// which replicas share so that a token from one is good at all.
+    pub fn read_key_file(path: &Path) -> Result<[u8; 32], AuthError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuthError::Io(format!("reading {}", path.display()), e))?;
+        // Either alphabet: berth writes the URL-safe one, `base64` the standard.
+        let text = text.trim();
+        let bytes = B64
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
+            .map_err(|_| {
+                AuthError::Config(format!(
+                    "{} is not a berth signing key (32 bytes in base64)",
+                    path.display()
+                ))
+            })?;
         bytes.try_into().map_err(|_| {
-            AuthError::Config(format!("{} is not a berth signing key", path.display()))
+            AuthError::Config(format!(
+                "{} is not a berth signing key (32 bytes in base64)",
+                path.display()
+            ))
         })
     }
 

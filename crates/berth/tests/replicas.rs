@@ -29,6 +29,11 @@ impl Replicas {
     /// (round robin, no stickiness: consecutive requests of one client go to
     /// different replicas).
     fn start(n: usize, extra: &[String]) -> Replicas {
+        Replicas::start_with(n, "", extra)
+    }
+
+    /// [`Replicas::start`] with `more_toml` in every replica's configuration.
+    fn start_with(n: usize, more_toml: &str, extra: &[String]) -> Replicas {
         let prefix = fresh_s3_prefix();
         let dir = tempfile::tempdir().expect("replicas dir");
         let secret = dir.path().join("peer-secret");
@@ -44,7 +49,7 @@ impl Replicas {
             .iter()
             .map(|p| {
                 let toml = format!(
-                    "[cluster]\nself_url = \"http://127.0.0.1:{p}\"\npeers = [{peers}]\nsecret_file = \"{}\"\n",
+                    "{more_toml}\n[cluster]\nself_url = \"http://127.0.0.1:{p}\"\npeers = [{peers}]\nsecret_file = \"{}\"\n",
                     secret.display()
                 );
                 let mut args = vec![format!("--listen=127.0.0.1:{p}")];
@@ -561,4 +566,63 @@ fn collections_on_replicas_are_fenced_against_pushes_and_each_other() {
     rt.block_on(store.doc_delete(&marker)).unwrap();
     push.join().expect("push thread").expect_status(201);
     assert!(manifest_digest(&a.url(), "team/app", "v1").is_some());
+}
+
+/// With access control on and one signing key file shared by the
+/// replicas, a token from one replica is good at every other: skopeo logs
+/// in and pushes through the load balancer (round robin, so its token
+/// request and the requests that use the token land on different
+/// replicas), and a token from one replica reads through the other.
+#[test]
+fn tokens_from_one_replica_are_good_at_every_other() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("auth dir");
+    let ht = htpasswd_file(dir.path(), &["ci"], "s3cret-pass");
+    let key = dir.path().join("token.key");
+    std::fs::write(
+        &key,
+        base64::engine::general_purpose::STANDARD.encode(pseudo_random(32, 77)),
+    )
+    .expect("write the signing key");
+    let auth = everything_for(&ht, "ci").replacen(
+        "[auth]\n",
+        &format!("[auth]\nsigning_key_file = \"{}\"\n", key.display()),
+        1,
+    );
+    let set = Replicas::start_with(2, &auth, &[]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let layout = Layout::create(&scratch.path().join("layout"));
+    let image = layout.add_image("v1", "amd64", &[pseudo_random(100_000, 78)]);
+    run(skopeo(scratch.path())
+        .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .args(["--dest-creds", "ci:s3cret-pass"])
+        .arg(layout.oci_ref("v1"))
+        .arg(format!("docker://{}/team/app:v1", set.lb_host())));
+    let (a, b) = (&set.servers[0], &set.servers[1]);
+    let token = curl(
+        "GET",
+        &format!(
+            "{}/token?service=berth&scope=repository:team/app:pull",
+            a.url()
+        ),
+    )
+    .header(
+        "Authorization",
+        &format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("ci:s3cret-pass")
+        ),
+    )
+    .send();
+    token.expect_status(200);
+    let token = token.json()["token"].as_str().expect("a token").to_string();
+    let r = curl("GET", &format!("{}/v2/team/app/manifests/v1", b.url()))
+        .header("Accept", OCI_MANIFEST)
+        .header("Authorization", &format!("Bearer {token}"))
+        .send();
+    r.expect_status(200);
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(image.manifest_digest.as_str())
+    );
 }

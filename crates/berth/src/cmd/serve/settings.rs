@@ -107,6 +107,10 @@ struct FileAuth {
     service: Option<String>,
     /// Failed logins per client address per minute before 429 [default: 10].
     max_login_failures: Option<u32>,
+    /// The token signing key (32 bytes, base64), the same file for every
+    /// replica so that a token from one is good at all [default: made
+    /// under the root].
+    signing_key_file: Option<PathBuf>,
 }
 
 fn auth_config(file: &mut FileConfig) -> anyhow::Result<Option<berth_auth::AuthConfig>> {
@@ -159,6 +163,9 @@ fn auth_config(file: &mut FileConfig) -> anyhow::Result<Option<berth_auth::AuthC
         max_login_failures: a
             .max_login_failures
             .unwrap_or(berth_auth::DEFAULT_MAX_LOGIN_FAILURES),
+        signing_key_file: env("BERTH_AUTH_SIGNING_KEY_FILE")
+            .map(PathBuf::from)
+            .or(a.signing_key_file),
     }))
 }
 
