@@ -33,7 +33,7 @@ pub mod ttl;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use berth_reference::{Digest, RepositoryName};
 use berth_registry::{Registry, RegistryError};
@@ -226,6 +226,20 @@ impl Cache {
 
     pub fn peers(&self) -> Option<&peers::Peers> {
         self.inner.peers.as_deref()
+    }
+
+    /// Keep a DNS-discovered replica set current: read the name now and
+    /// every `every`; `None` without replicas found by DNS. Abort the task to stop.
+    pub fn spawn_peer_refresh(&self, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let peers = self.inner.peers.clone().filter(|p| p.discovers())?;
+        Some(tokio::spawn(async move {
+            loop {
+                if let Err(e) = peers.refresh().await {
+                    tracing::warn!(error = %e, "replica discovery failed; keeping the replica set");
+                }
+                tokio::time::sleep(every).await;
+            }
+        }))
     }
 
     pub fn metrics(&self) -> &CacheMetrics {

@@ -33,6 +33,10 @@ pub struct PeerConfig {
     pub peers: Vec<Url>,
     /// Shared by all replicas; at least 32 characters.
     pub secret: String,
+    /// A DNS name whose addresses are the replicas (a headless Service),
+    /// re-read every few seconds: `(name, port)`; each address `A` is the
+    /// replica `SCHEME://A:PORT`, the scheme that of `me`.
+    pub dns: Option<(String, u16)>,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -58,11 +62,23 @@ struct Peer {
     client: Option<UpstreamClient>,
 }
 
+/// One version of the replica set.
+struct Ring {
+    me: usize,
+    peers: Vec<Peer>,
+}
+
 /// The replica set and a client for each other replica.
 pub struct Peers {
-    me: usize,
-    ring: Vec<Peer>,
+    ring: std::sync::RwLock<Arc<Ring>>,
+    me: Url,
+    fixed: Vec<Url>,
+    dns: Option<(String, u16)>,
     secret: String,
+}
+
+fn norm(u: &Url) -> String {
+    u.as_str().trim_end_matches('/').to_string()
 }
 
 impl Peers {
@@ -72,55 +88,80 @@ impl Peers {
                 "the peer secret must be at least 32 characters".into(),
             ));
         }
-        let norm = |u: &Url| u.as_str().trim_end_matches('/').to_string();
-        let mut urls: Vec<Url> = cfg.peers.clone();
-        urls.sort_by_key(&norm);
-        urls.dedup_by_key(|u| norm(u));
-        let me = urls
-            .iter()
-            .position(|u| norm(u) == norm(&cfg.me))
-            .ok_or_else(|| {
-                PeerError::Config(format!(
-                    "this replica's URL {} is not among the peers",
-                    cfg.me
-                ))
-            })?;
-        let mut ring = Vec::new();
-        for (i, url) in urls.into_iter().enumerate() {
-            let client = if i == me {
-                None
-            } else {
-                let host = url.host_str().unwrap_or_default().to_string();
-                let host = match url.port() {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host,
-                };
-                let config = UpstreamConfig::for_registry(&host)
-                    .map_err(|e| PeerError::Config(format!("peer {url}: {e}")))?
-                    .with_base_url(url.clone())
-                    .with_trusted_hosts(std::slice::from_ref(&host))
-                    .with_header("authorization", &format!("{PEER_SCHEME} {}", cfg.secret));
-                Some(
-                    UpstreamClient::new(config)
-                        .map_err(|e| PeerError::Config(format!("peer {url}: {e}")))?,
-                )
-            };
-            ring.push(Peer { url, client });
+        if cfg.dns.is_none() && !cfg.peers.iter().any(|u| norm(u) == norm(&cfg.me)) {
+            return Err(PeerError::Config(format!(
+                "this replica's URL {} is not among the peers",
+                cfg.me
+            )));
         }
+        let ring = build_ring(&cfg.me, &cfg.peers, &cfg.secret, None)?;
         Ok(Peers {
-            me,
-            ring,
+            ring: std::sync::RwLock::new(Arc::new(ring)),
+            me: cfg.me,
+            fixed: cfg.peers,
+            dns: cfg.dns,
             secret: cfg.secret,
         })
     }
 
-    /// The replica that downloads `digest`: the highest score of
-    /// SHA-256(url, digest), so that each replica leaving or joining moves
-    /// only its own share of blobs. `None` when it is this one.
-    fn owner(&self, digest: &Digest) -> Option<&Peer> {
+    fn ring(&self) -> Arc<Ring> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the set comes (also) from a DNS name.
+    pub fn discovers(&self) -> bool {
+        self.dns.is_some()
+    }
+
+    /// Every replica's URL now, this one's included.
+    pub fn members(&self) -> Vec<Url> {
+        self.ring().peers.iter().map(|p| p.url.clone()).collect()
+    }
+
+    /// Read the DNS name again (with `dns` set): the replica set becomes
+    /// the fixed peers, this replica and every address the name has now.
+    /// Returns whether the set changed. A failed lookup keeps the set.
+    pub async fn refresh(&self) -> Result<bool, PeerError> {
+        let Some((name, port)) = &self.dns else {
+            return Ok(false);
+        };
+        let found = tokio::net::lookup_host((name.as_str(), *port))
+            .await
+            .map_err(|e| PeerError::Config(format!("looking up {name}: {e}")))?;
+        let mut urls = self.fixed.clone();
+        for addr in found {
+            let host = match addr.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            };
+            let text = format!("{}://{host}:{}", self.me.scheme(), addr.port());
+            if let Ok(u) = Url::parse(&text) {
+                urls.push(u);
+            }
+        }
+        let old = self.ring();
+        let mut now: Vec<String> = urls.iter().map(norm).collect();
+        now.push(norm(&self.me));
+        now.sort();
+        now.dedup();
+        let before: Vec<String> = old.peers.iter().map(|p| norm(&p.url)).collect();
+        if now == before {
+            return Ok(false);
+        }
+        let ring = build_ring(&self.me, &urls, &self.secret, Some(&old))?;
+        tracing::info!(peers = ?now, "replica set changed");
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        Ok(true)
+    }
+
+    /// The index in `ring` of the replica that downloads `digest`: the
+    /// highest score of SHA-256(url, digest), so that each replica leaving
+    /// or joining moves only its own share of blobs. `None` when it is
+    /// this one.
+    fn owner(ring: &Ring, digest: &Digest) -> Option<usize> {
         let score = |p: &Peer| {
             let mut h = Sha256::new();
-            h.update(p.url.as_str().trim_end_matches('/').as_bytes());
+            h.update(norm(&p.url).as_bytes());
             h.update([0]);
             h.update(digest.to_string().as_bytes());
             let out = h.finalize();
@@ -128,13 +169,18 @@ impl Peers {
             first.copy_from_slice(&out[..8]);
             u64::from_be_bytes(first)
         };
-        let (i, _) = self.ring.iter().enumerate().max_by_key(|(_, p)| score(p))?;
-        (i != self.me).then(|| &self.ring[i])
+        let (i, _) = ring
+            .peers
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, p)| score(p))?;
+        (i != ring.me).then_some(i)
     }
 
     /// The owner's URL for `digest`, `None` when this replica owns it.
-    pub fn owner_url(&self, digest: &Digest) -> Option<&Url> {
-        self.owner(digest).map(|p| &p.url)
+    pub fn owner_url(&self, digest: &Digest) -> Option<Url> {
+        let ring = self.ring();
+        Peers::owner(&ring, digest).map(|i| ring.peers[i].url.clone())
     }
 
     /// Whether an `Authorization` value is another replica's (compared in
@@ -161,11 +207,60 @@ impl Peers {
         repo: &RepositoryName,
         digest: &Digest,
     ) -> Option<(Arc<str>, Result<BlobBody, UpstreamError>)> {
-        let owner = self.owner(digest)?;
-        let client = owner.client.as_ref()?;
+        let ring = self.ring();
+        let owner = &ring.peers[Peers::owner(&ring, digest)?];
+        let client = owner.client.clone()?;
         let url: Arc<str> = owner.url.as_str().into();
+        drop(ring);
         Some((url, client.blob_get(repo, digest, None).await))
     }
+}
+
+/// The ring of `me` and `urls` (sorted, without duplicates), reusing the
+/// clients of `old` for peers it already had (their connection pools).
+fn build_ring(me: &Url, urls: &[Url], secret: &str, old: Option<&Ring>) -> Result<Ring, PeerError> {
+    let mut all: Vec<Url> = urls.to_vec();
+    all.push(me.clone());
+    all.sort_by_key(norm);
+    all.dedup_by_key(|u| norm(u));
+    let mut peers = Vec::new();
+    let mut mine = 0;
+    for url in all {
+        if norm(&url) == norm(me) {
+            mine = peers.len();
+            peers.push(Peer { url, client: None });
+            continue;
+        }
+        let reused = old.and_then(|r| {
+            r.peers
+                .iter()
+                .find(|p| norm(&p.url) == norm(&url))
+                .and_then(|p| p.client.clone())
+        });
+        let client = match reused {
+            Some(c) => c,
+            None => peer_client(&url, secret)?,
+        };
+        peers.push(Peer {
+            url,
+            client: Some(client),
+        });
+    }
+    Ok(Ring { me: mine, peers })
+}
+
+fn peer_client(url: &Url, secret: &str) -> Result<UpstreamClient, PeerError> {
+    let host = url.host_str().unwrap_or_default().to_string();
+    let host = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    };
+    let config = UpstreamConfig::for_registry(&host)
+        .map_err(|e| PeerError::Config(format!("peer {url}: {e}")))?
+        .with_base_url(url.clone())
+        .with_trusted_hosts(std::slice::from_ref(&host))
+        .with_header("authorization", &format!("{PEER_SCHEME} {secret}"));
+    UpstreamClient::new(config).map_err(|e| PeerError::Config(format!("peer {url}: {e}")))
 }
 
 #[cfg(test)]
@@ -180,6 +275,7 @@ mod tests {
             me: urls[me].clone(),
             peers: urls,
             secret: "s".repeat(32),
+            dns: None,
         })
         .unwrap()
     }
@@ -234,7 +330,31 @@ mod tests {
             me: Url::parse("http://a:1").unwrap(),
             peers: vec![Url::parse("http://b:1").unwrap()],
             secret: "s".repeat(32),
+            dns: None,
         })
         .is_err());
+    }
+
+    /// With a DNS name, the set is this replica and the name's addresses,
+    /// re-read on refresh.
+    #[tokio::test]
+    async fn the_replica_set_follows_a_dns_name() {
+        let me = Url::parse("http://127.0.0.1:5999").unwrap();
+        let p = Peers::new(PeerConfig {
+            me: me.clone(),
+            peers: Vec::new(),
+            secret: "s".repeat(32),
+            dns: Some(("localhost".into(), 6000)),
+        })
+        .unwrap();
+        assert_eq!(p.members(), vec![me.clone()]);
+        assert!(p.refresh().await.unwrap(), "the name added peers");
+        let members: Vec<String> = p.members().iter().map(|u| u.to_string()).collect();
+        assert!(
+            members.contains(&"http://127.0.0.1:6000/".to_string()),
+            "{members:?}"
+        );
+        assert!(members.contains(&me.to_string()));
+        assert!(!p.refresh().await.unwrap(), "unchanged");
     }
 }

@@ -244,6 +244,10 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(me = %replicas.me, peers = replicas.peers.len(), "replicas: cold blobs are fetched by their owner replica");
         cache = cache.with_peers(berth_cache::peers::Peers::new(replicas)?);
     }
+    // Only with `peers_dns`: a fixed list never changes.
+    let _discovery = cache
+        .spawn_peer_refresh(Duration::from_secs(10))
+        .map(AbortOnDrop);
     let mut state = ApiState::with_cache(registry, cache.clone(), settings.default_upstream)
         .with_lifecycle_metrics(&lifecycle);
     let mut reloadable = reload::Reloadable {

@@ -58,6 +58,9 @@ pub(super) struct FileCluster {
     /// Every replica's URL, this one's included (`BERTH_PEERS`, commas).
     #[serde(default)]
     peers: Vec<String>,
+    /// `NAME:PORT` whose addresses are the replicas, re-read every 10 s (a
+    /// headless Service; `BERTH_PEERS_DNS`).
+    peers_dns: Option<String>,
     /// File holding the secret all replicas share (`BERTH_PEER_SECRET`).
     secret_file: Option<PathBuf>,
 }
@@ -73,9 +76,18 @@ pub(super) fn replicas(
         Some(list) => list.split(',').map(|p| p.trim().to_string()).collect(),
         None => f.peers,
     };
-    if me.is_none() && peers.is_empty() {
+    let dns = env("BERTH_PEERS_DNS").or(f.peers_dns);
+    if me.is_none() && peers.is_empty() && dns.is_none() {
         return Ok(None);
     }
+    let dns = dns
+        .map(|d| {
+            d.rsplit_once(':')
+                .and_then(|(name, port)| Some((name.to_string(), port.parse::<u16>().ok()?)))
+                .filter(|(name, _)| !name.is_empty())
+                .with_context(|| format!("peers_dns {d:?}: NAME:PORT"))
+        })
+        .transpose()?;
     anyhow::ensure!(
         matches!(storage, StorageChoice::S3 { .. }),
         "[cluster] needs storage all replicas share (backend = \"s3\")"
@@ -102,6 +114,7 @@ pub(super) fn replicas(
             .map(|p| parse(p))
             .collect::<anyhow::Result<_>>()?,
         secret,
+        dns,
     };
     // Checked now (secret length, self among the peers), before serving.
     berth_cache::peers::Peers::new(config.clone())?;
@@ -284,5 +297,41 @@ mod tests {
                 .unwrap_or(false);
             assert!(!ok, "accepted: {bad}");
         }
+    }
+
+    #[test]
+    fn cluster_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, format!("{}\n", "x".repeat(40))).unwrap();
+        let (s3, _) = resolve(None, Some("s3://b-1/p")).unwrap();
+        let cluster = |extra: &str| -> anyhow::Result<_> {
+            let f: FileCluster = toml::from_str(&format!(
+                "self_url = \"http://10.0.0.5:5000\"\nsecret_file = \"{}\"\n{extra}",
+                secret.display()
+            ))?;
+            replicas(Some(f), &s3)
+        };
+        let c = cluster("peers_dns = \"berth-headless.ns.svc:5000\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.dns, Some(("berth-headless.ns.svc".to_string(), 5000)));
+        assert_eq!(c.secret.len(), 40);
+        let c = cluster("peers = [\"http://10.0.0.5:5000\", \"http://10.0.0.6:5000\"]")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.peers.len(), 2);
+        for bad in [
+            "peers_dns = \"no-port\"",
+            "peers = [\"http://10.0.0.6:5000\"]",
+            "peers = [\"ftp://10.0.0.5:5000\"]",
+        ] {
+            assert!(cluster(bad).is_err(), "accepted {bad}");
+        }
+        let f: FileCluster = toml::from_str("peers = [\"http://a:1\"]").unwrap();
+        assert!(
+            replicas(Some(f), &StorageChoice::Fs).is_err(),
+            "replicas on local disk"
+        );
     }
 }
