@@ -251,6 +251,7 @@ fn the_kubernetes_manifests_render_and_validate() {
     for dir in [
         "base",
         "overlays/tls-auth",
+        "overlays/s3-replicas",
         "node-config/containerd",
         "node-config/k3s",
     ] {
@@ -292,6 +293,101 @@ fn the_kubernetes_manifests_render_and_validate() {
         ds["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"],
         "/etc/rancher/k3s"
     );
+
+    // Replicas on S3: three, no volume of their own, each told its URL,
+    // found through a headless Service that lists pods not yet ready.
+    let (_, replicas) = render(&root.join("overlays/s3-replicas"));
+    let sts = kind(&replicas, "StatefulSet");
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert!(sts["spec"]["volumeClaimTemplates"].is_null());
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    for name in [
+        "BERTH_REPLICA_URL",
+        "BERTH_S3_SECRET_ACCESS_KEY",
+        "BERTH_PEER_SECRET",
+    ] {
+        assert!(env.iter().any(|e| e["name"] == name), "no {name}");
+    }
+    let peers = replicas
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "berth-peers")
+        .expect("the headless Service");
+    assert_eq!(peers["spec"]["clusterIP"], "None");
+    assert_eq!(peers["spec"]["publishNotReadyAddresses"], true);
+    assert_eq!(peers["metadata"]["namespace"], "berth");
+    let replica_toml: toml::Value = toml::from_str(
+        kind(&replicas, "ConfigMap")["data"]["berth.toml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(replica_toml["storage"]["backend"].as_str(), Some("s3"));
+    assert_eq!(
+        replica_toml["cluster"]["peers_dns"].as_str(),
+        Some("berth-peers.berth.svc.cluster.local:5000")
+    );
+    // And berth serves with it, the bucket and the names made this test's
+    // (the Secrets' values as the files and keys a pod would have).
+    let mut config_value = replica_toml.clone();
+    let g = garage();
+    let secret_file = s.join("s3-secret");
+    std::fs::write(&secret_file, &g.secret).unwrap();
+    let peer_secret = s.join("peer-secret");
+    std::fs::write(&peer_secret, "p".repeat(40)).unwrap();
+    let port = free_port();
+    let set = |v: &mut toml::Value, table: &[&str], key: &str, value: String| {
+        let mut t = v.as_table_mut().unwrap();
+        for name in table {
+            t = t.get_mut(*name).unwrap().as_table_mut().unwrap();
+        }
+        t.insert(key.into(), toml::Value::String(value));
+    };
+    let s3 = ["storage", "s3"];
+    set(&mut config_value, &s3, "bucket", g.bucket.clone());
+    set(&mut config_value, &s3, "endpoint", g.endpoint());
+    set(&mut config_value, &s3, "region", g.region.clone());
+    set(&mut config_value, &s3, "prefix", fresh_s3_prefix());
+    set(&mut config_value, &s3, "access_key_id", g.key_id.clone());
+    set(
+        &mut config_value,
+        &s3,
+        "secret_access_key_file",
+        secret_file.display().to_string(),
+    );
+    set(
+        &mut config_value,
+        &["cluster"],
+        "peers_dns",
+        format!("localhost:{port}"),
+    );
+    set(
+        &mut config_value,
+        &["cluster"],
+        "self_url",
+        format!("http://127.0.0.1:{port}"),
+    );
+    set(
+        &mut config_value,
+        &["cluster"],
+        "secret_file",
+        peer_secret.display().to_string(),
+    );
+    let replica_config = s.join("replica.toml");
+    std::fs::write(&replica_config, toml::to_string(&config_value).unwrap()).unwrap();
+    let replica = Server::start_with(&[
+        format!("--listen=127.0.0.1:{port}"),
+        "--config".into(),
+        replica_config.display().to_string(),
+    ]);
+    assert!(
+        replica.log().contains("\"storage\":\"s3://"),
+        "{}",
+        replica.log()
+    );
+    push_and_pull(s, &replica.host());
+    drop(replica);
 
     // The ConfigMap's berth.toml is one berth starts with (its listen
     // address and root replaced by this test's own, flags win over it).

@@ -626,3 +626,96 @@ fn tokens_from_one_replica_are_good_at_every_other() {
         Some(image.manifest_digest.as_str())
     );
 }
+
+/// With `presign_blob_gets`, a blob GET is answered 307 to a presigned URL
+/// of the store (a manifest GET is not); curl following it gets the bytes,
+/// and skopeo pulls the image through the redirects.
+#[test]
+fn blob_gets_redirect_to_presigned_urls_when_enabled() {
+    let server = Server::start_s3_keys(&fresh_s3_prefix(), "presign_blob_gets = \"60s\"", &[]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let layout = Layout::create(&scratch.path().join("layout"));
+    let layer = pseudo_random(300_000, 91);
+    let image = layout.add_image("v1", "amd64", std::slice::from_ref(&layer));
+    run(skopeo(scratch.path())
+        .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(layout.oci_ref("v1"))
+        .arg(format!("docker://{}/team/app:v1", server.host())));
+    let d = &image.layer_digests[0];
+    let r = curl("GET", &format!("{}/v2/team/app/blobs/{d}", server.url())).send();
+    r.expect_status(307);
+    let location = r.header("location").expect("Location").to_string();
+    assert!(
+        location.starts_with(&garage().endpoint()) && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    assert!(!location.contains(&garage().secret));
+    let fetched = curl("GET", &location).send();
+    fetched.expect_status(200);
+    assert!(fetched.body == layer);
+    // Not another repository's way in: the link is checked first.
+    curl("GET", &format!("{}/v2/other/app/blobs/{d}", server.url()))
+        .send()
+        .expect_error(404, "BLOB_UNKNOWN");
+    assert_eq!(
+        manifest_digest(&server.url(), "team/app", "v1").as_deref(),
+        Some(image.manifest_digest.as_str())
+    );
+    let out = scratch.path().join("pulled");
+    run(skopeo(scratch.path())
+        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/team/app:v1", server.host()))
+        .arg(format!("oci:{}:v1", out.display())));
+    let pulled = Layout::init(&out);
+    assert_eq!(
+        pulled.descriptor("v1")["digest"].as_str(),
+        Some(image.manifest_digest.as_str())
+    );
+}
+
+/// `berth scrub` on a replica whose storage is S3 finds a blob whose bytes
+/// in the bucket no longer match its digest, quarantines it, and the blob
+/// is never served again.
+#[test]
+fn scrub_on_s3_quarantines_damaged_blobs() {
+    use berth_storage::Storage;
+    let prefix = fresh_s3_prefix();
+    let server = Server::start_s3(&prefix, "", &[]);
+    let (_, manifest) = push_small_image(&server, "team/app", "v1", 8);
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let verb = |root: &std::path::Path| {
+        let out = run_unchecked(
+            std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+                .arg("scrub")
+                .arg("--root")
+                .arg(root)
+                .args(["--output", "json"]),
+        );
+        let report: serde_json::Value = serde_json::from_str(&out.stdout_str())
+            .unwrap_or_else(|e| panic!("no JSON report ({e})\n{}", out.describe()));
+        (out.status.success(), report)
+    };
+    let (ok, clean) = verb(&server.root);
+    assert!(ok, "{clean:#}");
+    assert!(clean["blobs_checked"].as_u64() >= Some(2), "{clean:#}");
+    // Damage the layer in the bucket.
+    let (rt, store) = bucket(&format!("{prefix}/"));
+    let d: berth_reference::Digest = layer.parse().unwrap();
+    rt.block_on(store.blob_put(&d, bytes::Bytes::from_static(b"not the layer")))
+        .unwrap();
+    let (ok, found) = verb(&server.root);
+    assert!(!ok, "scrub exits non-zero on damage: {found:#}");
+    assert_eq!(
+        found["corrupt"],
+        serde_json::json!([layer.clone()]),
+        "{found:#}"
+    );
+    assert_eq!(found["quarantined"], 1);
+    curl(
+        "GET",
+        &format!("{}/v2/team/app/blobs/{layer}", server.url()),
+    )
+    .send()
+    .expect_error(404, "BLOB_UNKNOWN");
+}

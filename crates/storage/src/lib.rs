@@ -16,7 +16,8 @@
 //!   prefix. The registry layer owns the key layout.
 //!
 //! Backends: [`fs::FsStorage`] (local disk, the embedded default) and
-//! [`s3::S3Storage`] (an S3-compatible bucket several replicas share).
+//! `s3::S3Storage` (an S3-compatible bucket several replicas share; the
+//! `s3` feature).
 #![forbid(unsafe_code)]
 
 pub mod active;
@@ -29,6 +30,7 @@ pub use pool::{
     ConnectionCharge, DEFAULT_MEMORY_BUDGET,
 };
 pub mod root_lock;
+#[cfg(feature = "s3")]
 pub mod s3;
 pub mod worker;
 

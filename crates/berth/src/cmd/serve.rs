@@ -241,7 +241,7 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     let root = settings.root.clone();
     let mut cache = Cache::new(registry.clone(), settings.cache);
     if let Some(replicas) = settings.replicas {
-        tracing::info!(me = %replicas.me, peers = replicas.peers.len(), "replicas: cold blobs are fetched by their owner replica");
+        tracing::info!(me = %replicas.me, peers = replicas.peers.len(), dns = ?replicas.dns, "replicas: cold blobs are fetched by their owner replica");
         cache = cache.with_peers(berth_cache::peers::Peers::new(replicas)?);
     }
     // Only with `peers_dns`: a fixed list never changes.
