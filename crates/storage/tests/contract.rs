@@ -1,39 +1,15 @@
 //! The storage contract, written once against `dyn Storage` so that every
 //! backend (the local disk, and S3 on a real Garage) runs the same checks.
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use std::sync::Arc;
 
 use berth_reference::Digest;
-use berth_s3_fixture::Garage;
 use berth_storage::fs::{collect, FsStorage};
-use berth_storage::s3::{S3Config, S3Storage, Secret};
 use berth_storage::{ByteRange, DocKey, Storage, StorageError};
 use bytes::Bytes;
-
-/// One Garage for this test binary; each backend gets a prefix of its own.
-fn garage() -> &'static Garage {
-    static GARAGE: OnceLock<Garage> = OnceLock::new();
-    GARAGE.get_or_init(Garage::start)
-}
-
-fn s3_config(prefix: &str) -> S3Config {
-    let g = garage();
-    let mut cfg = S3Config::new(&g.bucket);
-    cfg.endpoint = Some(g.endpoint());
-    cfg.region = g.region.clone();
-    cfg.path_style = true;
-    cfg.prefix = prefix.to_string();
-    cfg.access_key_id = Some(g.key_id.clone());
-    cfg.secret_access_key = Some(Secret(g.secret.clone()));
-    cfg.part_size = 5 * 1024 * 1024;
-    cfg
-}
-
-async fn s3(prefix: &str) -> S3Storage {
-    S3Storage::open(s3_config(prefix))
-        .await
-        .expect("open S3 storage")
-}
+use common::s3;
 
 fn fresh_prefix() -> String {
     format!("contract/{}", uuid::Uuid::new_v4().simple())

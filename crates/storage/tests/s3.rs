@@ -3,36 +3,19 @@
 //! multipart uploads reclaimed, listings past one page, presigned GETs, and
 //! settings refused before any request. All against a real Garage.
 
-use std::sync::OnceLock;
+mod common;
+
 use std::time::Duration;
 
 use berth_reference::Digest;
-use berth_s3_fixture::Garage;
 use berth_storage::fs::collect;
-use berth_storage::s3::{S3Config, S3Storage, Secret};
+use berth_storage::s3::{S3Storage, Secret};
 use berth_storage::{ByteRange, DocKey, Storage, StorageError};
 use bytes::Bytes;
+use common::{garage, s3_config as config};
 use futures::StreamExt;
 
 const MIB: usize = 1024 * 1024;
-
-fn garage() -> &'static Garage {
-    static GARAGE: OnceLock<Garage> = OnceLock::new();
-    GARAGE.get_or_init(Garage::start)
-}
-
-fn config(prefix: &str) -> S3Config {
-    let g = garage();
-    let mut cfg = S3Config::new(&g.bucket);
-    cfg.endpoint = Some(g.endpoint());
-    cfg.region = g.region.clone();
-    cfg.path_style = true;
-    cfg.prefix = prefix.to_string();
-    cfg.access_key_id = Some(g.key_id.clone());
-    cfg.secret_access_key = Some(Secret(g.secret.clone()));
-    cfg.part_size = 5 * MIB;
-    cfg
-}
 
 fn prefix() -> String {
     format!("s3test/{}/", uuid::Uuid::new_v4().simple())

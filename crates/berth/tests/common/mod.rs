@@ -411,19 +411,7 @@ impl Server {
     /// [`Server::start_s3`] with `s3_keys` added to its `[storage.s3]`
     /// table (`presign_blob_gets = "60s"`, say).
     pub fn start_s3_keys(prefix: &str, s3_keys: &str, extra: &[String]) -> Server {
-        let dir = tempfile::tempdir().expect("temp root");
-        let config = dir.path().join("berth.toml");
-        std::fs::write(
-            &config,
-            format!("{}{s3_keys}\n", s3_storage_toml(dir.path(), prefix)),
-        )
-        .expect("write berth.toml");
-        let mut args = vec![format!("--config={}", config.display())];
-        args.extend(extra.iter().cloned());
-        let root = dir.path().join("root");
-        let mut server = Server::start_on_with(&root, &args);
-        server._dir = Some(dir);
-        server
+        Server::start_s3_config(garage(), prefix, "", s3_keys, extra)
     }
 
     /// [`Server::start_s3`] on another Garage.
@@ -433,12 +421,24 @@ impl Server {
         more_toml: &str,
         extra: &[String],
     ) -> Server {
+        Server::start_s3_config(g, prefix, more_toml, "", extra)
+    }
+
+    /// A configuration file of `before`, the storage tables, then
+    /// `s3_keys` (which so land in `[storage.s3]`).
+    fn start_s3_config(
+        g: &berth_s3_fixture::Garage,
+        prefix: &str,
+        before: &str,
+        s3_keys: &str,
+        extra: &[String],
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp root");
         let config = dir.path().join("berth.toml");
         std::fs::write(
             &config,
             format!(
-                "{more_toml}\n{}",
+                "{before}\n{}{s3_keys}\n",
                 s3_storage_toml_for(g, dir.path(), prefix)
             ),
         )
