@@ -14,54 +14,6 @@ const MIB: u64 = 1 << 20;
 const CAP: u64 = 16 * MIB;
 const IMAGE: u64 = 8 * MIB;
 
-struct Image {
-    tag: String,
-    manifest: Vec<u8>,
-    blobs: Vec<(String, Vec<u8>)>,
-}
-
-fn push_image(server: &Server, repo: &str, tag: &str, blobs: Vec<Vec<u8>>) -> Image {
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": []}, "author": tag,
-    }))
-    .unwrap();
-    push_blob(server, repo, &config);
-    let mut all = vec![(sha256(&config), config.clone())];
-    for b in &blobs {
-        all.push((push_blob(server, repo, b), b.clone()));
-    }
-    let manifest = image_manifest(
-        descriptor(OCI_CONFIG, &config),
-        blobs.iter().map(|b| descriptor(OCI_LAYER, b)).collect(),
-        None,
-    );
-    put_manifest(server, repo, tag, OCI_MANIFEST, &manifest).expect_status(201);
-    Image {
-        tag: tag.to_string(),
-        manifest,
-        blobs: all,
-    }
-}
-
-/// Pull an image through `server` the way a client does; `false` if any
-/// part of it could not be had.
-fn pull(server: &Server, repo: &str, image: &Image) -> bool {
-    let m = curl(
-        "GET",
-        &format!("{}/v2/{repo}/manifests/{}", server.url(), image.tag),
-    )
-    .header("Accept", OCI_MANIFEST)
-    .send();
-    if m.status != 200 || m.body != image.manifest {
-        return false;
-    }
-    image.blobs.iter().all(|(d, bytes)| {
-        let b = curl("GET", &format!("{}/v2/{repo}/blobs/{d}", server.url())).send();
-        b.status == 200 && &b.body == bytes
-    })
-}
-
 #[test]
 fn a_capped_cache_evicts_the_least_recently_pulled_and_keeps_serving() {
     let upstream = Server::start();
@@ -98,7 +50,7 @@ fn a_capped_cache_evicts_the_least_recently_pulled_and_keeps_serving() {
     let mut peak = 0;
     for image in &images {
         assert!(
-            pull(&server, "registry.up.test/app/web", image),
+            pull_whole(&server, "registry.up.test/app/web", image),
             "pull {}",
             image.tag
         );
@@ -133,15 +85,15 @@ fn a_capped_cache_evicts_the_least_recently_pulled_and_keeps_serving() {
     drop(upstream);
     let newest = images.last().unwrap();
     assert!(
-        pull(&server, "registry.up.test/app/web", newest),
+        pull_whole(&server, "registry.up.test/app/web", newest),
         "the newest image pulls"
     );
     assert!(
-        pull(&server, "registry.up.test/app/pinned", &pinned),
+        pull_whole(&server, "registry.up.test/app/pinned", &pinned),
         "the pinned image pulls"
     );
     assert!(
-        !pull(&server, "registry.up.test/app/web", &images[0]),
+        !pull_whole(&server, "registry.up.test/app/web", &images[0]),
         "the oldest image was evicted"
     );
     assert!(
@@ -177,7 +129,7 @@ fn the_device_watermark_evicts_from_90_down_to_80_percent() {
     let mut evicted_once = false;
     for image in &images {
         assert!(
-            pull(&server, "registry.up.test/app/big", image),
+            pull_whole(&server, "registry.up.test/app/big", image),
             "pull {}",
             image.tag
         );
@@ -208,7 +160,7 @@ fn the_device_watermark_evicts_from_90_down_to_80_percent() {
     assert!(server.metric("berth_cache_evictions_total") >= 1.0);
     drop(upstream);
     assert!(
-        pull(&server, "registry.up.test/app/big", images.last().unwrap()),
+        pull_whole(&server, "registry.up.test/app/big", images.last().unwrap()),
         "the newest image pulls from the cache"
     );
 }

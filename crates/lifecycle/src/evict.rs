@@ -55,18 +55,15 @@ pub struct EvictReport {
     pub bytes_freed: u64,
     /// Candidates left alone because they were pulled within `min_age`.
     pub images_too_recent: usize,
+    /// Not run: another replica on the same storage holds the lifecycle
+    /// lease.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 /// Bytes of every stored blob.
 pub async fn stored_bytes(registry: &Registry) -> Result<u64> {
-    let storage = registry.storage();
-    let mut total = 0u64;
-    for d in storage.blob_list().await? {
-        if let Some(stat) = storage.blob_stat(&d).await? {
-            total += stat.size;
-        }
-    }
-    Ok(total)
+    Ok(registry.storage().blob_bytes_total().await?)
 }
 
 /// How many bytes must go, by the cap and by the device's watermarks.

@@ -10,14 +10,18 @@
 //! - `evict`: the size-capped cache (least recently pulled images first);
 //! - `scrub`: re-hashing every blob, quarantining any that does not match;
 //! - `usage`: what is stored and for whom (`berth du`);
-//! - `metrics`: runs, bytes freed, durations, for `/metrics`.
+//! - `metrics`: runs, bytes freed, durations, for `/metrics`;
+//! - `lease`: one job at a time across replicas sharing a bucket.
 //!
 //! [`Lifecycle`] runs one job at a time: on a schedule inside `berth serve`,
 //! on demand through the admin API, or from `berth gc` on a stopped root.
+//! Replicas on one bucket take turns through `lease`: a job another replica
+//! is running is skipped (its report says `skipped`).
 #![forbid(unsafe_code)]
 
 pub mod evict;
 pub mod gc;
+mod lease;
 pub mod metrics;
 pub mod retention;
 pub mod scrub;
@@ -44,6 +48,8 @@ pub enum LifecycleError {
     Registry(#[from] berth_registry::RegistryError),
     #[error(transparent)]
     Storage(#[from] berth_storage::StorageError),
+    #[error(transparent)]
+    Key(#[from] berth_storage::KeyError),
 }
 
 pub type Result<T, E = LifecycleError> = std::result::Result<T, E>;
@@ -68,6 +74,9 @@ pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// How long the evictor rests after an eviction that could not free enough.
 const EVICT_BACKOFF: Duration = Duration::from_secs(60);
+/// On storage replicas share, how often the evictor measures the store
+/// anew: its own count of bytes stored misses what the others store.
+const SHARED_REMEASURE: Duration = Duration::from_secs(10);
 
 impl Default for LifecycleConfig {
     fn default() -> Self {
@@ -85,6 +94,10 @@ impl Default for LifecycleConfig {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CollectReport {
     pub dry_run: bool,
+    /// Not run: another replica on the same storage holds the lifecycle
+    /// lease (`gc.skipped` says the same).
+    #[serde(default)]
+    pub skipped: bool,
     pub retention: RetentionReport,
     pub gc: GcReport,
     pub uploads: UploadsReport,
@@ -123,6 +136,25 @@ impl Lifecycle {
     /// not count what retention would remove).
     pub async fn collect(&self, dry_run: bool) -> Result<CollectReport> {
         let _one = self.running.lock().await;
+        let Some(lease) = lease::Lease::acquire(&self.registry, "collect").await? else {
+            tracing::info!(target: "berth::lifecycle", "garbage collection skipped: another replica is running a lifecycle job");
+            return Ok(CollectReport {
+                dry_run,
+                skipped: true,
+                retention: Default::default(),
+                gc: GcReport {
+                    skipped: true,
+                    ..Default::default()
+                },
+                uploads: Default::default(),
+            });
+        };
+        let report = self.collect_leased(dry_run).await;
+        lease.release().await?;
+        report
+    }
+
+    async fn collect_leased(&self, dry_run: bool) -> Result<CollectReport> {
         let retention = retention::apply(
             &self.registry,
             &self.config.retention,
@@ -163,6 +195,7 @@ impl Lifecycle {
         );
         Ok(CollectReport {
             dry_run,
+            skipped: gc.skipped,
             retention,
             gc,
             uploads,
@@ -171,7 +204,16 @@ impl Lifecycle {
 
     /// Re-hash every blob (see `scrub`), at most `rate` bytes a second.
     pub async fn scrub(&self, rate: Option<u64>) -> Result<ScrubReport> {
-        let report = scrub::scrub(&self.registry, rate).await?;
+        let Some(lease) = lease::Lease::acquire(&self.registry, "scrub").await? else {
+            tracing::info!(target: "berth::lifecycle", "scrub skipped: another replica is running a lifecycle job");
+            return Ok(ScrubReport {
+                skipped: true,
+                ..Default::default()
+            });
+        };
+        let report = scrub::scrub(&self.registry, rate).await;
+        lease.release().await?;
+        let report = report?;
         self.metrics.scrub_runs.inc();
         self.metrics
             .scrub_corrupt
@@ -194,8 +236,17 @@ impl Lifecycle {
     /// its high watermark (see `evict`).
     pub async fn evict(&self) -> Result<EvictReport> {
         let _one = self.running.lock().await;
+        let Some(lease) = lease::Lease::acquire(&self.registry, "evict").await? else {
+            tracing::info!(target: "berth::lifecycle", "eviction skipped: another replica is running a lifecycle job");
+            return Ok(EvictReport {
+                skipped: true,
+                ..Default::default()
+            });
+        };
         let report =
-            evict::evict(&self.registry, &self.config.eviction, self.config.gc_grace).await?;
+            evict::evict(&self.registry, &self.config.eviction, self.config.gc_grace).await;
+        lease.release().await?;
+        let report = report?;
         self.metrics.stored_bytes.set(report.stored_after as i64);
         if report.images_evicted > 0 {
             self.metrics.evictions.inc_by(report.images_evicted as u64);
@@ -217,6 +268,7 @@ impl Lifecycle {
         let this = self.clone();
         Some(tokio::spawn(async move {
             let mut stored: Option<u64> = None;
+            let mut measured_at = tokio::time::Instant::now();
             // After an eviction that found nothing more to remove (the rest
             // pinned or too recent, or a device others filled), wait until
             // something is stored or `EVICT_BACKOFF` passes: re-measuring
@@ -231,10 +283,16 @@ impl Lifecycle {
                     continue;
                 }
                 stuck_until = None;
+                if this.registry.is_shared() && measured_at.elapsed() >= SHARED_REMEASURE {
+                    stored = None;
+                }
                 let estimate = match stored {
                     Some(s) => s + added,
                     None => match evict::stored_bytes(&this.registry).await {
-                        Ok(s) => s,
+                        Ok(s) => {
+                            measured_at = tokio::time::Instant::now();
+                            s
+                        }
                         Err(e) => {
                             tracing::warn!(target: "berth::lifecycle", "measuring the store failed: {e}");
                             continue;
@@ -247,6 +305,11 @@ impl Lifecycle {
                     continue;
                 }
                 match this.evict().await {
+                    Ok(report) if report.skipped => {
+                        // Another replica is evicting: measure again after it.
+                        stored = None;
+                        stuck_until = Some(tokio::time::Instant::now() + SHARED_REMEASURE);
+                    }
                     Ok(report) => {
                         stored = Some(report.stored_after);
                         if report.needed > 0 {

@@ -23,6 +23,10 @@ pub struct ScrubReport {
     /// Blobs that vanished while being checked (deleted by GC meanwhile).
     pub vanished: usize,
     pub duration_ms: u64,
+    /// Not run: another replica on the same storage holds the lifecycle
+    /// lease.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 /// Check every blob, reading at most `rate` bytes a second (`None`: as fast

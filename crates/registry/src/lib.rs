@@ -178,6 +178,11 @@ impl Registry {
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
+
+    /// Is the storage shared with other replicas (see `with_memo_ttl`)?
+    pub fn is_shared(&self) -> bool {
+        self.memo_ttl.is_some()
+    }
 }
 
 #[cfg(test)]

@@ -215,6 +215,18 @@ pub trait Storage: Send + Sync + 'static {
     async fn blob_quarantine(&self, digest: &Digest) -> Result<bool>;
     /// Size and modification time of a blob, or `None` when absent.
     async fn blob_stat(&self, digest: &Digest) -> Result<Option<BlobStat>>;
+    /// Bytes of every stored blob together (eviction's measure of the
+    /// store). The default stats each blob; an object store sums one
+    /// listing instead of asking once per blob.
+    async fn blob_bytes_total(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for d in self.blob_list().await? {
+            if let Some(stat) = self.blob_stat(&d).await? {
+                total += stat.size;
+            }
+        }
+        Ok(total)
+    }
 
     /// Open a new, empty upload session.
     async fn upload_create(&self) -> Result<UploadId>;

@@ -74,8 +74,14 @@ async fn upload_publish_read_delete() {
             Err(StorageError::RangeNotSatisfiable)
         ));
         assert_eq!(s.blob_list().await.unwrap(), vec![d.clone()]);
+        let small = Digest::sha256_of(b"{}");
+        s.blob_put(&small, Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(s.blob_bytes_total().await.unwrap(), 11 + 2);
+        assert!(s.blob_delete(&small).await.unwrap());
+        assert_eq!(s.blob_bytes_total().await.unwrap(), 11);
         assert!(s.blob_delete(&d).await.unwrap());
         assert!(!s.blob_delete(&d).await.unwrap());
+        assert_eq!(s.blob_bytes_total().await.unwrap(), 0);
         assert!(matches!(
             s.blob_read(&d, None).await,
             Err(StorageError::BlobNotFound)

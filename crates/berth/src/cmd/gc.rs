@@ -80,6 +80,10 @@ fn print(report: &CollectReport, output: OutputFormat) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
+    if report.gc.skipped {
+        println!("skipped: another replica on the same storage is running a lifecycle job");
+        return Ok(());
+    }
     let verb = if report.dry_run {
         "would delete"
     } else {

@@ -61,6 +61,8 @@ pub fn run_scrub(args: ScrubArgs) -> anyhow::Result<()> {
     })?;
     if args.output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.skipped {
+        println!("skipped: another replica on the same storage is running a lifecycle job");
     } else {
         println!(
             "checked {} blobs ({} bytes) in {} ms: {} corrupt, {} quarantined",

@@ -375,6 +375,18 @@ impl Storage for S3Storage {
         Ok(out)
     }
 
+    async fn blob_bytes_total(&self) -> Result<u64> {
+        let base = self.inner.key("blobs/");
+        Ok(self
+            .inner
+            .list_all(&base)
+            .await?
+            .into_iter()
+            .filter(|o| parse_blob_key(&o.key[base.len()..]).is_some())
+            .map(|o| o.size)
+            .sum())
+    }
+
     async fn blob_quarantine(&self, digest: &Digest) -> Result<bool> {
         let key = self.inner.blob_key(digest);
         if self.inner.head(&key).await?.is_none() {
