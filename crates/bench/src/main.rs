@@ -19,7 +19,10 @@
 //! (garbage collection of a large store, on servers of its own), `cache`
 //! (cold pulls through the cache, run by `berth-bench-cache`, whose
 //! upstream is behind a rate-limited link in a network namespace of its
-//! own: the one workload not on loopback alone), `report` (the table).
+//! own: the one workload not on loopback alone), `s3` and `s3_pulls`
+//! (berth on a Garage it starts, against Distribution's S3 driver and local
+//! disk, and cold pulls through replicas on one bucket; only when asked
+//! for, `scripts/bench s3`), `report` (the table).
 //!
 //! Exit status: 0 when every workload produced its figures, even if targets
 //! were missed (it is a measurement); 1 when any workload errored, so that
@@ -37,6 +40,8 @@ mod large;
 mod ops;
 mod pin;
 mod report;
+mod s3;
+mod s3_pulls;
 mod servers;
 mod stats;
 mod tls;
@@ -78,8 +83,8 @@ struct Args {
     #[arg(long)]
     max_seconds: Option<u64>,
     /// Run only these workloads (for profiling one path); comma-separated
-    /// from: push, chunked, get, manifest, large, listing, tls, gc, cache
-    /// [default: all]
+    /// from: push, chunked, get, manifest, large, listing, tls, gc, cache,
+    /// s3 [default: all but s3, which needs Garage: `scripts/bench s3`]
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
     /// Images in the gc workload's store (each a config and 9 layers)
@@ -113,6 +118,9 @@ enum Workload {
     Tls,
     Gc,
     Cache,
+    /// Berth on S3 (a Garage it starts) against Distribution's S3 driver
+    /// and local disk, and cold pulls through replicas: `s3`, `s3_pulls`.
+    S3,
 }
 
 fn main() -> ExitCode {
@@ -218,7 +226,13 @@ async fn run(args: Args) -> Result<bool> {
         plan.gc.connections = n.max(1);
     }
     let only = args.only.clone();
-    let wanted = move |w: Workload| only.is_empty() || only.contains(&w);
+    let wanted = move |w: Workload| {
+        if w == Workload::S3 {
+            only.contains(&w)
+        } else {
+            only.is_empty() || only.contains(&w)
+        }
+    };
     let berth_bin = match args.berth {
         Some(b) => b,
         None => default_berth()?,
@@ -326,6 +340,11 @@ async fn run(args: Args) -> Result<bool> {
                 upstream_rate: args.cache_upstream_rate.as_deref(),
             };
             let rows = cache::run(&plan).await;
+            b.rows.extend(rows);
+        }
+        if wanted(Workload::S3) {
+            let plan = s3::S3Plan::new(b.plan.quick, args.repeats);
+            let rows = s3::run(&plan, &berth_bin, &dist_bin, &b.workdir).await;
             b.rows.extend(rows);
         }
         for s in [&berth, &dist] {

@@ -44,6 +44,11 @@ impl Server {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
+    /// The whole log (for counting an upstream's requests in it).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Resident memory (VmRSS) in bytes.
     pub fn rss(&self) -> Result<u64> {
         rss_of(self.pid())
@@ -141,7 +146,7 @@ fn status_field(pid: u32, field: &str) -> Result<u64> {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> Result<SocketAddr> {
+pub(crate) fn free_port() -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     Ok(l.local_addr()?)
 }
@@ -180,7 +185,37 @@ fn spawn_berth(
     root_name: &str,
     extra: &[&std::ffi::OsStr],
 ) -> Result<Server> {
-    let addr = free_port()?;
+    spawn_berth_at(bin, dir, name, root_name, free_port()?, extra, "warn")
+}
+
+/// `berth serve` named `name` (its log is `dir/NAME.log`) on `addr`, with
+/// its root `dir/ROOT_NAME`, logging at `rust_log`; ready once `/v2/`
+/// answers 200. For servers whose address must be known before they start
+/// (replicas name themselves in their configuration).
+pub async fn start_berth_at(
+    bin: &Path,
+    dir: &Path,
+    name: &'static str,
+    root_name: &str,
+    addr: SocketAddr,
+    extra: &[&str],
+    rust_log: &str,
+) -> Result<Server> {
+    let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+    let mut s = spawn_berth_at(bin, dir, name, root_name, addr, &extra, rust_log)?;
+    s.wait_ready("/v2/", Some(200)).await?;
+    Ok(s)
+}
+
+fn spawn_berth_at(
+    bin: &Path,
+    dir: &Path,
+    name: &'static str,
+    root_name: &str,
+    addr: SocketAddr,
+    extra: &[&std::ffi::OsStr],
+    rust_log: &str,
+) -> Result<Server> {
     let root = dir.join(root_name);
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
@@ -189,7 +224,7 @@ fn spawn_berth(
         .arg("--root")
         .arg(&root)
         .args(extra)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", rust_log);
     let (child, log) = spawn(name, cmd, dir)?;
     Ok(Server {
         name,
@@ -278,26 +313,51 @@ impl Server {
 /// (filesystem storage, in-memory blob descriptor cache, deletes enabled),
 /// minus the access log and health checks, at log level warn.
 pub async fn start_distribution(bin: &Path, dir: &Path) -> Result<Server> {
-    let addr = free_port()?;
     let root = dir.join("distribution-root");
     std::fs::create_dir_all(&root)?;
-    let config = distribution_config(dir);
+    let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
+    start_distribution_on(
+        bin,
+        dir,
+        "distribution",
+        &distribution_config(dir),
+        &storage,
+        root,
+    )
+    .await
+}
+
+/// Distribution with `storage` (YAML lines of its `storage:` table, a
+/// driver's; the cache, delete and maintenance settings are added) and its
+/// configuration at `config`; `root` is what [`Server::root`] names.
+pub async fn start_distribution_on(
+    bin: &Path,
+    dir: &Path,
+    name: &'static str,
+    config: &Path,
+    storage: &str,
+    root: PathBuf,
+) -> Result<Server> {
+    let addr = free_port()?;
     std::fs::write(
-        &config,
+        config,
         format!(
             "version: 0.1\n\
              log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  cache:\n    blobdescriptor: inmemory\n  \
+             storage:\n{storage}  cache:\n    blobdescriptor: inmemory\n  \
              delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: {addr}\n",
-            root.display()
+             http:\n  addr: {addr}\n"
         ),
     )?;
     let mut cmd = Command::new(bin);
-    cmd.arg("serve").arg(&config);
-    let (child, log) = spawn("distribution", cmd, dir)?;
+    cmd.arg("serve").arg(config);
+    // Its AWS SDK (v1) cannot load a custom CA bundle into its transport and
+    // panics at start when one is named: the S3 workload's store is plain
+    // HTTP on loopback and needs none.
+    cmd.env_remove("AWS_CA_BUNDLE");
+    let (child, log) = spawn(name, cmd, dir)?;
     let mut s = Server {
-        name: "distribution",
+        name,
         addr,
         root,
         log,
