@@ -9,68 +9,23 @@
 //! and iproute2 for the link (the suite and CI run as root): a missing tool
 //! fails this test, it never skips.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// The berth binary of this build profile, built now if it is not there
-/// or might be stale (a no-op when it is fresh).
-fn berth_binary(bench: &Path) -> PathBuf {
-    let berth = bench.with_file_name("berth");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "berth"]);
-    if bench.parent().and_then(Path::file_name) == Some("release".as_ref()) {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("running cargo build -p berth");
-    assert!(status.success(), "cargo build -p berth failed");
-    assert!(berth.is_file(), "no berth binary at {}", berth.display());
-    berth
-}
-
 #[test]
 fn quick_cache_benchmark_prints_every_row() {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("docker-registry").is_file()))
-        .unwrap_or(false);
     assert!(
-        on_path,
+        on_path("docker-registry").is_some(),
         "docker-registry is required by the benchmark test (scripts/test installs it)"
     );
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_berth-bench-cache"));
-    let berth = berth_binary(&bench);
-    let dir = tempfile::tempdir().unwrap();
-    let stdout_path = dir.path().join("stdout");
-    let mut child = Command::new(&bench)
-        .arg("--quick")
-        .arg("--berth")
-        .arg(&berth)
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting berth-bench-cache");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "berth-bench-cache --quick ran over {LIMIT:?}:\n{}",
-                std::fs::read_to_string(&stdout_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = std::fs::read_to_string(&stdout_path).unwrap();
-    println!("{out}");
+    let (status, out) = run_bench(&bench, &["--quick"], LIMIT);
     assert!(
         status.success(),
         "berth-bench-cache --quick failed ({status}):\n{out}"

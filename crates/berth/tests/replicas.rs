@@ -34,33 +34,70 @@ impl Replicas {
 
     /// [`Replicas::start`] with `more_toml` in every replica's configuration.
     fn start_with(n: usize, more_toml: &str, extra: &[String]) -> Replicas {
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers = addrs
+            .iter()
+            .map(|a| format!("\"http://{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Replicas::launch(
+            &addrs,
+            &format!("peers = [{peers}]"),
+            None,
+            more_toml,
+            extra,
+        )
+    }
+
+    /// `n` replicas that know each other only through DNS, as a headless
+    /// Service gives it: `PEERS_NAME` resolves (through `hosts`, the
+    /// `/etc/hosts` of each replica's own mount namespace) to 127.0.0.2,
+    /// 127.0.0.3, ..., where they listen on one port; `peers_dns` names it.
+    fn start_dns(n: usize, hosts: &std::path::Path, extra: &[String]) -> Replicas {
+        let port = free_port();
+        let addrs: Vec<String> = (0..n)
+            .map(|i| format!("127.0.0.{}:{port}", i + 2))
+            .collect();
+        write_hosts(hosts, &addrs);
+        let discovery = format!("peers_dns = \"{PEERS_NAME}:{port}\"");
+        Replicas::launch(&addrs, &discovery, Some(hosts), "", extra)
+    }
+
+    /// Replicas listening on `addrs`, finding each other by `discovery`
+    /// (a `[cluster]` line), behind nginx.
+    fn launch(
+        addrs: &[String],
+        discovery: &str,
+        hosts: Option<&std::path::Path>,
+        more_toml: &str,
+        extra: &[String],
+    ) -> Replicas {
         let prefix = fresh_s3_prefix();
         let dir = tempfile::tempdir().expect("replicas dir");
         let secret = dir.path().join("peer-secret");
         std::fs::write(&secret, "replica-secret-0123456789abcdef-0123456789\n")
             .expect("write peer secret");
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let peers = ports
+        let servers = addrs
             .iter()
-            .map(|p| format!("\"http://127.0.0.1:{p}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let servers = ports
-            .iter()
-            .map(|p| {
+            .map(|a| {
                 let toml = format!(
-                    "{more_toml}\n[cluster]\nself_url = \"http://127.0.0.1:{p}\"\npeers = [{peers}]\nsecret_file = \"{}\"\n",
+                    "{more_toml}\n[cluster]\nself_url = \"http://{a}\"\n{discovery}\nsecret_file = \"{}\"\n",
                     secret.display()
                 );
-                let mut args = vec![format!("--listen=127.0.0.1:{p}")];
+                let mut args = vec![format!("--listen={a}")];
                 args.extend(extra.iter().cloned());
-                Server::start_s3(&prefix, &toml, &args)
+                match hosts {
+                    Some(h) => Server::start_s3_with_hosts(&prefix, &toml, &args, h),
+                    None => Server::start_s3(&prefix, &toml, &args),
+                }
             })
             .collect();
         let lb_log = dir.path().join("lb.log");
-        let upstream = ports
+        let upstream = addrs
             .iter()
-            .map(|p| format!("    server 127.0.0.1:{p} max_fails=0;\n"))
+            .map(|a| format!("    server {a} max_fails=0;\n"))
             .collect::<String>();
         let lb = Nginx::start_with(
             &format!(
@@ -93,6 +130,27 @@ impl Replicas {
         std::thread::sleep(Duration::from_millis(200));
         std::fs::read_to_string(&self.lb_log).unwrap_or_default()
     }
+}
+
+/// The name a headless Service of the replicas would have.
+const PEERS_NAME: &str = "berth-peers.replicas.test";
+
+/// An `/etc/hosts` where [`PEERS_NAME`] has the addresses of `addrs`,
+/// rewritten in place (the replicas' bind mounts see the same file).
+fn write_hosts(hosts: &std::path::Path, addrs: &[String]) {
+    use std::io::Write as _;
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for a in addrs {
+        let ip = a.rsplit_once(':').map_or(a.as_str(), |(ip, _)| ip);
+        text.push_str(&format!("{ip} {PEERS_NAME}\n"));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(hosts)
+        .expect("open the hosts file");
+    f.write_all(text.as_bytes()).expect("write the hosts file");
 }
 
 /// Poll (bounded) until `f` holds; how long it took.
@@ -293,6 +351,121 @@ fn a_cold_blob_is_fetched_once_across_replicas() {
         .map(|s| s.metric("berth_cache_peer_fallbacks_total"))
         .sum();
     assert_eq!(fallbacks, 0.0);
+}
+
+/// The replica set each replica uses now, as its last "replica set
+/// changed" log line names it (addresses only, sorted).
+fn replica_set(server: &Server) -> Vec<String> {
+    let log = server.log();
+    let Some(line) = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("replica set changed"))
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .filter(|w| w.starts_with("127.0.0.") && w.contains(':'))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Replicas that find each other through DNS (`peers_dns`, a headless
+/// Service's name; here resolved through the hosts file of each replica's
+/// mount namespace) agree on the replica set and fetch a cold blob from
+/// the upstream once: twelve clients on three replicas. When a replica
+/// leaves (killed, and gone from the name's addresses, as Kubernetes does
+/// it), the others drop it within their 10 s re-read, and a new cold blob
+/// is again fetched once, with no fall-back to the departed owner.
+#[test]
+fn replicas_found_through_dns_fetch_a_cold_blob_once() {
+    let up = Distribution::start();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let layout = Layout::create(&scratch.path().join("layout"));
+    let blobs = |seed: u64| {
+        vec![
+            pseudo_random(3 << 20, seed),
+            pseudo_random((5 << 20) + 1, seed + 1),
+        ]
+    };
+    let first = layout.add_image("v1", "amd64", &blobs(31));
+    let second = layout.add_image("v2", "amd64", &blobs(41));
+    up.push(scratch.path(), &layout.oci_ref("v1"), "team/dns:v1", None);
+    up.push(scratch.path(), &layout.oci_ref("v2"), "team/dns:v2", None);
+    let hosts = scratch.path().join("hosts");
+    let mut set = Replicas::start_dns(3, &hosts, &[format!("--upstream={UP}={}", up.url())]);
+    let addrs: Vec<String> = set.servers.iter().map(|s| s.host()).collect();
+    let mut all = addrs.clone();
+    all.sort();
+    for s in &set.servers {
+        within(
+            Duration::from_secs(30),
+            "every replica finds all three by DNS",
+            || replica_set(s) == all,
+        );
+    }
+    let fetch_once = |servers: &[&Server], layers: &[String], what: &str| {
+        let mut clients = Vec::new();
+        for i in 0..12 {
+            let url = servers[i % servers.len()].url();
+            let layers = layers.to_vec();
+            clients.push(std::thread::spawn(move || {
+                layers.iter().all(|d| {
+                    let r = curl("GET", &format!("{url}/v2/{UP}/team/dns/blobs/{d}")).send();
+                    r.status == 200 && sha256(&r.body) == *d
+                })
+            }));
+        }
+        for c in clients {
+            assert!(
+                c.join().expect("client thread"),
+                "{what}: a client got wrong bytes"
+            );
+        }
+        for d in layers {
+            assert_eq!(
+                up.requests("GET", &format!("/v2/team/dns/blobs/{d}")),
+                1,
+                "{what}: upstream GETs of {d}\n{}",
+                up.log()
+            );
+        }
+    };
+    let everyone: Vec<&Server> = set.servers.iter().collect();
+    fetch_once(&everyone, &first.layer_digests, "three replicas");
+    let forwards: f64 = set
+        .servers
+        .iter()
+        .map(|s| s.metric("berth_cache_peer_forwards_total"))
+        .sum();
+    assert!(forwards >= 1.0, "no replica forwarded to an owner");
+
+    // One leaves: killed, and its address gone from the name.
+    set.servers[2].kill9();
+    write_hosts(&hosts, &addrs[..2]);
+    let mut left = addrs[..2].to_vec();
+    left.sort();
+    for s in &set.servers[..2] {
+        within(
+            Duration::from_secs(30),
+            "the survivors drop the departed replica",
+            || replica_set(s) == left,
+        );
+    }
+    let survivors: Vec<&Server> = set.servers[..2].iter().collect();
+    fetch_once(&survivors, &second.layer_digests, "two replicas");
+    let fallbacks: f64 = survivors
+        .iter()
+        .map(|s| s.metric("berth_cache_peer_fallbacks_total"))
+        .sum();
+    assert_eq!(
+        fallbacks, 0.0,
+        "a survivor still tried the departed replica"
+    );
 }
 
 /// The replica that owns a cold blob's download is killed (-9) while a

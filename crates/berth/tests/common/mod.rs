@@ -200,6 +200,9 @@ pub fn run(cmd: &mut Command) -> Output {
 /// when the test is failing.
 pub struct Server {
     child: Option<Child>,
+    /// The loopback address it listens on (127.0.0.1 or ::1, unless the
+    /// test chose another with `--listen=`).
+    ip: IpAddr,
     pub port: u16,
     pub root: PathBuf,
     log: PathBuf,
@@ -264,24 +267,45 @@ pub fn free_port() -> u16 {
     free_port_on(loopback(false))
 }
 
+/// How `berth serve` is started.
+#[derive(Clone)]
+enum Launch {
+    Plain,
+    /// With at most this many open files (soft and hard limit).
+    Nofile(u64),
+    /// In a mount namespace of its own whose `/etc/hosts` is this file (for
+    /// names only the test resolves, such as a headless Service's).
+    Hosts(PathBuf),
+}
+
 fn spawn_berth(
     addr: SocketAddr,
     root: &Path,
     log: &Path,
     extra: &[String],
-    nofile: Option<u64>,
+    launch: &Launch,
     rust_log: &str,
 ) -> Child {
     let logfile = std::fs::File::create(log).expect("create server log");
-    let mut cmd = match nofile {
+    let mut cmd = match launch {
         // Soft and hard: berth raises its soft limit to the hard one.
-        Some(n) => {
+        Launch::Nofile(n) => {
             let mut c = Command::new(require_tool("prlimit"));
             c.arg(format!("--nofile={n}:{n}"))
                 .arg(env!("CARGO_BIN_EXE_berth"));
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_berth")),
+        Launch::Hosts(hosts) => {
+            require_tool("unshare");
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount --bind \"$HOSTS\" /etc/hosts && exec \"$BERTH\" \"$@\"")
+                .arg("berth")
+                .env("HOSTS", hosts)
+                .env("BERTH", env!("CARGO_BIN_EXE_berth"));
+            c
+        }
+        Launch::Plain => Command::new(env!("CARGO_BIN_EXE_berth")),
     };
     cmd.arg("serve");
     // A caller that must know the address before the start (a replica
@@ -415,7 +439,7 @@ impl Server {
     /// [`Server::start_s3`] with `s3_keys` added to its `[storage.s3]`
     /// table (`presign_blob_gets = "60s"`, say).
     pub fn start_s3_keys(prefix: &str, s3_keys: &str, extra: &[String]) -> Server {
-        Server::start_s3_config(garage(), prefix, "", s3_keys, extra)
+        Server::start_s3_config(garage(), prefix, "", s3_keys, extra, Launch::Plain)
     }
 
     /// [`Server::start_s3`] on another Garage.
@@ -425,7 +449,19 @@ impl Server {
         more_toml: &str,
         extra: &[String],
     ) -> Server {
-        Server::start_s3_config(g, prefix, more_toml, "", extra)
+        Server::start_s3_config(g, prefix, more_toml, "", extra, Launch::Plain)
+    }
+
+    /// [`Server::start_s3`] in a mount namespace whose `/etc/hosts` is
+    /// `hosts`.
+    pub fn start_s3_with_hosts(
+        prefix: &str,
+        more_toml: &str,
+        extra: &[String],
+        hosts: &Path,
+    ) -> Server {
+        let launch = Launch::Hosts(hosts.to_path_buf());
+        Server::start_s3_config(garage(), prefix, more_toml, "", extra, launch)
     }
 
     /// A configuration file of `before`, the storage tables, then
@@ -436,6 +472,7 @@ impl Server {
         before: &str,
         s3_keys: &str,
         extra: &[String],
+        launch: Launch,
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp root");
         let config = dir.path().join("berth.toml");
@@ -450,7 +487,7 @@ impl Server {
         let mut args = vec![format!("--config={}", config.display())];
         args.extend(extra.iter().cloned());
         let root = dir.path().join("root");
-        let mut server = Server::start_on_with(&root, &args);
+        let mut server = Server::start_inner(&root, &args, None, launch, None);
         server._dir = Some(dir);
         server
     }
@@ -482,7 +519,7 @@ impl Server {
     pub fn start_with_log(extra: &[String], rust_log: &str) -> Server {
         let dir = tempfile::tempdir().expect("temp root");
         let root = dir.path().join("root");
-        let mut server = Server::start_inner(&root, extra, None, None, Some(rust_log));
+        let mut server = Server::start_inner(&root, extra, None, Launch::Plain, Some(rust_log));
         server._dir = Some(dir);
         server
     }
@@ -494,7 +531,7 @@ impl Server {
 
     /// Start on `root` with extra `berth serve` arguments.
     pub fn start_on_with(root: &Path, extra: &[String]) -> Server {
-        Server::start_inner(root, extra, None, None, None)
+        Server::start_inner(root, extra, None, Launch::Plain, None)
     }
 
     /// Start on a fresh root with at most `nofile` open files (soft and
@@ -502,7 +539,7 @@ impl Server {
     pub fn start_with_nofile(extra: &[String], nofile: u64) -> Server {
         let dir = tempfile::tempdir().expect("temp root");
         let root = dir.path().join("root");
-        let mut server = Server::start_inner(&root, extra, None, Some(nofile), None);
+        let mut server = Server::start_inner(&root, extra, None, Launch::Nofile(nofile), None);
         server._dir = Some(dir);
         server
     }
@@ -516,7 +553,7 @@ impl Server {
     /// (`--tls-cert/--tls-key` or `--tls-auto`); clients reach it as `tls`
     /// says (see [`TlsClient`]).
     pub fn start_tls(root: &Path, extra: &[String], tls: TlsClient) -> Server {
-        Server::start_inner(root, extra, Some(tls), None, None)
+        Server::start_inner(root, extra, Some(tls), Launch::Plain, None)
     }
 
     /// A server over TLS (a CA and server certificate made with openssl)
@@ -560,7 +597,7 @@ impl Server {
         root: &Path,
         extra: &[String],
         tls: Option<TlsClient>,
-        nofile: Option<u64>,
+        launch: Launch,
         rust_log: Option<&str>,
     ) -> Server {
         let rust_log = rust_log.map_or_else(
@@ -578,11 +615,12 @@ impl Server {
             let port = fixed.map_or_else(|| free_port_on(ip), |a| a.port());
             let addr = fixed.unwrap_or(SocketAddr::new(ip, port));
             let log = logdir.path().join(format!("berth-{attempt}.log"));
-            let mut child = spawn_berth(addr, root, &log, extra, nofile, &rust_log);
+            let mut child = spawn_berth(addr, root, &log, extra, &launch, &rust_log);
             match wait_ready(&mut child, addr, tls.is_some(), &log, &rust_log) {
                 Ok(()) => {
                     let server = Server {
                         child: Some(child),
+                        ip: addr.ip(),
                         port,
                         root: root.to_path_buf(),
                         log,
@@ -631,10 +669,7 @@ impl Server {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(
-            loopback(self.tls.as_ref().is_some_and(|t| t.ipv6)),
-            self.port,
-        )
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// The server's combined stdout and stderr so far.
