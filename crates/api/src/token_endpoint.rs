@@ -219,7 +219,10 @@ pub async fn token(State(state): State<ApiState>, req: Request) -> Response {
                     if let Err(e) = auth.check_rate(ip) {
                         return auth_error(e);
                     }
-                    match auth.verify_refresh(get(&params, "refresh_token").unwrap_or("")) {
+                    match auth
+                        .verify_refresh(get(&params, "refresh_token").unwrap_or(""))
+                        .await
+                    {
                         Ok(id) => id,
                         Err(e) => {
                             auth.record_failure(ip);

@@ -194,6 +194,18 @@ impl Auth {
         })
     }
 
+    /// Keep API tokens in `tokens` instead of under the root (replicas on
+    /// shared storage keep them in the bucket, see `apitoken`).
+    pub fn with_tokens(mut self, tokens: TokenStore) -> Auth {
+        self.tokens = tokens;
+        self
+    }
+
+    /// Where API tokens are kept.
+    pub fn tokens(&self) -> &TokenStore {
+        &self.tokens
+    }
+
     /// Take the users (htpasswd file), groups, policy and token lifetime
     /// of `config`; on an error nothing changes. Tokens issued before keep
     /// what they were issued with until they expire. What cannot change
@@ -262,7 +274,7 @@ impl Auth {
     async fn login_unlimited(&self, user: &str, password: &[u8]) -> Result<Identity, AuthError> {
         if let Ok(text) = std::str::from_utf8(password) {
             if TokenStore::is_token_text(text) {
-                let record = self.tokens.verify(text)?;
+                let record = self.tokens.verify(text).await?;
                 if record.user != user {
                     return Err(AuthError::InvalidCredentials);
                 }
@@ -379,7 +391,7 @@ impl Auth {
 
     /// The identity behind a refresh token, if it still holds: its API token
     /// not revoked or expired, its user's password unchanged.
-    pub fn verify_refresh(&self, token: &str) -> Result<Identity, AuthError> {
+    pub async fn verify_refresh(&self, token: &str) -> Result<Identity, AuthError> {
         let c = self.signer.verify(token, Kind::Refresh)?;
         let gone = || AuthError::InvalidToken("the login behind this token no longer holds".into());
         if c.sub.is_empty() {
@@ -387,7 +399,7 @@ impl Auth {
         }
         match &c.tid {
             Some(id) => {
-                let record = self.tokens.get(id)?.ok_or_else(gone)?;
+                let record = self.tokens.get(id).await?.ok_or_else(gone)?;
                 if record.expired() || record.user != c.sub {
                     return Err(gone());
                 }
@@ -460,7 +472,10 @@ mod tests {
         assert_eq!(auth.rights(&me, "pub/x"), Actions::PULL);
         assert_eq!(auth.rights(&me, "other"), Actions::NONE);
         let store = TokenStore::new(&auth_dir(dir.path()));
-        let (_, text) = store.create("ci", &["pull:team/a".into()], None).unwrap();
+        let (_, text) = store
+            .create("ci", &["pull:team/a".into()], None)
+            .await
+            .unwrap();
         assert!(
             auth.login("alice", text.as_bytes(), None).await.is_err(),
             "another user's token"
@@ -485,13 +500,13 @@ mod tests {
         assert_eq!(auth.rights(&g.identity, "team/b"), Actions::NONE);
         // Refresh tokens end with the API token.
         let r = auth.refresh_token(&ci).unwrap().unwrap();
-        assert!(auth.verify_refresh(&r).is_ok());
+        assert!(auth.verify_refresh(&r).await.is_ok());
         assert!(auth.verify_access(&r).is_err());
-        store.revoke(ci.token_id.as_deref().unwrap()).unwrap();
-        assert!(auth.verify_refresh(&r).is_err());
+        store.revoke(ci.token_id.as_deref().unwrap()).await.unwrap();
+        assert!(auth.verify_refresh(&r).await.is_err());
         // ...and with a changed password.
         let r = auth.refresh_token(&me).unwrap().unwrap();
-        assert!(auth.verify_refresh(&r).is_ok());
+        assert!(auth.verify_refresh(&r).await.is_ok());
         assert!(auth
             .refresh_token(&Identity::anonymous())
             .unwrap()

@@ -654,6 +654,65 @@ fn tokens_from_one_replica_are_good_at_every_other() {
         r.header("docker-content-digest"),
         Some(image.manifest_digest.as_str())
     );
+
+    // An API token made through one replica (it lives in the bucket) logs
+    // in at the other, pulls through the load balancer, is listed by
+    // either, and revoked through one it is refused by both.
+    let berth_token = |args: &[&str], root: &std::path::Path| {
+        run(std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("token")
+            .args(args)
+            .arg("--root")
+            .arg(root))
+    };
+    let made = berth_token(
+        &["create", "--user", "ci", "--scope", "pull:team/**"],
+        &a.root,
+    );
+    let api_token = made.stdout_str().trim().to_string();
+    assert!(api_token.starts_with("berth_"), "{}", made.describe());
+    let id = api_token.split('_').nth(1).expect("token id").to_string();
+    assert!(
+        !std::fs::read_dir(a.root.join("auth/tokens")).is_ok_and(|mut d| d.next().is_some()),
+        "the token was stored under the replica's root, not in the bucket"
+    );
+    let login = |s: &Server| {
+        curl(
+            "GET",
+            &format!(
+                "{}/token?service=berth&scope=repository:team/app:pull",
+                s.url()
+            ),
+        )
+        .header(
+            "Authorization",
+            &format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("ci:{api_token}"))
+            ),
+        )
+        .send()
+        .status
+    };
+    assert_eq!(login(b), 200, "the token made through a is refused by b");
+    run(skopeo(scratch.path())
+        .args(["copy", "--src-tls-verify=false"])
+        .args(["--src-creds", &format!("ci:{api_token}")])
+        .arg(format!("docker://{}/team/app:v1", set.lb_host()))
+        .arg(format!(
+            "oci:{}:pulled",
+            scratch.path().join("pulled").display()
+        )));
+    assert!(berth_token(&["list"], &b.root).stdout_str().contains(&id));
+    berth_token(&["revoke", &id], &b.root);
+    for s in [a, b] {
+        assert_eq!(
+            login(s),
+            401,
+            "a revoked token still logs in at {}",
+            s.url()
+        );
+    }
 }
 
 /// With `presign_blob_gets`, a blob GET is answered 307 to a presigned URL

@@ -66,6 +66,15 @@ pub async fn migrate(registry: &Registry) -> anyhow::Result<()> {
 /// `POST path` on the admin socket of the server holding `root`; the JSON
 /// answer.
 pub async fn call<T: serde::de::DeserializeOwned>(root: &Path, path: &str) -> anyhow::Result<T> {
+    call_with(root, path, None).await
+}
+
+/// [`call`] with a JSON request body.
+pub async fn call_with<T: serde::de::DeserializeOwned>(
+    root: &Path,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<T> {
     use http_body_util::BodyExt;
     let socket = super::serve::admin_socket(root);
     let stream = tokio::net::UnixStream::connect(&socket)
@@ -82,9 +91,16 @@ pub async fn call<T: serde::de::DeserializeOwned>(root: &Path, path: &str) -> an
             .await
             .context("talking to the server's admin socket")?;
     tokio::spawn(conn);
+    let body = match body {
+        Some(v) => {
+            bytes::Bytes::from(serde_json::to_vec(&v).context("encoding the admin request")?)
+        }
+        None => bytes::Bytes::new(),
+    };
     let request = http::Request::post(path)
         .header(http::header::HOST, "berth-admin")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(body))
         .context("building the admin request")?;
     let response = sender
         .send_request(request)

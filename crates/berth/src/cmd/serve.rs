@@ -221,6 +221,7 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     }
     let registry = Arc::new(registry);
     super::admin::migrate(&registry).await?;
+    let tokens = api_tokens(&registry, &settings.root);
     if settings.cache.offline {
         tracing::info!("offline: no upstream will be contacted");
     }
@@ -229,7 +230,7 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     let _evictor = lifecycle.spawn_evictor().map(AbortOnDrop);
     // Without the socket (a root path longer than a socket address allows,
     // say) berth still serves; only `berth gc` & co. against it are refused.
-    let _admin = match serve_admin(&settings.root, lifecycle.clone()).await {
+    let _admin = match serve_admin(&settings.root, lifecycle.clone(), tokens.clone()).await {
         Ok(task) => Some(task),
         Err(e) => {
             tracing::warn!(
@@ -257,7 +258,9 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     };
     if let Some(auth) = settings.auth {
         let auth = Arc::new(
-            berth_auth::Auth::open(auth, &settings.root).context("access control ([auth])")?,
+            berth_auth::Auth::open(auth, &settings.root)
+                .context("access control ([auth])")?
+                .with_tokens(tokens),
         );
         if !settings.listen.ip().is_loopback() && matches!(settings.tls, TlsMode::Plain) {
             tracing::warn!(
@@ -334,7 +337,11 @@ impl Drop for AbortOnDrop {
 
 /// The admin API on `ROOT/run/admin.sock` (see `berth_api::admin`). The
 /// root's lock is held, so a socket file left there is a dead server's.
-async fn serve_admin(root: &std::path::Path, lifecycle: Lifecycle) -> anyhow::Result<AbortOnDrop> {
+async fn serve_admin(
+    root: &std::path::Path,
+    lifecycle: Lifecycle,
+    tokens: berth_auth::apitoken::TokenStore,
+) -> anyhow::Result<AbortOnDrop> {
     use std::os::unix::fs::PermissionsExt;
     let path = admin_socket(root);
     match std::fs::remove_file(&path) {
@@ -347,12 +354,39 @@ async fn serve_admin(root: &std::path::Path, lifecycle: Lifecycle) -> anyhow::Re
         .with_context(|| format!("binding the admin socket {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
-    let app = berth_api::admin::router(lifecycle);
+    let app = berth_api::admin::router(lifecycle, tokens);
     Ok(AbortOnDrop(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("admin socket stopped: {e}");
         }
     })))
+}
+
+/// Where API tokens live: under the root, or in the bucket when replicas
+/// share the storage (so that a token made through one is good at all).
+/// Records left under the root of a replica are not used: say so.
+fn api_tokens(
+    registry: &Arc<Registry>,
+    root: &std::path::Path,
+) -> berth_auth::apitoken::TokenStore {
+    use berth_auth::apitoken::TokenStore;
+    let local_dir = berth_auth::auth_dir(root).join("tokens");
+    if !registry.is_shared() {
+        return TokenStore::new(&berth_auth::auth_dir(root));
+    }
+    let left = std::fs::read_dir(&local_dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0);
+    if left > 0 {
+        tracing::warn!(dir = %local_dir.display(), tokens = left,
+            "API tokens under the root are not used with shared storage (they live in the bucket): \
+             create them again with `berth token create` while this replica runs");
+    }
+    TokenStore::shared(registry.storage().clone())
 }
 
 /// Where a server on `root` answers admin requests.

@@ -1,12 +1,15 @@
 //! `berth token create|list|revoke`: revocable API tokens kept (hashed)
-//! under `ROOT/auth/tokens/`, used as the password with Basic credentials or
-//! at the token endpoint. Works on the root directly, also while a server
-//! serves it: a revoked token stops working on its next request.
+//! under `ROOT/auth/tokens/`, or in the bucket when replicas share S3
+//! storage, used as the password with Basic credentials or at the token
+//! endpoint. While a server holds the root, through its admin socket (the
+//! only way to the bucket; a revoked token stops working on its next
+//! request, at every replica); on a stopped root, on its files directly.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use berth_auth::apitoken::{Record, TokenStore};
+use berth_storage::root_lock;
 
 #[derive(clap::Args, Debug)]
 pub struct TokenArgs {
@@ -22,12 +25,37 @@ struct RootArg {
 }
 
 impl RootArg {
-    fn store(&self) -> TokenStore {
-        let root = self
-            .root
+    fn root(&self) -> PathBuf {
+        self.root
             .clone()
-            .unwrap_or_else(|| PathBuf::from("berth-data"));
-        TokenStore::new(&berth_auth::auth_dir(&root))
+            .unwrap_or_else(|| PathBuf::from("berth-data"))
+    }
+}
+
+/// Where the command works: the server holding the root, or its files.
+enum Place {
+    Server(PathBuf),
+    /// The root's lock, held while the files are changed.
+    Files(TokenStore, Option<root_lock::RootLock>),
+}
+
+fn place(root: &RootArg) -> anyhow::Result<Place> {
+    let root = root.root();
+    if !root.exists() {
+        // Nothing serves it yet: the records are made for its first server.
+        return Ok(Place::Files(
+            TokenStore::new(&berth_auth::auth_dir(&root)),
+            None,
+        ));
+    }
+    match root_lock::try_lock(&root)
+        .with_context(|| format!("locking storage root {}", root.display()))?
+    {
+        Some(lock) => Ok(Place::Files(
+            TokenStore::new(&berth_auth::auth_dir(&root)),
+            Some(lock),
+        )),
+        None => Ok(Place::Server(root)),
     }
 }
 
@@ -85,6 +113,10 @@ fn describe(r: &Record) -> String {
 }
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
+    super::admin::runtime()?.block_on(run_async(args))
+}
+
+async fn run_async(args: TokenArgs) -> anyhow::Result<()> {
     match args.command {
         TokenCommand::Create {
             user,
@@ -102,21 +134,64 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let (record, secret) = root
-                .store()
-                .create(&user, &scopes, expires)
-                .context("creating the token")?;
+            let (record, secret) = match place(&root)? {
+                Place::Files(store, _lock) => store
+                    .create(&user, &scopes, expires)
+                    .await
+                    .context("creating the token")?,
+                Place::Server(root) => {
+                    #[derive(serde::Deserialize)]
+                    struct Created {
+                        record: Record,
+                        token: String,
+                    }
+                    let body = serde_json::json!({
+                        "user": user,
+                        "scopes": scopes,
+                        "expires_secs": expires.map(|d| d.as_secs()),
+                    });
+                    let c: Created = super::admin::call_with(&root, "/tokens/create", Some(body))
+                        .await
+                        .context("creating the token")?;
+                    (c.record, c.token)
+                }
+            };
             eprintln!("{}", describe(&record));
             eprintln!("The token is shown only now; use it as the password for user {user:?}.");
             println!("{secret}");
         }
         TokenCommand::List { root } => {
-            for r in root.store().list().context("listing tokens")? {
+            let records: Vec<Record> = match place(&root)? {
+                Place::Files(store, _lock) => store.list().await.context("listing tokens")?,
+                Place::Server(root) => super::admin::call(&root, "/tokens/list")
+                    .await
+                    .context("listing tokens")?,
+            };
+            for r in records {
                 println!("{}", describe(&r));
             }
         }
         TokenCommand::Revoke { id, root } => {
-            if !root.store().revoke(&id).context("revoking the token")? {
+            let revoked = match place(&root)? {
+                Place::Files(store, _lock) => {
+                    store.revoke(&id).await.context("revoking the token")?
+                }
+                Place::Server(root) => {
+                    #[derive(serde::Deserialize)]
+                    struct Revoked {
+                        revoked: bool,
+                    }
+                    // Ids are 16 hex digits; anything else is no token.
+                    if !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        anyhow::bail!("no token with id {id:?}");
+                    }
+                    let r: Revoked = super::admin::call(&root, &format!("/tokens/revoke?id={id}"))
+                        .await
+                        .context("revoking the token")?;
+                    r.revoked
+                }
+            };
+            if !revoked {
                 anyhow::bail!("no token with id {id:?}");
             }
             eprintln!("revoked {id}");
