@@ -224,7 +224,7 @@ async fn cold_pull(
     let took = t.elapsed();
     // The owner's fills end when the last client has its bytes; the log
     // line of each upstream GET is written when its response head goes.
-    let gets = upstream_blob_gets(upstream) - before;
+    let gets = upstream_blob_gets(upstream).saturating_sub(before);
     for s in &started {
         if let Err(e) = s.rss() {
             bail!(

@@ -18,17 +18,7 @@ const IMAGE: u64 = 8 * MIB;
 fn a_capped_cache_evicts_the_least_recently_pulled_and_keeps_serving() {
     let upstream = Server::start();
     let shared = pseudo_random(MIB as usize, 1);
-    let images: Vec<Image> = (0..10u64)
-        .map(|i| {
-            let own = pseudo_random((IMAGE - MIB) as usize, 100 + i);
-            push_image(
-                &upstream,
-                "app/web",
-                &format!("v{i}"),
-                vec![shared.clone(), own],
-            )
-        })
-        .collect();
+    let images = push_images_sharing_a_layer(&upstream, "app/web", 10, IMAGE, &shared, 100);
 
     let server = Server::start_with(&[
         format!("--upstream=registry.up.test={}", upstream.url()),

@@ -73,11 +73,7 @@ fn collections_on_replicas_are_fenced_against_pushes_and_each_other() {
 
     // Another replica's collection, announced for 60 s.
     let marker = markers.join("elsewhere").unwrap();
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 60;
+    let until = a_minute_from_now();
     rt.block_on(store.doc_put(&marker, until.to_string().into()))
         .unwrap();
     let report = berth_gc(&a.root);
@@ -191,6 +187,16 @@ fn scrub_on_s3_quarantines_damaged_blobs() {
 
 const MIB: u64 = 1 << 20;
 
+/// The end of a lease, or a collection's announcement, planted for another
+/// replica: 60 s from now, in seconds since the epoch.
+fn a_minute_from_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60
+}
+
 /// Announce a lifecycle job of another replica for 60 s (what
 /// `berth_lifecycle`'s lease writes); the key to remove it by.
 fn plant_lease(
@@ -199,11 +205,7 @@ fn plant_lease(
 ) -> berth_storage::DocKey {
     use berth_storage::Storage;
     let key = berth_storage::DocKey::new(["_lifecycle", "jobs", "elsewhere"]).unwrap();
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 60;
+    let until = a_minute_from_now();
     rt.block_on(store.doc_put(&key, format!("{until} evict").into()))
         .unwrap();
     key
@@ -242,17 +244,7 @@ fn eviction_on_replicas_keeps_the_bucket_under_the_cap_one_job_at_a_time() {
     const IMAGE: u64 = 8 * MIB;
     let upstream = Server::start();
     let shared = pseudo_random(MIB as usize, 11);
-    let images: Vec<Image> = (0..8u64)
-        .map(|i| {
-            let own = pseudo_random((IMAGE - MIB) as usize, 400 + i);
-            push_image(
-                &upstream,
-                "app/web",
-                &format!("v{i}"),
-                vec![shared.clone(), own],
-            )
-        })
-        .collect();
+    let images = push_images_sharing_a_layer(&upstream, "app/web", 8, IMAGE, &shared, 400);
     let prefix = fresh_s3_prefix();
     let args = [
         format!("--upstream=registry.up.test={}", upstream.url()),

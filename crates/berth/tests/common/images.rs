@@ -66,3 +66,22 @@ pub fn manifest_digest(server_url: &str, repo: &str, reference: &str) -> Option<
             .to_string()
     })
 }
+
+/// `count` images tagged `v0`, `v1`, ... in `repo` on `server`, each of
+/// `image_size` bytes: `shared` (a layer every image has) and a layer of
+/// its own (seeded from `seed`).
+pub fn push_images_sharing_a_layer(
+    server: &Server,
+    repo: &str,
+    count: u64,
+    image_size: u64,
+    shared: &[u8],
+    seed: u64,
+) -> Vec<Image> {
+    (0..count)
+        .map(|i| {
+            let own = pseudo_random(image_size as usize - shared.len(), seed + i);
+            push_image(server, repo, &format!("v{i}"), vec![shared.to_vec(), own])
+        })
+        .collect()
+}
